@@ -1,0 +1,377 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! Each check builds a fresh store from a factory (so backends that share a
+//! server can hand out isolated namespaces), drives it through the `Store`
+//! trait only, and asserts what a device or an admin would observe. Backends
+//! run it from their own tests: the embedded store in `embedded::tests`.
+
+use std::time::Duration;
+
+use crate::clock::UnixMillis;
+use crate::decision::{Decision, LockState, Windows};
+use crate::fingerprint::Fingerprint;
+use crate::model::{RequestState, Transport, UserRecord};
+use crate::store::{
+    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, Store, StoreError,
+};
+
+/// The start of time in every check.
+pub const T0: UnixMillis = UnixMillis(1_800_000_000_000);
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint([n; 32])
+}
+
+fn poll(username: &str, n: u8) -> Poll<'_> {
+    Poll {
+        username,
+        fingerprint: fp(n),
+        transport: Transport::Http,
+        source_addr: Some("127.0.0.1:40000".parse().unwrap()),
+        client_id: None,
+        roles: &[],
+        permissions: &[],
+        context: None,
+        sealed: vec![n; 20],
+    }
+}
+
+fn user(username: &str) -> UserRecord {
+    UserRecord {
+        username: username.into(),
+        password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+        roles: vec!["sensor".into()],
+        permissions: vec![],
+        created_at: T0,
+        origin: "http".into(),
+    }
+}
+
+async fn unlock<S: Store>(s: &S, until: UnixMillis) {
+    s.set_lock_state(LockState {
+        unlocked_until: Some(until),
+    })
+    .await
+    .unwrap();
+}
+
+async fn decide<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> Decision {
+    s.register(poll(username, n), now).await.unwrap().0
+}
+
+async fn grant<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> GrantResult {
+    s.commit_grant(
+        GrantCommit {
+            username: username.into(),
+            fingerprint: fp(n),
+            user: user(username),
+            granted_at: now,
+        },
+        now,
+    )
+    .await
+    .unwrap()
+}
+
+/// A factory for a fresh, empty store with the given windows and cap.
+pub trait Factory<S> {
+    fn make(&self, windows: Windows, max_pending: usize) -> S;
+}
+
+impl<S, F: Fn(Windows, usize) -> S> Factory<S> for F {
+    fn make(&self, windows: Windows, max_pending: usize) -> S {
+        self(windows, max_pending)
+    }
+}
+
+/// Runs every check.
+pub async fn run_all<S: Store>(f: &impl Factory<S>) {
+    poll_lifecycle(f).await;
+    lock_expires_by_itself(f).await;
+    grant_is_atomic_and_idempotent(f).await;
+    grant_needs_the_request_that_was_seen(f).await;
+    deny_then_forgotten(f).await;
+    pending_expires_and_cap_holds(f).await;
+    listing_is_keyset_paginated(f).await;
+    users_put_list_delete(f).await;
+}
+
+/// 423 → 202 → 202 → 409 → 423-while-pending, with the pending count.
+pub async fn poll_lifecycle<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Locked);
+    assert_eq!(
+        s.get_request("dev01", T0).await.unwrap(),
+        None,
+        "locked stores nothing"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    let t1 = T0.plus(Duration::from_secs(1));
+    assert_eq!(decide(&s, "dev01", 1, t1).await, Decision::StillPending);
+    let r = s.get_request("dev01", t1).await.unwrap().unwrap();
+    assert_eq!(r.polls, 2);
+    assert_eq!(r.first_seen, T0);
+    assert_eq!(r.last_seen, t1);
+    assert_eq!(r.state, RequestState::Pending);
+    assert_eq!(r.sealed, vec![1; 20]);
+
+    // A different credential for the same username changes nothing.
+    assert_eq!(decide(&s, "dev01", 2, t1).await, Decision::Conflict);
+    let after = s.get_request("dev01", t1).await.unwrap().unwrap();
+    assert_eq!(after.fingerprint, fp(1));
+    assert_eq!(after.polls, 2);
+
+    s.set_lock_state(LockState::default()).await.unwrap();
+    assert_eq!(
+        decide(&s, "dev01", 1, t1).await,
+        Decision::PendingWhileLocked
+    );
+    assert_eq!(decide(&s, "dev02", 1, t1).await, Decision::Locked);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+}
+
+/// An unlock with a deadline locks again when the clock passes it.
+pub async fn lock_expires_by_itself<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    let until = T0.plus(Duration::from_secs(5));
+    unlock(&s, until).await;
+    assert!(s.lock_state().await.unwrap().is_unlocked(T0));
+    assert!(!s.lock_state().await.unwrap().is_unlocked(until));
+    assert_eq!(decide(&s, "dev01", 1, until).await, Decision::Locked);
+}
+
+/// Grant creates exactly one user; the device collects, even while locked;
+/// a second grant is idempotent.
+pub async fn grant_is_atomic_and_idempotent<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    let t1 = T0.plus(Duration::from_secs(2));
+    let granted = match grant(&s, "dev01", 1, t1).await {
+        GrantResult::Granted(r) => r,
+        other => panic!("expected Granted, got {other:?}"),
+    };
+    assert_eq!(granted.state, RequestState::Granted { granted_at: t1 });
+    assert!(
+        granted.sealed.is_empty(),
+        "the sealed secret is dropped at grant"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(s.get_user("dev01").await.unwrap(), Some(user("dev01")));
+    match grant(&s, "dev01", 1, t1).await {
+        GrantResult::AlreadyGranted(r) => assert_eq!(r, granted),
+        other => panic!("expected AlreadyGranted, got {other:?}"),
+    }
+
+    s.set_lock_state(LockState::default()).await.unwrap();
+    let (d, record) = s.register(poll("dev01", 1), t1).await.unwrap();
+    assert_eq!(d, Decision::Collect);
+    assert_eq!(
+        record.unwrap().state,
+        RequestState::Granted { granted_at: t1 }
+    );
+    assert_eq!(decide(&s, "dev01", 2, t1).await, Decision::Conflict);
+
+    // After the collection window the user remains, and polls conflict.
+    let late = t1.plus(Windows::default().collect_window);
+    assert_eq!(decide(&s, "dev01", 1, late).await, Decision::Conflict);
+    assert!(s.get_user("dev01").await.unwrap().is_some());
+}
+
+/// A grant names the request it saw; a replaced or unknown request fails.
+pub async fn grant_needs_the_request_that_was_seen<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    assert_eq!(grant(&s, "ghost", 1, T0).await, GrantResult::NotFound);
+    unlock(&s, T0.plus(Duration::from_secs(3600))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "dev01", 9, T0).await,
+        GrantResult::Conflict(_)
+    ));
+    assert_eq!(s.get_user("dev01").await.unwrap(), None);
+    // An existing user blocks a grant of the same name.
+    s.put_user(user("taken")).await.unwrap();
+    assert_eq!(decide(&s, "taken", 1, T0).await, Decision::Conflict);
+    assert_eq!(s.get_request("taken", T0).await.unwrap(), None);
+}
+
+/// Deny answers 403 for the window, then the username is free again.
+pub async fn deny_then_forgotten<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    let far = T0.plus(Duration::from_secs(24 * 3600));
+    unlock(&s, far).await;
+    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::NotFound);
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Denied);
+    assert_eq!(decide(&s, "dev01", 2, T0).await, Decision::Conflict);
+    assert!(matches!(
+        grant(&s, "dev01", 1, T0).await,
+        GrantResult::Conflict(_)
+    ));
+    let later = T0.plus(Windows::default().deny_window);
+    assert_eq!(decide(&s, "dev01", 2, later).await, Decision::Create);
+
+    assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "dev02", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+    assert_eq!(
+        s.deny("dev02", T0).await.unwrap(),
+        DenyResult::AlreadyGranted
+    );
+}
+
+/// Pending requests that stop polling expire; the cap refuses new ones
+/// while existing ones keep being served.
+pub async fn pending_expires_and_cap_holds<S: Store>(f: &impl Factory<S>) {
+    let windows = Windows {
+        pending_ttl: Duration::from_secs(10),
+        ..Windows::default()
+    };
+    let s = f.make(windows, 2);
+    let far = T0.plus(Duration::from_secs(3600));
+    unlock(&s, far).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::Create);
+    match s.register(poll("dev03", 1), T0).await {
+        Err(StoreError::PendingLimit { max: 2 }) => {}
+        other => panic!("expected PendingLimit, got {other:?}"),
+    }
+    assert_eq!(s.get_request("dev03", T0).await.unwrap(), None);
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::StillPending);
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+
+    // dev01 keeps polling; dev02 goes quiet and expires.
+    let t9 = T0.plus(Duration::from_secs(9));
+    assert_eq!(decide(&s, "dev01", 1, t9).await, Decision::StillPending);
+    let t12 = T0.plus(Duration::from_secs(12));
+    assert!(s.get_request("dev01", t12).await.unwrap().is_some());
+    assert_eq!(s.get_request("dev02", t12).await.unwrap(), None);
+    // Another device may take the expired username.
+    assert_eq!(decide(&s, "dev02", 7, t12).await, Decision::Create);
+    assert_eq!(
+        s.get_request("dev02", t12)
+            .await
+            .unwrap()
+            .unwrap()
+            .fingerprint,
+        fp(7)
+    );
+}
+
+/// Pages come in username order; every item present throughout is seen
+/// exactly once even when new requests arrive between pages.
+pub async fn listing_is_keyset_paginated<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 10_000);
+    unlock(&s, T0.plus(Duration::from_secs(3600))).await;
+    let names: Vec<String> = (0..250).map(|i| format!("dev{:04}", i * 2)).collect();
+    for n in &names {
+        assert_eq!(decide(&s, n, 1, T0).await, Decision::Create);
+    }
+    assert_eq!(decide(&s, "other1", 1, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "other1", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = s
+            .list_requests(
+                &ListQuery {
+                    state: ListState::Pending,
+                    limit: 100,
+                    cursor: cursor.clone(),
+                    prefix: Some("dev".into()),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 100);
+        seen.extend(page.items.iter().map(|r| r.username.clone()));
+        pages += 1;
+        // Concurrent inserts before and after the cursor.
+        let before = format!("dev{:04}", pages * 2 - 1);
+        let after = format!("dev{:04}", 1000 + pages);
+        assert_eq!(decide(&s, &before, 1, T0).await, Decision::Create);
+        assert_eq!(decide(&s, &after, 1, T0).await, Decision::Create);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not terminate");
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "pages are ordered and never repeat an item");
+    for n in &names {
+        assert!(seen.contains(n), "{n} was skipped");
+    }
+    assert!(!seen.contains(&"other1".to_string()));
+
+    let granted = s
+        .list_requests(
+            &ListQuery {
+                state: ListState::Granted,
+                limit: 10,
+                cursor: None,
+                prefix: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(granted.items.len(), 1);
+    assert_eq!(granted.items[0].username, "other1");
+    assert_eq!(granted.next_cursor, None);
+}
+
+/// Users can be created, listed in pages, and deleted with their grant.
+pub async fn users_put_list_delete<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100);
+    for i in 0..5 {
+        s.put_user(user(&format!("user{i}"))).await.unwrap();
+    }
+    let q = |cursor| ListQuery {
+        state: ListState::Pending,
+        limit: 3,
+        cursor,
+        prefix: None,
+    };
+    let p1 = s.list_users(&q(None)).await.unwrap();
+    assert_eq!(
+        p1.items
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["user0", "user1", "user2"]
+    );
+    let p2 = s.list_users(&q(p1.next_cursor)).await.unwrap();
+    assert_eq!(p2.items.len(), 2);
+    assert_eq!(p2.next_cursor, None);
+
+    unlock(&s, T0.plus(Duration::from_secs(3600))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "dev01", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+    assert!(s.delete_user("dev01").await.unwrap());
+    assert!(!s.delete_user("dev01").await.unwrap());
+    assert_eq!(s.get_user("dev01").await.unwrap(), None);
+    assert_eq!(s.get_request("dev01", T0).await.unwrap(), None);
+    // The username is free again.
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+}

@@ -1,0 +1,570 @@
+//! The embedded store: what a new user runs by default, in one process.
+//!
+//! - Pending and denied requests live in memory only. A restart forgets them;
+//!   devices simply keep polling and, while unlocked, re-create them.
+//! - Users and granted-but-uncollected requests are also written to an
+//!   fsynced journal ([`journal`]) before a change is acknowledged, so they
+//!   survive `kill -9`.
+//! - The lock state lives in one atomic (read by every poll, never locked).
+//!
+//! # Concurrency
+//! State is split over [`SHARDS`] shards by a hash of the username, each
+//! behind its own mutex, so proxy workers polling different devices almost
+//! never meet (measured in `docs/BENCHMARKS.md`). A poll takes exactly one
+//! shard lock, for a few hundred nanoseconds, and never does I/O under it.
+//! Durable mutations (grant, user changes) are serialised by the journal
+//! mutex: write and fsync first, then apply in memory under the shard lock.
+//! Because every durable mutation holds the journal mutex, a check made
+//! before the fsync still holds after it, except for polls, which can only
+//! create or refresh pending requests.
+//!
+//! Each shard keeps its maps ordered (`BTreeMap`), so an admin listing can
+//! merge shards in username order for keyset pagination.
+
+pub mod journal;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::clock::UnixMillis;
+use crate::decision::{decide, Decision, Known, LockState, Windows};
+use crate::model::{RequestRecord, RequestState, UserRecord};
+use crate::store::{
+    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
+};
+use journal::{Journal, JournalError, JournalRecord};
+
+/// Number of shards. A power of two well above the worker count keeps the
+/// chance that two workers want the same shard at once small.
+pub const SHARDS: usize = 64;
+
+#[derive(Default, Debug)]
+struct Shard {
+    /// Pending and denied requests.
+    open: BTreeMap<String, RequestRecord>,
+    /// Granted requests still inside (or not yet swept past) their window.
+    granted: BTreeMap<String, RequestRecord>,
+    users: BTreeMap<String, UserRecord>,
+}
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    shards: Box<[Mutex<Shard>]>,
+    /// `unlocked_until` in ms since the epoch; 0 means locked.
+    unlocked_until: AtomicU64,
+    /// Number of pending records held (live or expired-but-unswept).
+    pending: AtomicUsize,
+    max_pending: usize,
+    windows: Windows,
+    /// `None` for a purely in-memory store (tests, benches).
+    journal: Mutex<Option<Journal>>,
+}
+
+fn shard_of(username: &str) -> usize {
+    // FNV-1a: cheap and stable; shard balance, not secrecy, is the goal.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in username.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h as usize) & (SHARDS - 1)
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard lock cannot leave a half-written record
+    // (every mutation is a single map operation), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EmbeddedStore {
+    /// A store with no journal: nothing survives the process.
+    pub fn in_memory(windows: Windows, max_pending: usize) -> Self {
+        EmbeddedStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            unlocked_until: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            max_pending,
+            windows,
+            journal: Mutex::new(None),
+        }
+    }
+
+    /// Opens the store in `dir`: replays and compacts the journal.
+    pub fn open(
+        dir: &Path,
+        windows: Windows,
+        max_pending: usize,
+        now: UnixMillis,
+    ) -> Result<Self, JournalError> {
+        let store = Self::in_memory(windows, max_pending);
+        let path = dir.join("journal.log");
+        let (records, torn) = journal::replay(&path)?;
+        if torn > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = torn,
+                "dropped a torn, unacknowledged record at the end of the journal"
+            );
+        }
+        for record in records {
+            store.apply(record);
+        }
+        let mut compacted = Vec::new();
+        let mut users = 0;
+        let mut granted = 0;
+        for shard in store.shards.iter() {
+            let mut shard = lock(shard);
+            shard.granted.retain(|_, r| windows.is_live(r, now));
+            for user in shard.users.values() {
+                compacted.push(JournalRecord::PutUser { user: user.clone() });
+                users += 1;
+            }
+            for request in shard.granted.values() {
+                compacted.push(JournalRecord::Granted {
+                    request: request.clone(),
+                });
+                granted += 1;
+            }
+        }
+        let journal = Journal::rewrite(dir, &compacted)?;
+        tracing::info!(
+            path = %journal.path().display(),
+            users,
+            granted,
+            "embedded store opened; journal compacted"
+        );
+        *store.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(journal);
+        Ok(store)
+    }
+
+    fn shard(&self, username: &str) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[shard_of(username)])
+    }
+
+    /// Applies a replayed record to memory.
+    fn apply(&self, record: JournalRecord) {
+        match record {
+            JournalRecord::PutUser { user } => {
+                self.shard(&user.username)
+                    .users
+                    .insert(user.username.clone(), user);
+            }
+            JournalRecord::DeleteUser { username } => {
+                let mut s = self.shard(&username);
+                s.users.remove(&username);
+                s.granted.remove(&username);
+            }
+            JournalRecord::Grant { user, request } => {
+                let mut s = self.shard(&user.username);
+                s.users.insert(user.username.clone(), user);
+                s.granted.insert(request.username.clone(), request);
+            }
+            JournalRecord::Granted { request } => {
+                self.shard(&request.username)
+                    .granted
+                    .insert(request.username.clone(), request);
+            }
+        }
+    }
+
+    /// Writes `record` durably, if this store has a journal.
+    fn persist(
+        &self,
+        journal: &mut MutexGuard<'_, Option<Journal>>,
+        record: &JournalRecord,
+    ) -> Result<(), StoreError> {
+        if let Some(j) = journal.as_mut() {
+            j.append(record).map_err(|e| {
+                tracing::error!(error = %e, "journal append failed");
+                StoreError::Unavailable(format!("journal write failed: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Option<Journal>> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops expired records from memory and fixes the pending count.
+    /// Called periodically by [`EmbeddedStore::spawn_sweeper`]; correctness
+    /// does not depend on it, because every read checks expiry itself.
+    pub fn sweep(&self, now: UnixMillis) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut s = lock(shard);
+            let windows = self.windows;
+            let mut pending_removed = 0;
+            s.open.retain(|_, r| {
+                let live = windows.is_live(r, now);
+                if !live {
+                    removed += 1;
+                    if r.state == RequestState::Pending {
+                        pending_removed += 1;
+                    }
+                }
+                live
+            });
+            s.granted.retain(|_, r| {
+                let live = windows.is_live(r, now);
+                removed += usize::from(!live);
+                live
+            });
+            drop(s);
+            self.pending.fetch_sub(pending_removed, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Starts a background thread that sweeps every `every`.
+    pub fn spawn_sweeper(self: &std::sync::Arc<Self>, every: std::time::Duration) {
+        let store = std::sync::Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("fleetgate-sweeper".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                match store.upgrade() {
+                    Some(s) => {
+                        s.sweep(UnixMillis::now());
+                    }
+                    None => return,
+                }
+            })
+            .expect("spawning the sweeper thread");
+    }
+
+    // The synchronous bodies of the `Store` methods.
+
+    fn register_sync(
+        &self,
+        poll: Poll<'_>,
+        now: UnixMillis,
+    ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
+        let lock_state = self.lock_state_sync();
+        let mut s = self.shard(poll.username);
+        let shard = &mut *s;
+        let request = shard
+            .granted
+            .get(poll.username)
+            .or_else(|| shard.open.get(poll.username));
+        let known = Known {
+            user_exists: shard.users.contains_key(poll.username),
+            request,
+        };
+        let decision = decide(&poll.fingerprint, known, lock_state, now, &self.windows);
+        match decision {
+            Decision::Collect => {
+                let record = shard.granted.get(poll.username).cloned();
+                Ok((decision, record))
+            }
+            Decision::StillPending | Decision::PendingWhileLocked => {
+                let r = shard
+                    .open
+                    .get_mut(poll.username)
+                    .expect("decide saw a pending request");
+                r.last_seen = now;
+                r.polls += 1;
+                if poll.source_addr.is_some() {
+                    r.source_addr = poll.source_addr;
+                }
+                Ok((decision, None))
+            }
+            Decision::Create => {
+                // An expired record may still sit here; it is replaced.
+                let replaced_pending = shard
+                    .open
+                    .get(poll.username)
+                    .is_some_and(|r| r.state == RequestState::Pending);
+                shard.granted.remove(poll.username);
+                if !replaced_pending {
+                    // Reserve a slot under the cap without a global lock.
+                    let reserved =
+                        self.pending
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                (n < self.max_pending).then_some(n + 1)
+                            });
+                    if reserved.is_err() {
+                        return Err(StoreError::PendingLimit {
+                            max: self.max_pending,
+                        });
+                    }
+                }
+                let record = RequestRecord {
+                    username: poll.username.to_owned(),
+                    fingerprint: poll.fingerprint,
+                    state: RequestState::Pending,
+                    transport: poll.transport,
+                    sealed: poll.sealed,
+                    roles: poll.roles.to_vec(),
+                    permissions: poll.permissions.to_vec(),
+                    context: poll.context.map(str::to_owned),
+                    source_addr: poll.source_addr,
+                    client_id: poll.client_id.map(str::to_owned),
+                    first_seen: now,
+                    last_seen: now,
+                    polls: 1,
+                };
+                shard.open.insert(poll.username.to_owned(), record);
+                Ok((decision, None))
+            }
+            Decision::Conflict | Decision::Denied | Decision::Locked => Ok((decision, None)),
+        }
+    }
+
+    fn lock_state_sync(&self) -> LockState {
+        match self.unlocked_until.load(Ordering::Acquire) {
+            0 => LockState::default(),
+            ms => LockState {
+                unlocked_until: Some(UnixMillis(ms)),
+            },
+        }
+    }
+
+    fn get_request_sync(&self, username: &str, now: UnixMillis) -> Option<RequestRecord> {
+        let s = self.shard(username);
+        s.granted
+            .get(username)
+            .or_else(|| s.open.get(username))
+            .filter(|r| self.windows.is_live(r, now))
+            .cloned()
+    }
+
+    /// Keyset pagination over all shards: each shard contributes its first
+    /// `limit + 1` matching keys after the cursor; the merged, sorted keys are
+    /// cut to `limit`, and only those records are cloned.
+    fn list_keys<T>(
+        &self,
+        query: &ListQuery,
+        map: impl Fn(&Shard) -> &BTreeMap<String, T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<String>, bool) {
+        let limit = query.limit.clamp(1, crate::store::MAX_PAGE);
+        let prefix = query.prefix.as_deref().unwrap_or("");
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            let s = lock(shard);
+            let start = match query.cursor.as_deref() {
+                Some(c) if c >= prefix => Bound::Excluded(c),
+                _ => Bound::Included(prefix),
+            };
+            let mut taken = 0;
+            for (k, v) in map(&s).range::<str, _>((start, Bound::Unbounded)) {
+                if !k.starts_with(prefix) || taken > limit {
+                    break;
+                }
+                if keep(v) {
+                    keys.push(k.clone());
+                    taken += 1;
+                }
+            }
+        }
+        keys.sort_unstable();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        (keys, more)
+    }
+}
+
+impl Store for EmbeddedStore {
+    async fn register(
+        &self,
+        poll: Poll<'_>,
+        now: UnixMillis,
+    ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
+        self.register_sync(poll, now)
+    }
+
+    async fn lock_state(&self) -> Result<LockState, StoreError> {
+        Ok(self.lock_state_sync())
+    }
+
+    async fn set_lock_state(&self, state: LockState) -> Result<(), StoreError> {
+        let ms = state.unlocked_until.map_or(0, |u| u.0.max(1));
+        self.unlocked_until.store(ms, Ordering::Release);
+        Ok(())
+    }
+
+    async fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(self.pending.load(Ordering::Relaxed))
+    }
+
+    async fn get_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.get_request_sync(username, now))
+    }
+
+    async fn list_requests(
+        &self,
+        query: &ListQuery,
+        now: UnixMillis,
+    ) -> Result<Page<RequestRecord>, StoreError> {
+        let windows = self.windows;
+        let (keys, more) = match query.state {
+            ListState::Pending => self.list_keys(
+                query,
+                |s| &s.open,
+                |r| r.state == RequestState::Pending && windows.is_live(r, now),
+            ),
+            ListState::Granted => {
+                self.list_keys(query, |s| &s.granted, |r| windows.is_live(r, now))
+            }
+        };
+        let next_cursor = if more { keys.last().cloned() } else { None };
+        let items = keys
+            .iter()
+            .filter_map(|k| self.get_request_sync(k, now))
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn commit_grant(
+        &self,
+        grant: GrantCommit,
+        now: UnixMillis,
+    ) -> Result<GrantResult, StoreError> {
+        let mut journal = self.journal();
+        let username = grant.username.as_str();
+        // Check under the shard lock, without I/O.
+        let record = {
+            let s = self.shard(username);
+            if let Some(g) = s
+                .granted
+                .get(username)
+                .filter(|r| self.windows.is_live(r, now))
+            {
+                return Ok(if g.fingerprint == grant.fingerprint {
+                    GrantResult::AlreadyGranted(g.clone())
+                } else {
+                    GrantResult::Conflict("a different request for this username was granted")
+                });
+            }
+            if s.users.contains_key(username) {
+                return Ok(GrantResult::Conflict(
+                    "a user with this username already exists",
+                ));
+            }
+            match s
+                .open
+                .get(username)
+                .filter(|r| self.windows.is_live(r, now))
+            {
+                None => return Ok(GrantResult::NotFound),
+                Some(r) if r.fingerprint != grant.fingerprint => {
+                    return Ok(GrantResult::Conflict(
+                        "the pending request changed since it was read; read it again",
+                    ))
+                }
+                Some(r) if r.state != RequestState::Pending => {
+                    return Ok(GrantResult::Conflict("the request was denied"))
+                }
+                Some(r) => r.clone(),
+            }
+        };
+        let mut granted = record;
+        granted.state = RequestState::Granted {
+            granted_at: grant.granted_at,
+        };
+        granted.sealed = Vec::new();
+        granted.roles = grant.user.roles.clone();
+        granted.permissions = grant.user.permissions.clone();
+        // Durable before acknowledged. No other durable mutation can run
+        // meanwhile (we hold the journal mutex); polls cannot create users.
+        self.persist(
+            &mut journal,
+            &JournalRecord::Grant {
+                user: grant.user.clone(),
+                request: granted.clone(),
+            },
+        )?;
+        let mut s = self.shard(username);
+        let was_pending = s
+            .open
+            .remove(username)
+            .is_some_and(|r| r.state == RequestState::Pending);
+        s.users.insert(grant.user.username.clone(), grant.user);
+        s.granted.insert(username.to_owned(), granted.clone());
+        drop(s);
+        if was_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(GrantResult::Granted(granted))
+    }
+
+    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+        let mut s = self.shard(username);
+        if s.granted
+            .get(username)
+            .is_some_and(|r| self.windows.is_live(r, now))
+        {
+            return Ok(DenyResult::AlreadyGranted);
+        }
+        let Some(r) = s
+            .open
+            .get_mut(username)
+            .filter(|r| self.windows.is_live(r, now))
+        else {
+            return Ok(DenyResult::NotFound);
+        };
+        if r.state == RequestState::Pending {
+            r.state = RequestState::Denied { denied_at: now };
+            r.sealed = Vec::new();
+            drop(s);
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(DenyResult::Denied)
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.shard(username).users.get(username).cloned())
+    }
+
+    async fn list_users(&self, query: &ListQuery) -> Result<Page<UserRecord>, StoreError> {
+        let (keys, more) = self.list_keys(query, |s| &s.users, |_| true);
+        let next_cursor = if more { keys.last().cloned() } else { None };
+        let items = keys
+            .iter()
+            .filter_map(|k| self.shard(k).users.get(k).cloned())
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn put_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        let mut journal = self.journal();
+        self.persist(&mut journal, &JournalRecord::PutUser { user: user.clone() })?;
+        self.shard(&user.username)
+            .users
+            .insert(user.username.clone(), user);
+        Ok(())
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        let mut journal = self.journal();
+        if !self.shard(username).users.contains_key(username) {
+            return Ok(false);
+        }
+        self.persist(
+            &mut journal,
+            &JournalRecord::DeleteUser {
+                username: username.to_owned(),
+            },
+        )?;
+        let mut s = self.shard(username);
+        s.users.remove(username);
+        s.granted.remove(username);
+        Ok(true)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Tests of the embedded store: the shared conformance suite, durability
+//! across a reopen, and concurrent use from several threads.
+
+use std::sync::Arc;
+use std::task::{Context, Poll as TaskPoll, Waker};
+use std::time::Duration;
+
+use super::*;
+use crate::conformance::{self, T0};
+use crate::fingerprint::Fingerprint;
+use crate::model::Transport;
+use crate::store::Poll;
+
+/// Runs a future that must complete without suspending: the embedded store
+/// never waits on I/O, so a `Pending` here is a bug.
+fn now_or_never<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        TaskPoll::Ready(v) => v,
+        TaskPoll::Pending => panic!("the embedded store suspended"),
+    }
+}
+
+#[test]
+fn conformance_suite() {
+    now_or_never(conformance::run_all(&|w, max| {
+        EmbeddedStore::in_memory(w, max)
+    }));
+}
+
+#[test]
+fn conformance_suite_with_journal() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    now_or_never(conformance::run_all(&|w, max| {
+        let d = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(d.path(), w, max, T0).unwrap();
+        dirs.lock().unwrap().push(d);
+        s
+    }));
+}
+
+fn poll(username: &str, n: u8) -> Poll<'_> {
+    Poll {
+        username,
+        fingerprint: Fingerprint([n; 32]),
+        transport: Transport::Http,
+        source_addr: None,
+        client_id: None,
+        roles: &[],
+        permissions: &[],
+        context: None,
+        sealed: vec![n; 8],
+    }
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        username: name.into(),
+        password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+        roles: vec![],
+        permissions: vec![],
+        created_at: T0,
+        origin: "http".into(),
+    }
+}
+
+#[test]
+fn users_and_grants_survive_reopen_pending_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Windows::default();
+    {
+        let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+        now_or_never(s.set_lock_state(LockState {
+            unlocked_until: Some(T0.plus(Duration::from_secs(60))),
+        }))
+        .unwrap();
+        for name in ["dev01", "dev02", "dev03"] {
+            now_or_never(s.register(poll(name, 1), T0)).unwrap();
+        }
+        let r = now_or_never(s.commit_grant(
+            GrantCommit {
+                username: "dev01".into(),
+                fingerprint: Fingerprint([1; 32]),
+                user: user("dev01"),
+                granted_at: T0,
+            },
+            T0,
+        ))
+        .unwrap();
+        assert!(matches!(r, GrantResult::Granted(_)));
+        now_or_never(s.put_user(user("ops"))).unwrap();
+        now_or_never(s.put_user(user("gone"))).unwrap();
+        assert!(now_or_never(s.delete_user("gone")).unwrap());
+        // Dropped without any shutdown step, like a crash.
+    }
+    let t1 = T0.plus(Duration::from_secs(5));
+    let s = EmbeddedStore::open(dir.path(), w, 100, t1).unwrap();
+    assert!(now_or_never(s.get_user("dev01")).unwrap().is_some());
+    assert!(now_or_never(s.get_user("ops")).unwrap().is_some());
+    assert!(now_or_never(s.get_user("gone")).unwrap().is_none());
+    // Locked after restart, and the grant is still collectable.
+    assert_eq!(
+        now_or_never(s.register(poll("dev01", 1), t1)).unwrap().0,
+        Decision::Collect
+    );
+    assert_eq!(now_or_never(s.get_request("dev02", t1)).unwrap(), None);
+    assert_eq!(now_or_never(s.pending_count()).unwrap(), 0);
+
+    // A restart after the collection window compacts the grant away.
+    let late = T0.plus(w.collect_window);
+    drop(s);
+    let s = EmbeddedStore::open(dir.path(), w, 100, late).unwrap();
+    assert_eq!(now_or_never(s.get_request("dev01", late)).unwrap(), None);
+    assert!(now_or_never(s.get_user("dev01")).unwrap().is_some());
+    let journal = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+    assert_eq!(
+        journal.lines().count(),
+        2,
+        "compacted to the two users:\n{journal}"
+    );
+}
+
+#[test]
+fn sweep_frees_expired_records_and_fixes_the_count() {
+    let w = Windows {
+        pending_ttl: Duration::from_secs(10),
+        ..Windows::default()
+    };
+    let s = EmbeddedStore::in_memory(w, 100);
+    now_or_never(s.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(3600))),
+    }))
+    .unwrap();
+    for i in 0..10 {
+        now_or_never(s.register(poll(&format!("dev{i:02}"), 1), T0)).unwrap();
+    }
+    assert_eq!(now_or_never(s.pending_count()).unwrap(), 10);
+    assert_eq!(s.sweep(T0.plus(Duration::from_secs(9))), 0);
+    assert_eq!(s.sweep(T0.plus(Duration::from_secs(10))), 10);
+    assert_eq!(now_or_never(s.pending_count()).unwrap(), 0);
+}
+
+#[test]
+fn concurrent_polls_from_many_threads_keep_exact_counts() {
+    // Four threads create and re-poll disjoint devices while a fifth grants;
+    // the pending count and every record must come out exact.
+    let s = Arc::new(EmbeddedStore::in_memory(Windows::default(), 1_000_000));
+    now_or_never(s.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(3600))),
+    }))
+    .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    let name = format!("t{t}-dev{i}");
+                    for round in 0..3 {
+                        let d = now_or_never(s.register(poll(&name, 1), T0)).unwrap().0;
+                        let want = if round == 0 {
+                            Decision::Create
+                        } else {
+                            Decision::StillPending
+                        };
+                        assert_eq!(d, want, "{name} round {round}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(now_or_never(s.pending_count()).unwrap(), 8000);
+    let r = now_or_never(s.get_request("t3-dev1999", T0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.polls, 3);
+}
+
+#[test]
+fn shard_function_spreads_usernames() {
+    let mut counts = [0usize; SHARDS];
+    for i in 0..64_000 {
+        counts[shard_of(&format!("device-{i}"))] += 1;
+    }
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(*min > 700 && *max < 1300, "unbalanced shards: {min}..{max}");
+}

@@ -1,0 +1,45 @@
+//! The domain core of fleetgate: everything about device registration that
+//! does not touch a socket.
+//!
+//! A device asks to be registered by repeating one request until an
+//! administrator decides it. This crate turns the bytes of that request into a
+//! decision, and keeps the state the decision depends on. The proxy (HTTP, and
+//! later MQTT) and the admin service are thin shells around it.
+//!
+//! # Layout
+//! - [`clock`]: milliseconds since the Unix epoch, the one time type.
+//! - [`model`]: the records the registry keeps: requests, users, permissions.
+//! - [`request`]: parsing and validating a register request body
+//!   (400 `invalid` and 422 `policy` are decided here).
+//! - [`secrets`]: the server secret and the keys derived from it.
+//! - [`fingerprint`]: the keyed credential fingerprint, the pairing id and the
+//!   sealing of a pending request's secret until it is granted.
+//! - [`decision`]: the registration decision as a pure function of
+//!   (request, known state, clock).
+//! - [`password`]: PHC-string password hashing (argon2id) for admins and devices.
+//! - [`token`]: JWT issuing and verification.
+//! - [`store`]: the `Store` trait every backend implements, and its errors.
+//! - [`embedded`]: the embedded store users run by default: sharded memory for
+//!   pending state, a fsynced journal for users and grants.
+//! - `conformance` (feature `conformance`): the suite every `Store` backend
+//!   must pass.
+//! - [`registry`]: `Registry`, which ties the above together into the
+//!   operations the proxy and the admin service call.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod decision;
+pub mod embedded;
+pub mod fingerprint;
+pub mod model;
+pub mod password;
+pub mod registry;
+pub mod request;
+pub mod secrets;
+pub mod store;
+pub mod token;
+
+pub use clock::UnixMillis;
+pub use registry::{Registry, RegistryConfig};

@@ -1,0 +1,218 @@
+//! The records the registry keeps, and their JSON shapes.
+//!
+//! A [`RequestRecord`] is what the registry knows about one username's
+//! registration attempt: pending until an administrator decides it, then
+//! granted (collectable for a grace window) or denied (answered 403 for a
+//! while). A [`UserRecord`] is an account that can log in. The admin API shows
+//! both through [`RequestView`] and [`UserView`], which never carry secrets.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+use crate::fingerprint::{Fingerprint, PairingId};
+
+/// What a permission allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Operation {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// Which protocol a permission applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionContext {
+    Mqtt,
+    Http,
+}
+
+/// One permission, as requested by a device or granted by an admin.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Permission {
+    pub resource: String,
+    pub operation: Operation,
+    pub context: PermissionContext,
+}
+
+/// How a request reached the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Http,
+    Mqtt,
+}
+
+/// Where a request is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum RequestState {
+    /// Waiting for an administrator.
+    Pending,
+    /// Granted at `granted_at`; the user exists, and the device can collect
+    /// its 201 until the collection window closes.
+    Granted {
+        #[serde(rename = "grantedAt")]
+        granted_at: UnixMillis,
+    },
+    /// Denied at `denied_at`; the same request is answered 403 until the
+    /// denial window closes.
+    Denied {
+        #[serde(rename = "deniedAt")]
+        denied_at: UnixMillis,
+    },
+}
+
+impl RequestState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Granted { .. } => "granted",
+            RequestState::Denied { .. } => "denied",
+        }
+    }
+}
+
+/// Everything the registry keeps about one username's registration request.
+///
+/// The device's secret is kept only as `fingerprint` (to recognise a repeated
+/// poll) and `sealed` (AEAD-encrypted with a server key, opened once at grant
+/// to derive the user's stored credential). After grant `sealed` is emptied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub username: String,
+    pub fingerprint: Fingerprint,
+    #[serde(flatten)]
+    pub state: RequestState,
+    pub transport: Transport,
+    /// The credential sealed for the grant; empty once granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "serde_b64")]
+    pub sealed: Vec<u8>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub context: Option<String>,
+    pub source_addr: Option<SocketAddr>,
+    pub client_id: Option<String>,
+    pub first_seen: UnixMillis,
+    pub last_seen: UnixMillis,
+    pub polls: u64,
+}
+
+impl RequestRecord {
+    pub fn pairing_id(&self) -> PairingId {
+        self.fingerprint.pairing_id()
+    }
+
+    /// The admin API's view of this request.
+    pub fn view(&self) -> RequestView {
+        let (granted_at, denied_at) = match self.state {
+            RequestState::Pending => (None, None),
+            RequestState::Granted { granted_at } => (Some(granted_at.to_rfc3339()), None),
+            RequestState::Denied { denied_at } => (None, Some(denied_at.to_rfc3339())),
+        };
+        RequestView {
+            username: self.username.clone(),
+            state: self.state.name(),
+            transport: self.transport,
+            pairing_id: self.pairing_id().to_string(),
+            context: self.context.clone(),
+            roles: self.roles.clone(),
+            permissions: self.permissions.clone(),
+            client_id: self.client_id.clone(),
+            source_addr: self.source_addr.map(|a| a.to_string()),
+            first_seen: self.first_seen.to_rfc3339(),
+            last_seen: self.last_seen.to_rfc3339(),
+            polls: self.polls,
+            granted_at,
+            denied_at,
+        }
+    }
+}
+
+/// A request as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestView {
+    pub username: String,
+    pub state: &'static str,
+    pub transport: Transport,
+    pub pairing_id: String,
+    pub context: Option<String>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub source_addr: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub polls: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_at: Option<String>,
+}
+
+/// An account that can log in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub username: String,
+    /// The stored credential as a PHC string (`$argon2id$v=19$…`); `None` for
+    /// users that authenticate only with a certificate.
+    pub password_hash: Option<String>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub created_at: UnixMillis,
+    /// How the user came to exist: `bootstrap` (the built-in admin) or the
+    /// transport of the registration that created it.
+    pub origin: String,
+}
+
+/// The role that grants access to the admin API.
+pub const ADMIN_ROLE: &str = "admin";
+
+impl UserRecord {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ADMIN_ROLE)
+    }
+
+    pub fn view(&self) -> UserView {
+        UserView {
+            username: self.username.clone(),
+            roles: self.roles.clone(),
+            permissions: self.permissions.clone(),
+            created_at: self.created_at.to_rfc3339(),
+            origin: self.origin.clone(),
+            has_password: self.password_hash.is_some(),
+        }
+    }
+}
+
+/// A user as the admin API shows it: never the credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub username: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub created_at: String,
+    pub origin: String,
+    pub has_password: bool,
+}
+
+mod serde_b64 {
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD_NO_PAD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <&str>::deserialize(d)?;
+        STANDARD_NO_PAD.decode(s).map_err(serde::de::Error::custom)
+    }
+}

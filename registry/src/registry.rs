@@ -1,0 +1,439 @@
+//! `Registry`: the operations the proxy and the admin service call, built
+//! from the pure pieces (validation, fingerprint, decision) and a [`Store`].
+//!
+//! The proxy calls [`Registry::register`] once per poll: parse, validate,
+//! fingerprint, seal, then one store transition. No password hashing happens
+//! there. The admin service calls the rest; [`Registry::grant`] is where a
+//! pending secret is unsealed and hashed into the user's stored credential.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::clock::UnixMillis;
+use crate::decision::{Decision, LockState, Windows};
+use crate::fingerprint::{self, CredentialKind, Fingerprint, PairingId};
+use crate::model::{Permission, RequestRecord, Transport, UserRecord, ADMIN_ROLE};
+use crate::password::{PasswordHashing, Scheme};
+use crate::request::{
+    Credential, RegisterRequest, RequestError, PERMISSIONS_MAX, RESOURCE_MAX, ROLES_MAX, ROLE_MAX,
+};
+use crate::secrets::Secrets;
+use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, Store, StoreError};
+use crate::token::Tokens;
+
+/// The username of the built-in administrator.
+pub const ADMIN_USERNAME: &str = "admin";
+
+/// Registry-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub windows: Windows,
+    /// Cap on pending requests (`--max-pending`).
+    pub max_pending: usize,
+    /// Unlock duration when the admin does not give one.
+    pub default_unlock: Duration,
+    /// Longest unlock an admin may ask for.
+    pub max_unlock: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            windows: Windows::default(),
+            max_pending: 1_000_000,
+            default_unlock: Duration::from_secs(300),
+            max_unlock: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Where a poll came from, beyond its body.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PollContext<'a> {
+    pub transport: Option<Transport>,
+    pub source_addr: Option<SocketAddr>,
+    pub client_id: Option<&'a str>,
+}
+
+/// The answer to one register poll, before a transport turns it into bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 400: not a register request.
+    Invalid(String),
+    /// 422: a rule was broken.
+    Policy { rule: &'static str, message: String },
+    /// 409: the username is taken by a user or a different request.
+    Conflict,
+    /// 403: this request was denied recently.
+    Denied,
+    /// 423: locked. `pairing_id` is set when the request stays pending.
+    Locked { pairing_id: Option<PairingId> },
+    /// 202: pending; `created` when this poll created it.
+    Pending {
+        pairing_id: PairingId,
+        created: bool,
+    },
+    /// 201: granted; the device can log in.
+    Granted { pairing_id: PairingId },
+    /// 503: the store is unavailable or full.
+    Unavailable(String),
+}
+
+impl RegisterOutcome {
+    /// The short outcome name used in bodies and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RegisterOutcome::Invalid(_) => "invalid",
+            RegisterOutcome::Policy { .. } => "policy",
+            RegisterOutcome::Conflict => "conflict",
+            RegisterOutcome::Denied => "denied",
+            RegisterOutcome::Locked { .. } => "locked",
+            RegisterOutcome::Pending { .. } => "pending",
+            RegisterOutcome::Granted { .. } => "granted",
+            RegisterOutcome::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// The registry state as the admin API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryStatus {
+    pub unlocked_until: Option<UnixMillis>,
+    pub pending: usize,
+}
+
+/// Overrides an admin may give when granting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantOverrides {
+    pub roles: Option<Vec<String>>,
+    pub permissions: Option<Vec<Permission>>,
+}
+
+/// Why a grant did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("no pending request for this username")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a deny did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DenyError {
+    #[error("no pending request for this username")]
+    NotFound,
+    #[error("the request was already granted; delete the user instead")]
+    AlreadyGranted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The registry: a store plus the server's keys and settings.
+#[derive(Debug)]
+pub struct Registry<S> {
+    store: S,
+    secrets: Secrets,
+    hashing: PasswordHashing,
+    tokens: Tokens,
+    config: RegistryConfig,
+}
+
+impl<S: Store> Registry<S> {
+    pub fn new(store: S, secrets: Secrets, config: RegistryConfig) -> Self {
+        Registry {
+            hashing: PasswordHashing::new(secrets.password_pepper),
+            tokens: Tokens::new(&secrets.jwt_key),
+            store,
+            secrets,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    pub fn hashing(&self) -> &PasswordHashing {
+        &self.hashing
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The fingerprint of a validated request.
+    pub fn fingerprint(&self, req: &RegisterRequest<'_>) -> Fingerprint {
+        let (kind, secret) = match &req.credential {
+            Credential::Password(p) => (CredentialKind::Password, p.as_bytes()),
+            Credential::Csr(c) => (CredentialKind::Csr, c.as_bytes()),
+        };
+        Fingerprint::compute(
+            &self.secrets,
+            &req.username,
+            kind,
+            secret,
+            &req.roles,
+            &req.permissions,
+        )
+    }
+
+    /// One register poll from a JSON body: the whole decision order.
+    pub async fn register(
+        &self,
+        body: &[u8],
+        ctx: PollContext<'_>,
+        now: UnixMillis,
+    ) -> RegisterOutcome {
+        match RegisterRequest::parse(body) {
+            Ok(req) => self.register_parsed(&req, ctx, now).await,
+            Err(RequestError::Invalid(m)) => RegisterOutcome::Invalid(m),
+            Err(RequestError::Policy { rule, message }) => {
+                RegisterOutcome::Policy { rule, message }
+            }
+        }
+    }
+
+    /// Steps 3 to 5 for an already validated request.
+    pub async fn register_parsed(
+        &self,
+        req: &RegisterRequest<'_>,
+        ctx: PollContext<'_>,
+        now: UnixMillis,
+    ) -> RegisterOutcome {
+        let fp = self.fingerprint(req);
+        let secret = match &req.credential {
+            Credential::Password(p) => p.as_bytes(),
+            Credential::Csr(c) => c.as_bytes(),
+        };
+        let poll = Poll {
+            username: &req.username,
+            fingerprint: fp,
+            transport: ctx.transport.unwrap_or(Transport::Http),
+            source_addr: ctx.source_addr,
+            client_id: ctx.client_id,
+            roles: &req.roles,
+            permissions: &req.permissions,
+            context: req.context.as_deref(),
+            sealed: fingerprint::seal(&self.secrets, &fp, &req.username, secret),
+        };
+        let pairing_id = fp.pairing_id();
+        match self.store.register(poll, now).await {
+            Ok((decision, _)) => match decision {
+                Decision::Collect => RegisterOutcome::Granted { pairing_id },
+                Decision::StillPending => RegisterOutcome::Pending {
+                    pairing_id,
+                    created: false,
+                },
+                Decision::Create => RegisterOutcome::Pending {
+                    pairing_id,
+                    created: true,
+                },
+                Decision::PendingWhileLocked => RegisterOutcome::Locked {
+                    pairing_id: Some(pairing_id),
+                },
+                Decision::Locked => RegisterOutcome::Locked { pairing_id: None },
+                Decision::Conflict => RegisterOutcome::Conflict,
+                Decision::Denied => RegisterOutcome::Denied,
+            },
+            Err(e) => RegisterOutcome::Unavailable(e.to_string()),
+        }
+    }
+
+    pub async fn status(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
+        let lock = self.store.lock_state().await?;
+        Ok(RegistryStatus {
+            unlocked_until: lock.active_until(now),
+            pending: self.store.pending_count().await?,
+        })
+    }
+
+    /// Unlocks for `duration` (the default when `None`), capped at
+    /// `max_unlock`. Returns `Err(Invalid)`-style message when out of range.
+    pub async fn unlock(
+        &self,
+        duration: Option<Duration>,
+        now: UnixMillis,
+    ) -> Result<Result<RegistryStatus, String>, StoreError> {
+        let d = duration.unwrap_or(self.config.default_unlock);
+        if d.is_zero() || d > self.config.max_unlock {
+            return Ok(Err(format!(
+                "durationMs must be between 1 and {}",
+                self.config.max_unlock.as_millis()
+            )));
+        }
+        self.store
+            .set_lock_state(LockState {
+                unlocked_until: Some(now.plus(d)),
+            })
+            .await?;
+        self.status(now).await.map(Ok)
+    }
+
+    pub async fn lock(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
+        self.store.set_lock_state(LockState::default()).await?;
+        self.status(now).await
+    }
+
+    /// Grants the pending request of `username`: unseals its secret, hashes
+    /// it (device scheme), and commits the new user and the grant durably.
+    /// Idempotent: granting a granted request returns it unchanged.
+    ///
+    /// This hashes (about a millisecond of CPU); async callers on a shared
+    /// runtime should run it where blocking briefly is acceptable.
+    pub async fn grant(
+        &self,
+        username: &str,
+        overrides: GrantOverrides,
+        now: UnixMillis,
+    ) -> Result<RequestRecord, GrantError> {
+        validate_grant_overrides(&overrides).map_err(GrantError::Invalid)?;
+        let record = self
+            .store
+            .get_request(username, now)
+            .await?
+            .ok_or(GrantError::NotFound)?;
+        match record.state {
+            crate::model::RequestState::Granted { .. } => return Ok(record),
+            crate::model::RequestState::Denied { .. } => {
+                return Err(GrantError::Conflict("the request was denied"))
+            }
+            crate::model::RequestState::Pending => {}
+        }
+        let secret =
+            fingerprint::unseal(&self.secrets, &record.fingerprint, username, &record.sealed)
+                .map_err(|e| GrantError::Internal(e.to_string()))?;
+        let password_hash = self
+            .hashing
+            .hash(&secret, Scheme::Device)
+            .map_err(|e| GrantError::Internal(e.to_string()))?;
+        let user = UserRecord {
+            username: username.to_owned(),
+            password_hash: Some(password_hash),
+            roles: overrides.roles.unwrap_or_else(|| record.roles.clone()),
+            permissions: overrides
+                .permissions
+                .unwrap_or_else(|| record.permissions.clone()),
+            created_at: now,
+            origin: match record.transport {
+                Transport::Http => "http".into(),
+                Transport::Mqtt => "mqtt".into(),
+            },
+        };
+        let commit = GrantCommit {
+            username: username.to_owned(),
+            fingerprint: record.fingerprint,
+            user,
+            granted_at: now,
+        };
+        match self.store.commit_grant(commit, now).await? {
+            GrantResult::Granted(r) => {
+                tracing::info!(username, pairing_id = %r.pairing_id(), "request granted");
+                Ok(r)
+            }
+            GrantResult::AlreadyGranted(r) => Ok(r),
+            GrantResult::NotFound => Err(GrantError::NotFound),
+            GrantResult::Conflict(why) => Err(GrantError::Conflict(why)),
+        }
+    }
+
+    pub async fn deny(&self, username: &str, now: UnixMillis) -> Result<(), DenyError> {
+        match self.store.deny(username, now).await? {
+            DenyResult::Denied => {
+                tracing::info!(username, "request denied");
+                Ok(())
+            }
+            DenyResult::NotFound => Err(DenyError::NotFound),
+            DenyResult::AlreadyGranted => Err(DenyError::AlreadyGranted),
+        }
+    }
+
+    /// Makes sure the built-in `admin` user exists. With `password`, the
+    /// admin's password is set to it (rehashing only if it changed). Without,
+    /// a missing admin gets a generated password, returned so the caller can
+    /// print it once; it is stored only as a hash.
+    pub async fn ensure_admin(
+        &self,
+        password: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<String>, StoreError> {
+        let existing = self.store.get_user(ADMIN_USERNAME).await?;
+        let (password, generated) = match (password, &existing) {
+            (Some(p), Some(user)) => {
+                let current = user
+                    .password_hash
+                    .as_deref()
+                    .is_some_and(|h| self.hashing.verify(p.as_bytes(), h).unwrap_or(false));
+                if current {
+                    return Ok(None);
+                }
+                tracing::info!("admin password changed by configuration");
+                (p.to_owned(), false)
+            }
+            (Some(p), None) => (p.to_owned(), false),
+            (None, Some(_)) => return Ok(None),
+            (None, None) => (Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24), true),
+        };
+        let hash = self
+            .hashing
+            .hash(password.as_bytes(), Scheme::Admin)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut roles = existing
+            .as_ref()
+            .map(|u| u.roles.clone())
+            .unwrap_or_default();
+        if !roles.iter().any(|r| r == ADMIN_ROLE) {
+            roles.push(ADMIN_ROLE.to_owned());
+        }
+        self.store
+            .put_user(UserRecord {
+                username: ADMIN_USERNAME.to_owned(),
+                password_hash: Some(hash),
+                roles,
+                permissions: existing.map(|u| u.permissions).unwrap_or_default(),
+                created_at: now,
+                origin: "bootstrap".into(),
+            })
+            .await?;
+        Ok(generated.then_some(password))
+    }
+}
+
+fn validate_grant_overrides(o: &GrantOverrides) -> Result<(), String> {
+    if let Some(roles) = &o.roles {
+        if roles.len() > ROLES_MAX {
+            return Err(format!("at most {ROLES_MAX} roles may be granted"));
+        }
+        if roles.iter().any(|r| r.is_empty() || r.len() > ROLE_MAX) {
+            return Err(format!("each role must be 1 to {ROLE_MAX} bytes long"));
+        }
+    }
+    if let Some(perms) = &o.permissions {
+        if perms.len() > PERMISSIONS_MAX {
+            return Err(format!(
+                "at most {PERMISSIONS_MAX} permissions may be granted"
+            ));
+        }
+        if perms
+            .iter()
+            .any(|p| p.resource.is_empty() || p.resource.len() > RESOURCE_MAX)
+        {
+            return Err(format!(
+                "each permission resource must be 1 to {RESOURCE_MAX} bytes long"
+            ));
+        }
+    }
+    Ok(())
+}

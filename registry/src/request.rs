@@ -1,0 +1,346 @@
+//! Parsing and validating the body of `POST /api/client-registry/register`.
+//!
+//! This is steps 1 and 2 of the decision order: a body that is not the right
+//! JSON shape is `invalid` (400); a well-formed body that breaks a rule is
+//! `policy` (422) and the error names the rule. Both are decided before any
+//! state is looked at. Unknown fields are ignored. Every list and string has a
+//! cap, so a valid request has a bounded size in memory.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::model::Permission;
+
+/// Largest accepted request body; the proxy answers 413 above it.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Username length bounds, in bytes (the charset is ASCII).
+pub const USERNAME_MIN: usize = 3;
+pub const USERNAME_MAX: usize = 128;
+/// Password length bounds, in bytes.
+pub const PASSWORD_MIN: usize = 5;
+pub const PASSWORD_MAX: usize = 1024;
+/// At most this many roles, each at most `ROLE_MAX` bytes.
+pub const ROLES_MAX: usize = 32;
+pub const ROLE_MAX: usize = 64;
+/// At most this many permissions, each resource at most `RESOURCE_MAX` bytes.
+pub const PERMISSIONS_MAX: usize = 64;
+pub const RESOURCE_MAX: usize = 256;
+/// Longest free-text `context`.
+pub const CONTEXT_MAX: usize = 256;
+
+/// Why a register request was refused before any state was consulted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// 400: the body is not a register request.
+    #[error("{0}")]
+    Invalid(String),
+    /// 422: the request is well-formed but breaks the named rule.
+    #[error("{message}")]
+    Policy { rule: &'static str, message: String },
+}
+
+impl RequestError {
+    fn policy(rule: &'static str, message: impl Into<String>) -> Self {
+        RequestError::Policy {
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+/// The credential a device registers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Password(Cow<'a, str>),
+    /// A PEM PKCS#10 request. Reserved: issuing certificates is not built yet.
+    Csr(Cow<'a, str>),
+}
+
+/// A validated register request, borrowing from the body where it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRequest<'a> {
+    pub username: Cow<'a, str>,
+    pub credential: Credential<'a>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub context: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawRegister<'a> {
+    #[serde(borrow, default)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    password: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    csr: Option<Cow<'a, str>>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    permissions: Option<Vec<Permission>>,
+    #[serde(borrow, default)]
+    context: Option<Cow<'a, str>>,
+}
+
+impl<'a> RegisterRequest<'a> {
+    /// Parses and validates a JSON body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, RequestError> {
+        let raw: RawRegister<'a> = serde_json::from_slice(body)
+            .map_err(|e| RequestError::Invalid(format!("body is not a register request: {e}")))?;
+        let username = raw
+            .username
+            .ok_or_else(|| RequestError::Invalid("missing field `username`".into()))?;
+        let credential = match (raw.password, raw.csr) {
+            (Some(p), None) => Credential::Password(p),
+            (None, Some(c)) => Credential::Csr(c),
+            (Some(_), Some(_)) => {
+                return Err(RequestError::Invalid(
+                    "send either `password` or `csr`, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(RequestError::Invalid(
+                    "missing credential: send `password` or `csr`".into(),
+                ))
+            }
+        };
+        let req = RegisterRequest {
+            username,
+            credential,
+            roles: raw.roles.unwrap_or_default(),
+            permissions: raw.permissions.unwrap_or_default(),
+            context: raw.context,
+        };
+        req.check_policy()?;
+        Ok(req)
+    }
+
+    /// Step 2 of the decision order: the rules a well-formed request must meet.
+    pub fn check_policy(&self) -> Result<(), RequestError> {
+        check_username(&self.username)?;
+        match &self.credential {
+            Credential::Password(p) => check_password(p)?,
+            Credential::Csr(_) => {
+                return Err(RequestError::policy(
+                    "csr_unsupported",
+                    "registration with a CSR is not enabled on this gateway yet; register with a password",
+                ))
+            }
+        }
+        if self.roles.len() > ROLES_MAX {
+            return Err(RequestError::policy(
+                "roles_count",
+                format!("at most {ROLES_MAX} roles may be requested"),
+            ));
+        }
+        if let Some(r) = self
+            .roles
+            .iter()
+            .find(|r| r.is_empty() || r.len() > ROLE_MAX)
+        {
+            return Err(RequestError::policy(
+                "role_length",
+                format!(
+                    "each role must be 1 to {ROLE_MAX} bytes long (found {} bytes)",
+                    r.len()
+                ),
+            ));
+        }
+        if self.permissions.len() > PERMISSIONS_MAX {
+            return Err(RequestError::policy(
+                "permissions_count",
+                format!("at most {PERMISSIONS_MAX} permissions may be requested"),
+            ));
+        }
+        if self
+            .permissions
+            .iter()
+            .any(|p| p.resource.is_empty() || p.resource.len() > RESOURCE_MAX)
+        {
+            return Err(RequestError::policy(
+                "resource_length",
+                format!("each permission resource must be 1 to {RESOURCE_MAX} bytes long"),
+            ));
+        }
+        if self.context.as_ref().is_some_and(|c| c.len() > CONTEXT_MAX) {
+            return Err(RequestError::policy(
+                "context_length",
+                format!("context must be at most {CONTEXT_MAX} bytes long"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The username rule shared by every transport: 3 to 128 characters from
+/// `[A-Za-z0-9._@-]`.
+pub fn check_username(username: &str) -> Result<(), RequestError> {
+    if username.len() < USERNAME_MIN || username.len() > USERNAME_MAX {
+        return Err(RequestError::policy(
+            "username_length",
+            format!(
+                "username must be {USERNAME_MIN} to {USERNAME_MAX} characters long (found {})",
+                username.chars().count()
+            ),
+        ));
+    }
+    if !username
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+    {
+        return Err(RequestError::policy(
+            "username_charset",
+            "username may contain only letters, digits and . _ @ -",
+        ));
+    }
+    Ok(())
+}
+
+/// The password rule shared by every transport: 5 to 1024 bytes.
+pub fn check_password(password: &str) -> Result<(), RequestError> {
+    if password.len() < PASSWORD_MIN {
+        return Err(RequestError::policy(
+            "password_length",
+            format!("password must be at least {PASSWORD_MIN} characters long"),
+        ));
+    }
+    if password.len() > PASSWORD_MAX {
+        return Err(RequestError::policy(
+            "password_length",
+            format!("password must be at most {PASSWORD_MAX} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(body: &str) -> String {
+        match RegisterRequest::parse(body.as_bytes()) {
+            Err(RequestError::Invalid(m)) => m,
+            other => panic!("expected invalid for {body}, got {other:?}"),
+        }
+    }
+
+    fn rule(body: &str) -> &'static str {
+        match RegisterRequest::parse(body.as_bytes()) {
+            Err(RequestError::Policy { rule, .. }) => rule,
+            other => panic!("expected policy for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_password_request_parses() {
+        let r = RegisterRequest::parse(br#"{"username":"dev-01","password":"secret"}"#).unwrap();
+        assert_eq!(r.username, "dev-01");
+        assert_eq!(r.credential, Credential::Password("secret".into()));
+        assert!(r.roles.is_empty() && r.permissions.is_empty() && r.context.is_none());
+    }
+
+    #[test]
+    fn full_request_with_unknown_fields_parses() {
+        let r = RegisterRequest::parse(
+            br#"{"username":"dev.01@site","password":"s\u00e9cret","roles":["sensor"],
+                "permissions":[{"resource":"plant/#","operation":"readWrite","context":"mqtt","x":1}],
+                "context":"line 4","firmware":"1.2.3"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.credential, Credential::Password("s\u{e9}cret".into()));
+        assert_eq!(r.roles, vec!["sensor".to_string()]);
+        assert_eq!(r.permissions[0].resource, "plant/#");
+        assert_eq!(r.context.as_deref(), Some("line 4"));
+    }
+
+    #[test]
+    fn shape_errors_are_invalid() {
+        invalid("");
+        invalid("not json");
+        invalid("[]");
+        invalid(r#"{"username":"dev01","password":"secret""#);
+        assert!(invalid(r#"{"password":"secret"}"#).contains("username"));
+        invalid(r#"{"username":42,"password":"secret"}"#);
+        invalid(r#"{"username":"dev01","password":12345}"#);
+        invalid(r#"{"username":"dev01","password":"secret","roles":"admin"}"#);
+        invalid(
+            r#"{"username":"dev01","password":"secret","permissions":[{"resource":"a","operation":"fly","context":"mqtt"}]}"#,
+        );
+        assert!(
+            invalid(r#"{"username":"dev01","password":"secret","csr":"x"}"#).contains("not both")
+        );
+        assert!(invalid(r#"{"username":"dev01"}"#).contains("credential"));
+    }
+
+    #[test]
+    fn shape_is_checked_before_policy() {
+        // A too-short username with no credential is a 400, not a 422.
+        invalid(r#"{"username":"ab"}"#);
+    }
+
+    #[test]
+    fn policy_rules_at_their_caps() {
+        assert_eq!(
+            rule(r#"{"username":"ab","password":"secret"}"#),
+            "username_length"
+        );
+        RegisterRequest::parse(br#"{"username":"abc","password":"secret"}"#).unwrap();
+        let u128 = "u".repeat(128);
+        RegisterRequest::parse(
+            format!(r#"{{"username":"{u128}","password":"secret"}}"#).as_bytes(),
+        )
+        .unwrap();
+        let u129 = "u".repeat(129);
+        assert_eq!(
+            rule(&format!(r#"{{"username":"{u129}","password":"secret"}}"#)),
+            "username_length"
+        );
+        assert_eq!(
+            rule(r#"{"username":"dev 01","password":"secret"}"#),
+            "username_charset"
+        );
+        assert_eq!(
+            rule(r#"{"username":"dév01","password":"secret"}"#),
+            "username_charset"
+        );
+        assert_eq!(
+            rule(r#"{"username":"dev01","password":"four"}"#),
+            "password_length"
+        );
+        RegisterRequest::parse(br#"{"username":"dev01","password":"fiveC"}"#).unwrap();
+        let p = "p".repeat(PASSWORD_MAX + 1);
+        assert_eq!(
+            rule(&format!(r#"{{"username":"dev01","password":"{p}"}}"#)),
+            "password_length"
+        );
+        let roles: Vec<String> = (0..=ROLES_MAX).map(|i| format!("\"r{i}\"")).collect();
+        assert_eq!(
+            rule(&format!(
+                r#"{{"username":"dev01","password":"secret","roles":[{}]}}"#,
+                roles.join(",")
+            )),
+            "roles_count"
+        );
+        assert_eq!(
+            rule(r#"{"username":"dev01","password":"secret","roles":[""]}"#),
+            "role_length"
+        );
+        assert_eq!(
+            rule(
+                r#"{"username":"dev01","password":"secret","csr":null,"context":null,"permissions":[{"resource":"","operation":"read","context":"http"}]}"#
+            ),
+            "resource_length"
+        );
+        assert_eq!(
+            rule(r#"{"username":"dev01","csr":"-----BEGIN CERTIFICATE REQUEST-----"}"#),
+            "csr_unsupported"
+        );
+    }
+
+    #[test]
+    fn policy_error_names_the_rule_in_its_message() {
+        let e = RegisterRequest::parse(br#"{"username":"dev01","password":"abc"}"#).unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
+    }
+}

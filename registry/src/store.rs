@@ -1,0 +1,185 @@
+//! The `Store` trait: where registry state lives, and the atomic state
+//! transitions every backend provides.
+//!
+//! The embedded store ([`crate::embedded`]) is the default. Each method is one
+//! atomic transition: a backend may never let two callers interleave inside
+//! one (two grants of the same request create one user; a poll racing a grant
+//! sees either pending or granted, never a half-state).
+//!
+//! Methods return `impl Future + Send` so that a network backend can await
+//! I/O, while the embedded store answers without ever suspending.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::clock::UnixMillis;
+use crate::decision::{Decision, LockState};
+use crate::fingerprint::Fingerprint;
+use crate::model::{Permission, RequestRecord, Transport, UserRecord};
+
+/// A store could not do what was asked; the caller answers 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable, failing, or too slow.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Creating another pending request would pass `--max-pending`.
+    #[error("pending request limit of {max} reached")]
+    PendingLimit { max: usize },
+}
+
+/// One register poll, already validated and fingerprinted.
+#[derive(Debug, Clone)]
+pub struct Poll<'a> {
+    pub username: &'a str,
+    pub fingerprint: Fingerprint,
+    pub transport: Transport,
+    pub source_addr: Option<SocketAddr>,
+    pub client_id: Option<&'a str>,
+    /// Stored only if the poll creates a pending request.
+    pub roles: &'a [String],
+    pub permissions: &'a [Permission],
+    pub context: Option<&'a str>,
+    /// The credential, sealed for the grant (see [`crate::fingerprint::seal`]).
+    pub sealed: Vec<u8>,
+}
+
+/// Which requests a listing returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListState {
+    Pending,
+    Granted,
+}
+
+/// A keyset-paginated listing query: items are ordered by username, and the
+/// cursor is the last username of the previous page, so a page is stable
+/// under concurrent inserts (an item present throughout is seen exactly once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListQuery {
+    pub state: ListState,
+    pub limit: usize,
+    pub cursor: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// The largest page a listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What `commit_grant` is asked to make true.
+#[derive(Clone, Debug)]
+pub struct GrantCommit {
+    pub username: String,
+    /// The fingerprint of the pending request the admin saw; the grant fails
+    /// if the stored request has changed since.
+    pub fingerprint: Fingerprint,
+    /// The user to create, credential already hashed.
+    pub user: UserRecord,
+    pub granted_at: UnixMillis,
+}
+
+/// The result of a grant attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantResult {
+    /// The user was created, durably, and the request is now granted.
+    Granted(RequestRecord),
+    /// The request was already granted; nothing changed.
+    AlreadyGranted(RequestRecord),
+    /// No live pending request with that fingerprint.
+    NotFound,
+    /// The username is taken, or the request was denied or replaced.
+    Conflict(&'static str),
+}
+
+/// The result of a deny attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyResult {
+    Denied,
+    NotFound,
+    /// The request was already granted: delete the user instead.
+    AlreadyGranted,
+}
+
+/// Where registry state lives. See the module docs for the atomicity rule.
+pub trait Store: Send + Sync + 'static {
+    /// Steps 3 to 5 of the decision order for one poll, applied atomically:
+    /// reads the username's user and request, calls
+    /// [`crate::decision::decide`], and creates or refreshes the pending
+    /// request as decided. Returns the decision and the stored request
+    /// afterwards (for a 201, the granted record).
+    fn register(
+        &self,
+        poll: Poll<'_>,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<(Decision, Option<RequestRecord>), StoreError>> + Send;
+
+    /// The lock state, as every request reads it.
+    fn lock_state(&self) -> impl Future<Output = Result<LockState, StoreError>> + Send;
+
+    /// Sets the lock state (`unlocked_until: None` locks).
+    fn set_lock_state(
+        &self,
+        state: LockState,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many requests are pending (including any that expired but have
+    /// not been swept yet).
+    fn pending_count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The live request for `username`, in any state.
+    fn get_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<RequestRecord>, StoreError>> + Send;
+
+    /// A page of live requests in one state, ordered by username.
+    fn list_requests(
+        &self,
+        query: &ListQuery,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Page<RequestRecord>, StoreError>> + Send;
+
+    /// Creates the user and marks the request granted, durably, before
+    /// returning `Granted`.
+    fn commit_grant(
+        &self,
+        grant: GrantCommit,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<GrantResult, StoreError>> + Send;
+
+    /// Marks a pending request denied.
+    fn deny(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<DenyResult, StoreError>> + Send;
+
+    fn get_user(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
+
+    /// A page of users ordered by username (`query.state` is ignored).
+    fn list_users(
+        &self,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<Page<UserRecord>, StoreError>> + Send;
+
+    /// Creates or replaces a user, durably.
+    fn put_user(&self, user: UserRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes a user and any granted request of theirs, durably. Returns
+    /// whether the user existed.
+    fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether the store answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

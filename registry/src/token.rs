@@ -1,0 +1,100 @@
+//! JWTs for logged-in users: HS256, signed with a key derived from the
+//! server secret.
+//!
+//! The token carries the username (`sub`), the user's roles, `iat` and `exp`.
+//! Verification checks the signature and expiry; the admin service also checks
+//! that the user still exists, so deleting a user revokes its tokens.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+
+/// Default token lifetime when a login does not ask for one.
+pub const DEFAULT_EXPIRE_HOURS: u64 = 24;
+/// Longest lifetime a login may ask for (30 days).
+pub const MAX_EXPIRE_HOURS: u64 = 30 * 24;
+
+/// The claims fleetgate puts in a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub roles: Vec<String>,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// A token could not be verified.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token: {0}")]
+pub struct TokenError(String);
+
+/// Issues and verifies tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(..)")
+    }
+}
+
+impl Tokens {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Tokens {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+        }
+    }
+
+    /// Issues a token for `username` valid for `hours` from `now`.
+    pub fn issue(&self, username: &str, roles: &[String], now: UnixMillis, hours: u64) -> String {
+        let claims = Claims {
+            sub: username.to_owned(),
+            roles: roles.to_vec(),
+            iat: now.as_secs(),
+            exp: now.as_secs() + hours * 3600,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail")
+    }
+
+    /// Verifies signature and expiry (no leeway) and returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| TokenError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_token_verifies_with_claims() {
+        let t = Tokens::new(&[9; 32]);
+        let now = UnixMillis::now();
+        let tok = t.issue("dev01", &["sensor".into()], now, 2);
+        let c = t.verify(&tok).unwrap();
+        assert_eq!(c.sub, "dev01");
+        assert_eq!(c.roles, vec!["sensor".to_string()]);
+        assert_eq!(c.exp - c.iat, 7200);
+    }
+
+    #[test]
+    fn wrong_key_and_expired_tokens_fail() {
+        let t = Tokens::new(&[9; 32]);
+        let tok = t.issue("dev01", &[], UnixMillis::now(), 1);
+        assert!(Tokens::new(&[8; 32]).verify(&tok).is_err());
+        let old = t.issue("dev01", &[], UnixMillis(1_000_000), 1);
+        assert!(t.verify(&old).is_err());
+        assert!(t.verify("not.a.token").is_err());
+    }
+}
