@@ -12,7 +12,8 @@ use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::Fingerprint;
 use crate::model::{RequestState, Transport, UserRecord};
 use crate::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, Store, StoreError,
+    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate, Store,
+    StoreError,
 };
 
 /// The start of time in every check.
@@ -32,7 +33,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
         roles: &[],
         permissions: &[],
         context: None,
-        sealed: vec![n; 20],
+        secret: SealOnCreate::Sealed(vec![n; 20]),
     }
 }
 

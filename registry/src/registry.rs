@@ -20,7 +20,7 @@ use crate::request::{
     Credential, RegisterRequest, RequestError, PERMISSIONS_MAX, RESOURCE_MAX, ROLES_MAX, ROLE_MAX,
 };
 use crate::secrets::Secrets;
-use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, Store, StoreError};
+use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, SealOnCreate, Store, StoreError};
 use crate::token::Tokens;
 
 /// The username of the built-in administrator.
@@ -227,7 +227,12 @@ impl<S: Store> Registry<S> {
             roles: &req.roles,
             permissions: &req.permissions,
             context: req.context.as_deref(),
-            sealed: fingerprint::seal(&self.secrets, &fp, &req.username, secret),
+            secret: SealOnCreate::Lazy {
+                secrets: &self.secrets,
+                fingerprint: fp,
+                username: &req.username,
+                secret,
+            },
         };
         let pairing_id = fp.pairing_id();
         match self.store.register(poll, now).await {

@@ -16,6 +16,7 @@ use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState};
 use crate::fingerprint::Fingerprint;
 use crate::model::{Permission, RequestRecord, Transport, UserRecord};
+use crate::secrets::Secrets;
 
 /// A store could not do what was asked; the caller answers 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +30,7 @@ pub enum StoreError {
 }
 
 /// One register poll, already validated and fingerprinted.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Poll<'a> {
     pub username: &'a str,
     pub fingerprint: Fingerprint,
@@ -40,8 +41,47 @@ pub struct Poll<'a> {
     pub roles: &'a [String],
     pub permissions: &'a [Permission],
     pub context: Option<&'a str>,
-    /// The credential, sealed for the grant (see [`crate::fingerprint::seal`]).
-    pub sealed: Vec<u8>,
+    /// The credential, sealed for the grant only if this poll creates a
+    /// pending request (sealing costs about 1.4 µs; a fingerprint 0.2 µs).
+    pub secret: SealOnCreate<'a>,
+}
+
+/// A credential that is sealed only when a pending request is created.
+pub enum SealOnCreate<'a> {
+    /// Already sealed.
+    Sealed(Vec<u8>),
+    /// Seal `secret` with [`crate::fingerprint::seal`] when needed.
+    Lazy {
+        secrets: &'a Secrets,
+        fingerprint: Fingerprint,
+        username: &'a str,
+        secret: &'a [u8],
+    },
+}
+
+impl SealOnCreate<'_> {
+    /// The sealed bytes.
+    pub fn into_sealed(self) -> Vec<u8> {
+        match self {
+            SealOnCreate::Sealed(v) => v,
+            SealOnCreate::Lazy {
+                secrets,
+                fingerprint,
+                username,
+                secret,
+            } => crate::fingerprint::seal(secrets, &fingerprint, username, secret),
+        }
+    }
+}
+
+impl std::fmt::Debug for SealOnCreate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the clear-text credential.
+        match self {
+            SealOnCreate::Sealed(v) => write!(f, "Sealed({} bytes)", v.len()),
+            SealOnCreate::Lazy { .. } => f.write_str("Lazy(..)"),
+        }
+    }
 }
 
 /// Which requests a listing returns.

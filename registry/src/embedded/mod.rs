@@ -191,7 +191,7 @@ impl EmbeddedStore {
     }
 
     /// Drops expired records from memory and fixes the pending count.
-    /// Called periodically by [`EmbeddedStore::spawn_sweeper`]; correctness
+    /// Called periodically by the binaries' sweeper thread; correctness
     /// does not depend on it, because every read checks expiry itself.
     pub fn sweep(&self, now: UnixMillis) -> usize {
         let mut removed = 0;
@@ -218,23 +218,6 @@ impl EmbeddedStore {
             self.pending.fetch_sub(pending_removed, Ordering::Relaxed);
         }
         removed
-    }
-
-    /// Starts a background thread that sweeps every `every`.
-    pub fn spawn_sweeper(self: &std::sync::Arc<Self>, every: std::time::Duration) {
-        let store = std::sync::Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("fleetgate-sweeper".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                match store.upgrade() {
-                    Some(s) => {
-                        s.sweep(UnixMillis::now());
-                    }
-                    None => return,
-                }
-            })
-            .expect("spawning the sweeper thread");
     }
 
     // The synchronous bodies of the `Store` methods.
@@ -298,7 +281,7 @@ impl EmbeddedStore {
                     fingerprint: poll.fingerprint,
                     state: RequestState::Pending,
                     transport: poll.transport,
-                    sealed: poll.sealed,
+                    sealed: poll.secret.into_sealed(),
                     roles: poll.roles.to_vec(),
                     permissions: poll.permissions.to_vec(),
                     context: poll.context.map(str::to_owned),

@@ -9,7 +9,7 @@ use super::*;
 use crate::conformance::{self, T0};
 use crate::fingerprint::Fingerprint;
 use crate::model::Transport;
-use crate::store::Poll;
+use crate::store::{Poll, SealOnCreate};
 
 /// Runs a future that must complete without suspending: the embedded store
 /// never waits on I/O, so a `Pending` here is a bug.
@@ -49,7 +49,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
         roles: &[],
         permissions: &[],
         context: None,
-        sealed: vec![n; 8],
+        secret: SealOnCreate::Sealed(vec![n; 8]),
     }
 }
 

@@ -1,0 +1,120 @@
+//! One client connection on a worker: read into a buffer, serve every
+//! complete request in it (pipelining), write the responses with one write,
+//! and repeat while the connection is kept alive.
+//!
+//! Time limits: a request must arrive whole within `request_timeout` of its
+//! first byte (a slow sender gets 408 and is closed); an idle keep-alive
+//! connection is closed after `idle_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fleetgate_registry::store::Store;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::http::codec::{self, Parsed};
+use crate::http::response::write_json;
+use crate::routes::{self, App};
+
+/// Bytes read per `read` call at most.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Serves one connection until it closes, errors or times out.
+pub async fn serve<S: Store>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App<S>>,
+    shutdown: Arc<AtomicBool>,
+) {
+    let config = &app.config;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // When the request now in `buf` started arriving.
+    let mut started: Option<Instant> = None;
+    loop {
+        let mut consumed = 0;
+        let mut close = false;
+        loop {
+            match codec::parse(&buf[consumed..], &config.limits) {
+                Parsed::Complete(req) => {
+                    let keep = req.keep_alive && !shutdown.load(Ordering::Relaxed);
+                    routes::handle(&app, &req, peer, keep, &mut out).await;
+                    consumed += req.len;
+                    if !keep {
+                        close = true;
+                        break;
+                    }
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid(e) => {
+                    let body = serde_json::json!({"status": "invalid", "error": e.to_string()});
+                    write_json(&mut out, e.status(), &[], body.to_string().as_bytes(), false);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if consumed > 0 {
+            buf.drain(..consumed);
+            started = None;
+        }
+        if !out.is_empty() {
+            let (res, o) = stream.write_all(out).await;
+            out = o;
+            out.clear();
+            if res.is_err() {
+                return;
+            }
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        // Wait for more bytes, under the right deadline.
+        let limit = if buf.is_empty() {
+            config.idle_timeout
+        } else {
+            let since = *started.get_or_insert_with(Instant::now);
+            config.request_timeout.saturating_sub(since.elapsed())
+        };
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        let len = buf.len();
+        let read = stream.read(buf.slice_mut(len..));
+        match monoio::time::timeout(limit, read).await {
+            Ok((Ok(0), slice)) => {
+                drop(slice);
+                return;
+            }
+            Ok((Ok(_), slice)) => {
+                buf = slice.into_inner();
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
+            }
+            Ok((Err(_), _)) => return,
+            Err(_elapsed) => {
+                // The read future (and the buffer it owned) is gone; answer
+                // a half-sent request with 408 and close either way.
+                if len > 0 {
+                    let mut out = Vec::new();
+                    write_json(
+                        &mut out,
+                        408,
+                        &[],
+                        br#"{"status":"invalid","error":"request not received in time"}"#,
+                        false,
+                    );
+                    let _ = stream.write_all(out).await;
+                }
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! fleetgate's data plane: the device-facing listeners, served by
+//! thread-per-core monoio workers that parse requests straight from the
+//! socket buffer and answer from the registry core.
+//!
+//! # Layout
+//! - [`listener`]: one `SO_REUSEPORT` listening socket per worker.
+//! - [`worker`]: the worker threads, each with its own monoio runtime
+//!   (io_uring, or epoll where io_uring is unavailable).
+//! - [`conn`]: one connection's read–parse–serve–write loop, with keep-alive,
+//!   pipelining and time limits.
+//! - [`http`]: the sans-IO HTTP/1.1 request codec and response writer.
+//! - [`routes`]: what each request gets: the register poll, health checks,
+//!   or forwarding to the admin service.
+//! - [`forward`]: the hand-over of `/api/*` requests to the admin service.
+#![forbid(unsafe_code)]
+
+pub mod conn;
+pub mod forward;
+pub mod http;
+pub mod listener;
+pub mod routes;
+pub mod worker;

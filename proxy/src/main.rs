@@ -1,0 +1,193 @@
+//! `fleetgate`: the all-in-one gateway. Proxy workers and the admin service
+//! in one process, on the embedded store by default.
+//!
+//! Steps, in order: parse config (a bad flag exits 2 with one line) →
+//! tracing → admin runtime and registry → listeners (each bound address is
+//! logged) → workers → wait for SIGINT/SIGTERM → drain.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use fleetgate_admin::bootstrap;
+use fleetgate_admin::config::{parse_duration, StoreArgs};
+use fleetgate_admin::AdminService;
+use fleetgate_proxy::forward::Forwarder;
+use fleetgate_proxy::routes::{App, ConnConfig};
+use fleetgate_proxy::worker::{self, Shutdown};
+use fleetgate_proxy::listener;
+
+/// fleetgate: a device-registration gateway. Devices poll
+/// POST /api/client-registry/register until an administrator grants them.
+#[derive(Parser, Debug)]
+#[command(name = "fleetgate", version, about, long_about = None)]
+struct Cli {
+    /// Address of the device API (HTTP).
+    #[arg(long, env = "FLEETGATE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+
+    /// Address of the admin API, or `off` to serve it only through the
+    /// device API's /api/* forwarding.
+    #[arg(long, env = "FLEETGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
+    admin_listen: OptionalAddr,
+
+    /// Number of proxy worker threads (default: the number of cores).
+    #[arg(long, env = "FLEETGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+
+    /// Time allowed from a request's first byte to its last; slower senders
+    /// get 408.
+    #[arg(long, env = "FLEETGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+
+    /// How long an idle keep-alive connection stays open.
+    #[arg(long, env = "FLEETGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s == "off" {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{e}; expected host:port or `off`"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return config_error("fleetgate", e),
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints help/version normally; any other flag error as one line, exit 2.
+pub(crate) fn config_error(bin: &str, e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    eprintln!("{bin}: {}", first.trim());
+    ExitCode::from(2)
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let workers = match cli.workers {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    // The admin service and the forwarding hand-over run here; proxy
+    // workers own the cores, so one tokio thread is enough.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fleetgate-admin")
+        .enable_all()
+        .build()?;
+    let registry = runtime.block_on(bootstrap::open_registry(&cli.store))?;
+    bootstrap::start_sweeper(&registry);
+    let service = Arc::new(AdminService::new(registry.clone()));
+
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = match cli.admin_listen.0 {
+        Some(addr) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|e| anyhow::anyhow!("cannot bind --admin-listen {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "admin API listening");
+            let service = service.clone();
+            let mut stopped = admin_stopped.clone();
+            Some(runtime.spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = fleetgate_admin::server::serve(
+                    listener,
+                    service,
+                    shutdown,
+                    Duration::from_secs(5),
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "admin API failed");
+                }
+            }))
+        }
+        None => {
+            tracing::info!("admin API listener off; /api/* is served through the device API");
+            None
+        }
+    };
+
+    let listeners = listener::bind_group(cli.http_listen, workers)
+        .map_err(|e| anyhow::anyhow!("cannot bind --http-listen {}: {e}", cli.http_listen))?;
+    tracing::info!(addr = %listeners[0].local_addr()?, workers, "device API listening");
+    let app = Arc::new(App {
+        registry,
+        forwarder: Forwarder::in_process(runtime.handle().clone(), service),
+        config: ConnConfig {
+            request_timeout: cli.request_timeout,
+            idle_timeout: cli.idle_timeout,
+            ..ConnConfig::default()
+        },
+    });
+    let shutdown = Shutdown::default();
+    let handles = worker::spawn_workers(app, listeners, shutdown.clone())?;
+
+    runtime.block_on(wait_for_signal())?;
+    tracing::info!("shutting down: draining connections");
+    shutdown.trigger();
+    let _ = stop_admin.send(true);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(task) = admin_task {
+        let _ = runtime.block_on(task);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! What the proxy does with one parsed request: serve the register poll and
+//! the health checks itself, forward every other `/api/*` path to the admin
+//! service, and answer 404 to the rest.
+//!
+//! The register poll is the hot path: body → [`Registry::register`] → one
+//! store transition → a small JSON body, with no allocation beyond the
+//! response bytes and the store's own.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetgate_registry::model::Transport;
+use fleetgate_registry::registry::{PollContext, RegisterOutcome};
+use fleetgate_registry::store::Store;
+use fleetgate_registry::{Registry, UnixMillis};
+
+use crate::forward::Forwarder;
+use crate::http::codec::Request;
+use crate::http::response::{write_forwarded, write_json};
+
+/// The device registration route.
+pub const REGISTER_PATH: &str = "/api/client-registry/register";
+
+/// Settings the connection loop and routes share.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    pub limits: crate::http::codec::Limits,
+    /// Time allowed from the first byte of a request to its last.
+    pub request_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// `Retry-After` seconds on 202, 423 and 503.
+    pub retry_after_secs: u32,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            limits: Default::default(),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            retry_after_secs: 5,
+        }
+    }
+}
+
+/// Everything a worker needs, shared by all workers.
+pub struct App<S> {
+    pub registry: Arc<Registry<S>>,
+    pub forwarder: Forwarder<S>,
+    pub config: ConnConfig,
+}
+
+/// Serves one request, appending the response to `out`.
+pub async fn handle<S: Store>(
+    app: &App<S>,
+    req: &Request<'_>,
+    peer: SocketAddr,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    match req.path {
+        REGISTER_PATH => {
+            if req.method == "POST" {
+                register(app, req.body, peer, keep_alive, out).await;
+            } else {
+                method_not_allowed(out, "POST", keep_alive);
+            }
+        }
+        "/healthz" => write_json(out, 200, &[], br#"{"status":"ok"}"#, keep_alive),
+        "/readyz" => match app.registry.store().ping().await {
+            Ok(()) => write_json(out, 200, &[], br#"{"status":"ready"}"#, keep_alive),
+            Err(e) => {
+                let body = serde_json::json!({"status": "unavailable", "error": e.to_string()});
+                write_json(out, 503, &[], body.to_string().as_bytes(), keep_alive);
+            }
+        },
+        p if p == "/api" || p.starts_with("/api/") => {
+            let resp = app.forwarder.forward(to_http_request(req), peer).await;
+            write_forwarded(out, &resp, keep_alive);
+        }
+        _ => write_json(
+            out,
+            404,
+            &[],
+            br#"{"status":"not_found","error":"no such route"}"#,
+            keep_alive,
+        ),
+    }
+}
+
+fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
+    write_json(
+        out,
+        405,
+        &[("Allow", allow)],
+        br#"{"status":"invalid","error":"method not allowed"}"#,
+        keep_alive,
+    );
+}
+
+async fn register<S: Store>(
+    app: &App<S>,
+    body: &[u8],
+    peer: SocketAddr,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    let ctx = PollContext {
+        transport: Some(Transport::Http),
+        source_addr: Some(peer),
+        client_id: None,
+    };
+    let outcome = app.registry.register(body, ctx, UnixMillis::now()).await;
+    write_register_outcome(out, &outcome, app.config.retry_after_secs, keep_alive);
+}
+
+/// The HTTP status of a register outcome.
+pub fn status_of(outcome: &RegisterOutcome) -> u16 {
+    match outcome {
+        RegisterOutcome::Invalid(_) => 400,
+        RegisterOutcome::Policy { .. } => 422,
+        RegisterOutcome::Conflict => 409,
+        RegisterOutcome::Denied => 403,
+        RegisterOutcome::Locked { .. } => 423,
+        RegisterOutcome::Pending { .. } => 202,
+        RegisterOutcome::Granted { .. } => 201,
+        RegisterOutcome::Unavailable(_) => 503,
+    }
+}
+
+/// Appends the HTTP response for a register outcome.
+pub fn write_register_outcome(
+    out: &mut Vec<u8>,
+    outcome: &RegisterOutcome,
+    retry_after_secs: u32,
+    keep_alive: bool,
+) {
+    let status = status_of(outcome);
+    let mut body = Vec::with_capacity(96);
+    match outcome {
+        RegisterOutcome::Pending { pairing_id, .. } => {
+            let _ = write!(body, r#"{{"status":"pending","pairingId":"{pairing_id}"}}"#);
+        }
+        RegisterOutcome::Granted { pairing_id } => {
+            let _ = write!(body, r#"{{"status":"granted","pairingId":"{pairing_id}"}}"#);
+        }
+        RegisterOutcome::Locked {
+            pairing_id: Some(id),
+        } => {
+            let _ = write!(body, r#"{{"status":"locked","pairingId":"{id}"}}"#);
+        }
+        RegisterOutcome::Locked { pairing_id: None } => {
+            body.extend_from_slice(br#"{"status":"locked"}"#);
+        }
+        RegisterOutcome::Denied => body.extend_from_slice(br#"{"status":"denied"}"#),
+        RegisterOutcome::Conflict => body.extend_from_slice(
+            br#"{"status":"conflict","error":"this username is taken by a user or by a different request"}"#,
+        ),
+        RegisterOutcome::Invalid(message) | RegisterOutcome::Unavailable(message) => {
+            let v = serde_json::json!({"status": outcome.name(), "error": message});
+            body = v.to_string().into_bytes();
+        }
+        RegisterOutcome::Policy { rule, message } => {
+            let v = serde_json::json!({"status": "policy", "rule": rule, "error": message});
+            body = v.to_string().into_bytes();
+        }
+    }
+    let retry = retry_after_secs.to_string();
+    let headers: &[(&str, &str)] = match status {
+        202 | 423 | 503 => &[("Retry-After", retry.as_str())],
+        _ => &[],
+    };
+    write_json(out, status, headers, &body, keep_alive);
+}
+
+/// Rebuilds an owned `http::Request` for the admin service.
+fn to_http_request(req: &Request<'_>) -> http::Request<Bytes> {
+    let uri = match req.query {
+        Some(q) => format!("{}?{}", req.path, q),
+        None => req.path.to_owned(),
+    };
+    let mut builder = http::Request::builder().method(req.method).uri(uri);
+    for (name, value) in &req.headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Bytes::copy_from_slice(req.body))
+        .unwrap_or_else(|_| {
+            // httparse already validated method, target and header syntax;
+            // anything `http` still rejects is answered as a bad request.
+            let mut bad = http::Request::new(Bytes::new());
+            *bad.uri_mut() = http::Uri::from_static("/api/_invalid");
+            bad
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetgate_registry::fingerprint::Fingerprint;
+
+    fn render(outcome: RegisterOutcome) -> String {
+        let mut out = Vec::new();
+        write_register_outcome(&mut out, &outcome, 5, true);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn pending_carries_pairing_id_and_retry_after() {
+        let id = Fingerprint([0xab; 32]).pairing_id();
+        let text = render(RegisterOutcome::Pending {
+            pairing_id: id,
+            created: true,
+        });
+        assert!(text.starts_with("HTTP/1.1 202 Accepted\r\n"));
+        assert!(text.contains("\r\nRetry-After: 5\r\n"));
+        assert!(text.ends_with(r#"{"status":"pending","pairingId":"ababab"}"#));
+    }
+
+    #[test]
+    fn every_outcome_has_its_status_and_a_json_status_field() {
+        let id = Fingerprint([1; 32]).pairing_id();
+        let cases = [
+            (RegisterOutcome::Invalid("bad \"json\"".into()), 400, "invalid"),
+            (
+                RegisterOutcome::Policy {
+                    rule: "password_length",
+                    message: "too short".into(),
+                },
+                422,
+                "policy",
+            ),
+            (RegisterOutcome::Conflict, 409, "conflict"),
+            (RegisterOutcome::Denied, 403, "denied"),
+            (RegisterOutcome::Locked { pairing_id: None }, 423, "locked"),
+            (RegisterOutcome::Granted { pairing_id: id }, 201, "granted"),
+            (RegisterOutcome::Unavailable("down".into()), 503, "unavailable"),
+        ];
+        for (outcome, status, name) in cases {
+            let text = render(outcome);
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            let body = text.split("\r\n\r\n").nth(1).unwrap();
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["status"], name, "{text}");
+            assert_eq!(text.contains("Retry-After"), matches!(status, 423 | 503));
+        }
+    }
+}
