@@ -6,7 +6,7 @@
 //! Every process a test starts is owned by a guard that kills it (by PID)
 //! when the test ends, pass or fail.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (on Debian/Ubuntu, as
+# root or with sudo), builds the workspace once, and runs every test.
+#
+#   ./scripts/test.sh
+#
+# Extra arguments go to `cargo test` (e.g. `./scripts/test.sh -p fleetgate-registry`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests drive. Add to this list as tests grow.
+packages=()
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+command -v kill >/dev/null 2>&1 || packages+=(procps)
+
+if ((${#packages[@]})); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "installing: ${packages[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${packages[@]}"
+fi
+
+# Build once (tests start the real binaries from this same build), then test.
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace "$@"
