@@ -52,7 +52,13 @@ pub async fn serve<S: Store>(
                 Parsed::Incomplete => break,
                 Parsed::Invalid(e) => {
                     let body = serde_json::json!({"status": "invalid", "error": e.to_string()});
-                    write_json(&mut out, e.status(), &[], body.to_string().as_bytes(), false);
+                    write_json(
+                        &mut out,
+                        e.status(),
+                        &[],
+                        body.to_string().as_bytes(),
+                        false,
+                    );
                     close = true;
                     break;
                 }

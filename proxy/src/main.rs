@@ -15,9 +15,9 @@ use fleetgate_admin::bootstrap;
 use fleetgate_admin::config::{parse_duration, StoreArgs};
 use fleetgate_admin::AdminService;
 use fleetgate_proxy::forward::Forwarder;
+use fleetgate_proxy::listener;
 use fleetgate_proxy::routes::{App, ConnConfig};
 use fleetgate_proxy::worker::{self, Shutdown};
-use fleetgate_proxy::listener;
 
 /// fleetgate: a device-registration gateway. Devices poll
 /// POST /api/client-registry/register until an administrator grants them.

@@ -225,7 +225,11 @@ mod tests {
     fn every_outcome_has_its_status_and_a_json_status_field() {
         let id = Fingerprint([1; 32]).pairing_id();
         let cases = [
-            (RegisterOutcome::Invalid("bad \"json\"".into()), 400, "invalid"),
+            (
+                RegisterOutcome::Invalid("bad \"json\"".into()),
+                400,
+                "invalid",
+            ),
             (
                 RegisterOutcome::Policy {
                     rule: "password_length",
@@ -238,7 +242,11 @@ mod tests {
             (RegisterOutcome::Denied, 403, "denied"),
             (RegisterOutcome::Locked { pairing_id: None }, 423, "locked"),
             (RegisterOutcome::Granted { pairing_id: id }, 201, "granted"),
-            (RegisterOutcome::Unavailable("down".into()), 503, "unavailable"),
+            (
+                RegisterOutcome::Unavailable("down".into()),
+                503,
+                "unavailable",
+            ),
         ];
         for (outcome, status, name) in cases {
             let text = render(outcome);

@@ -60,9 +60,7 @@ pub fn spawn_workers<S: Store>(
 }
 
 fn run<S: Store>(id: usize, app: Arc<App<S>>, listener: StdListener, shutdown: Shutdown) {
-    let runtime = RuntimeBuilder::<FusionDriver>::new()
-        .enable_timer()
-        .build();
+    let runtime = RuntimeBuilder::<FusionDriver>::new().enable_timer().build();
     let mut runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
@@ -95,8 +93,7 @@ async fn accept_loop<S: Store>(
     let conn_shutdown = shutdown.flag.clone();
     while !shutdown.is_triggered() {
         // Wake at least every 100 ms to notice a shutdown.
-        let accepted =
-            monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        let accepted = monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         match accepted {
             Err(_) => continue,
             Ok(Ok((stream, peer))) => {

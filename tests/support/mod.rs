@@ -33,7 +33,14 @@ pub fn bin_dir() -> &'static Path {
             .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--bins", "-p", "fleetgate-proxy", "-p", "fleetgate-admin"]);
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "fleetgate-proxy",
+            "-p",
+            "fleetgate-admin",
+        ]);
         if release {
             cmd.arg("--release");
         }
@@ -89,7 +96,8 @@ impl Process {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("addr="))
             .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-        addr.parse().unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"))
+        addr.parse()
+            .unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"))
     }
 
     /// Every stderr line until the process closes stderr (it has exited).
@@ -315,12 +323,7 @@ pub fn read_response(reader: &mut impl BufRead) -> std::io::Result<Response> {
 }
 
 /// Serialises one request.
-pub fn encode_request(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn encode_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = format!("{method} {path} HTTP/1.1\r\nHost: fleetgate.test\r\n");
     for (n, v) in headers {
         out.push_str(&format!("{n}: {v}\r\n"));

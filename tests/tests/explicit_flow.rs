@@ -62,7 +62,13 @@ fn locked_unlock_pending_grant_collect_login() {
     assert_eq!(r2.json()["pairingId"], pairing.as_str());
 
     // The admin sees the same pairing id, the poll count and the source.
-    let list = authed(g.admin, &token, "GET", "/api/client-registry/requests?state=pending", b"");
+    let list = authed(
+        g.admin,
+        &token,
+        "GET",
+        "/api/client-registry/requests?state=pending",
+        b"",
+    );
     assert_eq!(list.status, 200, "{}", list.text());
     let items = list.json()["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 1);
@@ -70,7 +76,10 @@ fn locked_unlock_pending_grant_collect_login() {
     assert_eq!(items[0]["pairingId"], pairing.as_str());
     assert_eq!(items[0]["transport"], "http");
     assert_eq!(items[0]["polls"], 2);
-    assert!(items[0]["sourceAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(items[0]["sourceAddr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     let status = authed(g.admin, &token, "GET", "/api/client-registry", b"").json();
     assert_eq!(status["pending"], 1);
 
@@ -115,7 +124,10 @@ fn every_row_of_the_decision_order() {
         assert!(r.json()["error"].as_str().is_some());
     }
     // Unknown fields are ignored.
-    let r = register(g.http, &json!({"username": "dev01", "password": "secret", "color": "red"}));
+    let r = register(
+        g.http,
+        &json!({"username": "dev01", "password": "secret", "color": "red"}),
+    );
     assert_eq!(r.status, 423);
 
     // 413: a body over 64 KiB; exactly 64 KiB is parsed (and is bad JSON).
@@ -140,7 +152,13 @@ fn every_row_of_the_decision_order() {
 
     // 423 while locked, with nothing stored.
     assert_eq!(register(g.http, &creds("dev01", "secret")).status, 423);
-    let one = authed(g.admin, &token, "GET", "/api/client-registry/requests/dev01", b"");
+    let one = authed(
+        g.admin,
+        &token,
+        "GET",
+        "/api/client-registry/requests/dev01",
+        b"",
+    );
     assert_eq!(one.status, 404);
 
     unlock(&g, &token, 300_000);
@@ -156,7 +174,13 @@ fn every_row_of_the_decision_order() {
 
     // 403: denied, then 409 for anything else on that username.
     assert_eq!(register(g.http, &creds("dev02", "secret")).status, 202);
-    let r = authed(g.admin, &token, "POST", "/api/client-registry/requests/dev02/deny", b"");
+    let r = authed(
+        g.admin,
+        &token,
+        "POST",
+        "/api/client-registry/requests/dev02/deny",
+        b"",
+    );
     assert_eq!(r.status, 204);
     let r = register(g.http, &creds("dev02", "secret"));
     assert_eq!(r.status, 403, "{}", r.text());
@@ -189,7 +213,10 @@ fn pending_request_survives_a_lock_and_can_still_be_granted() {
     let r = register(g.http, &creds("dev01", "secret"));
     assert_eq!(r.status, 423);
     assert_eq!(r.json()["status"], "locked");
-    assert!(r.json()["pairingId"].is_string(), "the request is still pending");
+    assert!(
+        r.json()["pairingId"].is_string(),
+        "the request is still pending"
+    );
     grant(&g, &token, "dev01");
     assert_eq!(register(g.http, &creds("dev01", "secret")).status, 201);
 }
@@ -248,12 +275,24 @@ fn admin_api_requires_an_admin_token() {
     let r = authed(g.admin, &device_token, "GET", "/api/client-registry", b"");
     assert_eq!(r.status, 403, "{}", r.text());
     // ?apiToken= works for compatibility.
-    let r = request(g.admin, "GET", &format!("/api/client-registry?apiToken={token}"), &[], b"");
+    let r = request(
+        g.admin,
+        "GET",
+        &format!("/api/client-registry?apiToken={token}"),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200);
     // A deleted user can no longer log in, and its token stops working.
     let r = authed(g.admin, &token, "DELETE", "/api/users/dev01", b"");
     assert_eq!(r.status, 204);
-    let r = request(g.admin, "POST", "/api/login", &[], creds("dev01", "secret").to_string().as_bytes());
+    let r = request(
+        g.admin,
+        "POST",
+        "/api/login",
+        &[],
+        creds("dev01", "secret").to_string().as_bytes(),
+    );
     assert_eq!(r.status, 401);
     let r = authed(g.admin, &device_token, "GET", "/api/users", b"");
     assert_eq!(r.status, 401);
@@ -268,7 +307,13 @@ fn the_proxy_forwards_the_admin_api() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["locked"], false);
     assert_eq!(register(g.http, &creds("dev01", "secret")).status, 202);
-    let r = authed(g.http, &token, "POST", "/api/client-registry/requests/dev01/grant", b"");
+    let r = authed(
+        g.http,
+        &token,
+        "POST",
+        "/api/client-registry/requests/dev01/grant",
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let t = login(g.http, "dev01", "secret");
     assert!(!t.is_empty());
@@ -277,7 +322,10 @@ fn the_proxy_forwards_the_admin_api() {
     let r = authed(g.http, &token, "GET", "/api/users/dev01", b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["username"], "dev01");
-    assert!(r.json().get("passwordHash").is_none(), "no credential leaks");
+    assert!(
+        r.json().get("passwordHash").is_none(),
+        "no credential leaks"
+    );
     // Paths outside /api are not forwarded.
     assert_eq!(request(g.http, "GET", "/nothing", &[], b"").status, 404);
     // Wrong method on the register route.

@@ -35,12 +35,21 @@ fn keep_alive_and_pipelined_requests_answer_in_order() {
     }
     assert_eq!(read_response(&mut r).unwrap().status, 200);
     // Connection: close is honoured.
-    s.write_all(&encode_request("GET", "/healthz", &[("Connection", "close")], b""))
-        .unwrap();
+    s.write_all(&encode_request(
+        "GET",
+        "/healthz",
+        &[("Connection", "close")],
+        b"",
+    ))
+    .unwrap();
     let last = read_response(&mut r).unwrap();
     assert_eq!(last.header("Connection"), Some("close"));
     let mut rest = Vec::new();
-    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "closed after the response");
+    assert_eq!(
+        r.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed after the response"
+    );
 }
 
 #[test]
@@ -64,8 +73,10 @@ fn oversized_heads_and_bodies_are_refused_before_buffering() {
 
     // Chunked bodies are refused with a clear 411.
     let mut s = connect(&g);
-    s.write_all(b"POST /api/client-registry/register HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"POST /api/client-registry/register HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
     let r = read_response(&mut BufReader::new(s)).unwrap();
     assert_eq!(r.status, 411);
 
@@ -77,13 +88,18 @@ fn oversized_heads_and_bodies_are_refused_before_buffering() {
 fn slow_senders_get_408_and_idle_connections_close() {
     let g = Gateway::start(&["--request-timeout", "500ms", "--idle-timeout", "800ms"]);
     let mut s = connect(&g);
-    s.write_all(b"POST /api/client-registry/register HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"user")
-        .unwrap();
+    s.write_all(
+        b"POST /api/client-registry/register HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"user",
+    )
+    .unwrap();
     let t = Instant::now();
     let r = read_response(&mut BufReader::new(s)).unwrap();
     assert_eq!(r.status, 408);
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(400), "cut too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "cut too early: {waited:?}"
+    );
 
     let s = connect(&g);
     let t = Instant::now();
@@ -135,7 +151,14 @@ fn environment_variables_configure_flags() {
 fn a_generated_admin_password_is_printed_once_and_works() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let args = ["--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", &data];
+    let args = [
+        "--http-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+    ];
     let mut p = spawn("fleetgate", &args, &[]);
     let admin = p.logged_addr("admin API listening");
     let mut out = String::new();
@@ -167,7 +190,8 @@ fn a_generated_admin_password_is_printed_once_and_works() {
     let mut p = spawn("fleetgate", &args, &[]);
     let admin = p.logged_addr("admin API listening");
     login(admin, "admin", &password);
-    p.terminate(Duration::from_secs(10)).expect("stops on SIGTERM");
+    p.terminate(Duration::from_secs(10))
+        .expect("stops on SIGTERM");
     let mut rest = String::new();
     p.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
     assert!(!rest.contains("password"), "printed again: {rest}");

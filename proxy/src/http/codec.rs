@@ -182,7 +182,7 @@ mod tests {
     const POLL: &[u8] = b"POST /api/client-registry/register HTTP/1.1\r\n\
         Host: gw\r\n\
         Content-Type: application/json\r\n\
-        Content-Length: 41\r\n\
+        Content-Length: 40\r\n\
         \r\n\
         {\"username\":\"dev01\",\"password\":\"secret\"}";
 
@@ -225,7 +225,8 @@ mod tests {
 
     #[test]
     fn pipelined_requests_split_at_the_boundary() {
-        let second: &[u8] = b"GET /healthz?verbose=1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
+        let second: &[u8] =
+            b"GET /healthz?verbose=1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
         let mut buf = POLL.to_vec();
         buf.extend_from_slice(second);
         buf.extend_from_slice(b"GET /par"); // the start of a third
@@ -233,10 +234,16 @@ mod tests {
         assert_eq!(first.len, POLL.len());
         let rest = &buf[first.len..];
         let r2 = complete(rest);
-        assert_eq!((r2.method, r2.path, r2.query), ("GET", "/healthz", Some("verbose=1")));
+        assert_eq!(
+            (r2.method, r2.path, r2.query),
+            ("GET", "/healthz", Some("verbose=1"))
+        );
         assert!(!r2.keep_alive);
         assert!(r2.body.is_empty());
-        assert!(matches!(parse(&rest[r2.len..], &Limits::default()), Parsed::Incomplete));
+        assert!(matches!(
+            parse(&rest[r2.len..], &Limits::default()),
+            Parsed::Incomplete
+        ));
     }
 
     #[test]
@@ -265,7 +272,10 @@ mod tests {
         assert_eq!(invalid(head, &Limits::default()).status(), 413);
         // Exactly at the cap is fine (and incomplete until the body arrives).
         let at_cap = b"POST / HTTP/1.1\r\nContent-Length: 65536\r\n\r\n";
-        assert!(matches!(parse(at_cap, &Limits::default()), Parsed::Incomplete));
+        assert!(matches!(
+            parse(at_cap, &Limits::default()),
+            Parsed::Incomplete
+        ));
     }
 
     #[test]
@@ -308,12 +318,25 @@ mod tests {
             HttpError::LengthRequired
         );
         assert_eq!(
-            invalid(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &l).status(),
+            invalid(
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                &l
+            )
+            .status(),
             400
         );
-        assert_eq!(invalid(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &l).status(), 400);
-        assert_eq!(invalid(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", &l).status(), 400);
-        assert_eq!(invalid(b"\x16\x03\x01\x00\xa5\x01\x00\x00", &l).status(), 400);
+        assert_eq!(
+            invalid(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &l).status(),
+            400
+        );
+        assert_eq!(
+            invalid(b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", &l).status(),
+            400
+        );
+        assert_eq!(
+            invalid(b"\x16\x03\x01\x00\xa5\x01\x00\x00", &l).status(),
+            400
+        );
         assert_eq!(invalid(b"GET / HTTP/2.0\r\n\r\n", &l).status(), 505);
         // Identical duplicates are tolerated (RFC 9110 §8.6).
         let r = complete(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");

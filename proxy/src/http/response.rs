@@ -99,7 +99,10 @@ mod tests {
         let mut out = Vec::new();
         write_json(&mut out, 202, &[("Retry-After", "5")], b"{}", true);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 202 Accepted\r\nDate: "), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 202 Accepted\r\nDate: "),
+            "{text}"
+        );
         assert!(text.contains("\r\nContent-Length: 2\r\n"));
         assert!(text.contains("\r\nRetry-After: 5\r\n"));
         assert!(!text.contains("Connection: close"));
@@ -111,7 +114,10 @@ mod tests {
         let mut out = Vec::new();
         write_json(&mut out, 413, &[], b"{}", false);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{text}"
+        );
         assert!(text.contains("\r\nConnection: close\r\n"));
     }
 

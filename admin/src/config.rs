@@ -1,0 +1,107 @@
+//! The configuration shared by both binaries: where state lives and the
+//! registry's limits. Every flag also reads `FLEETGATE_<FLAG>` from the
+//! environment; `--help` explains each.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use fleetgate_registry::decision::Windows;
+use fleetgate_registry::RegistryConfig;
+
+/// Flags that choose and tune the registry store.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Where registry state lives: `memory` is the embedded store (pending
+    /// requests in memory, users and grants journaled in --data-dir).
+    #[arg(long, env = "FLEETGATE_STORE", default_value = "memory", value_parser = parse_store)]
+    pub store: StoreKind,
+
+    /// Directory for the server secret and the embedded store's journal.
+    /// Created if missing.
+    #[arg(long, env = "FLEETGATE_DATA_DIR", default_value = "./fleetgate-data")]
+    pub data_dir: PathBuf,
+
+    /// Password of the built-in `admin` user. When unset, the first start
+    /// generates one and prints it once; only its hash is stored.
+    #[arg(long, env = "FLEETGATE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// How long a pending request that stops polling is kept (e.g. `15m`).
+    #[arg(long, env = "FLEETGATE_PENDING_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub pending_ttl: Duration,
+
+    /// How long a granted request can be collected again (e.g. `10m`).
+    #[arg(long, env = "FLEETGATE_COLLECT_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub collect_window: Duration,
+
+    /// How long a denied request is answered 403 before it is forgotten.
+    #[arg(long, env = "FLEETGATE_DENY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub deny_window: Duration,
+
+    /// Most pending requests kept at once; new requests past it get 503.
+    #[arg(long, env = "FLEETGATE_MAX_PENDING", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending: u64,
+}
+
+/// Which backend `--store` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded store.
+    Memory,
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    match s {
+        "memory" => Ok(StoreKind::Memory),
+        s if s.starts_with("redis://") || s.starts_with("redis+cluster://") => {
+            Err("the Redis store is not available in this build yet; use `memory`".into())
+        }
+        _ => Err("expected `memory`".into()),
+    }
+}
+
+/// Parses `15m`, `90s`, `1h 30m`, … (humantime syntax), refusing zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. `90s` or `15m`)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+impl StoreArgs {
+    /// The registry settings these flags describe.
+    pub fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            windows: Windows {
+                pending_ttl: self.pending_ttl,
+                collect_window: self.collect_window,
+                deny_window: self.deny_window,
+            },
+            max_pending: self.max_pending as usize,
+            ..RegistryConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_zero_is_refused() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn store_names() {
+        assert_eq!(parse_store("memory").unwrap(), StoreKind::Memory);
+        assert!(parse_store("redis://127.0.0.1")
+            .unwrap_err()
+            .contains("not available"));
+        assert!(parse_store("postgres://x").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! fleetgate's admin service: the JSON API administrators use to unlock the
+//! registry, grant or deny pending requests, manage users and log in.
+//!
+//! It runs on tokio + hyper, either on its own (`fleetgate-admin`) or inside
+//! the all-in-one `fleetgate` process, where the proxy forwards every
+//! `/api/*` request it does not serve itself to [`AdminService::handle`].
+//!
+//! # Layout
+//! - [`config`]: the flags shared by both binaries (store, data dir, limits).
+//! - [`bootstrap`]: opening the registry at start (secret, store, admin user).
+//! - [`service`]: [`AdminService`], the routes, as a function from a request
+//!   to a response with no socket in sight.
+//! - [`server`]: serving [`AdminService`] over HTTP/1.1 with hyper.
+//! - [`query`]: percent-decoding of query strings and path segments.
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod query;
+pub mod server;
+pub mod service;
+
+pub use service::AdminService;

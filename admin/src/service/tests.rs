@@ -1,0 +1,1147 @@
+//! Tests of [`AdminService::handle`], driven with in-memory requests against
+//! a registry on the in-memory embedded store, as a client would see them:
+//! status codes, headers and JSON bodies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use fleetgate_registry::decision::{Decision, LockState, Windows};
+use fleetgate_registry::embedded::EmbeddedStore;
+use fleetgate_registry::model::{RequestRecord, UserRecord};
+use fleetgate_registry::registry::{PollContext, RegisterOutcome};
+use fleetgate_registry::secrets::Secrets;
+use fleetgate_registry::store::{
+    DenyResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+};
+use fleetgate_registry::token::MAX_EXPIRE_HOURS;
+use fleetgate_registry::{Registry, RegistryConfig, UnixMillis};
+
+use super::*;
+
+const ADMIN_PASSWORD: &str = "adminpass";
+
+/// A service over a fresh registry whose `admin` has [`ADMIN_PASSWORD`].
+async fn service_on<S: Store>(store: S) -> AdminService<S> {
+    let registry = Registry::new(store, Secrets::random(), RegistryConfig::default());
+    registry
+        .ensure_admin(Some(ADMIN_PASSWORD), UnixMillis::now())
+        .await
+        .unwrap();
+    AdminService::new(Arc::new(registry))
+}
+
+async fn service() -> AdminService<EmbeddedStore> {
+    service_on(EmbeddedStore::in_memory(Windows::default(), 1000)).await
+}
+
+/// What a client sees of a response.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// Sends one request. Checks the invariants every response keeps: JSON
+/// with its content type (empty for 204), and error bodies with a
+/// `status` short name and an `error` message.
+async fn send<S: Store>(
+    service: &AdminService<S>,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = service
+        .handle(request.body(body.into()).unwrap(), None)
+        .await;
+    let (parts, bytes) = response.into_parts();
+    let body = if parts.status == StatusCode::NO_CONTENT {
+        assert!(bytes.is_empty(), "204 with a body: {bytes:?}");
+        assert!(parts.headers.get(header::CONTENT_TYPE).is_none());
+        Value::Null
+    } else {
+        assert_eq!(parts.headers[header::CONTENT_TYPE], "application/json");
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    if parts.status.is_client_error() || parts.status.is_server_error() {
+        assert!(body["status"].is_string(), "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn get<S: Store>(service: &AdminService<S>, uri: &str, token: &str) -> Reply {
+    send(service, Method::GET, uri, Some(token), "").await
+}
+
+async fn post<S: Store>(service: &AdminService<S>, uri: &str, token: &str, body: &str) -> Reply {
+    send(service, Method::POST, uri, Some(token), body.to_owned()).await
+}
+
+async fn try_login<S: Store>(service: &AdminService<S>, username: &str, password: &str) -> Reply {
+    let body = json!({ "username": username, "password": password }).to_string();
+    send(service, Method::POST, "/api/login", None, body).await
+}
+
+async fn login<S: Store>(service: &AdminService<S>, username: &str, password: &str) -> String {
+    let reply = try_login(service, username, password).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn admin_token<S: Store>(service: &AdminService<S>) -> String {
+    login(service, "admin", ADMIN_PASSWORD).await
+}
+
+/// One register poll from a device, as the proxy would make it.
+async fn poll<S: Store>(
+    service: &AdminService<S>,
+    username: &str,
+    password: &str,
+) -> RegisterOutcome {
+    let body = json!({ "username": username, "password": password }).to_string();
+    service
+        .registry()
+        .register(body.as_bytes(), PollContext::default(), UnixMillis::now())
+        .await
+}
+
+/// Unlocks the registry and creates a pending request for `username`.
+async fn make_pending<S: Store>(service: &AdminService<S>, username: &str, password: &str) {
+    let now = UnixMillis::now();
+    service.registry().unlock(None, now).await.unwrap().unwrap();
+    let outcome = poll(service, username, password).await;
+    assert!(
+        matches!(outcome, RegisterOutcome::Pending { created: true, .. }),
+        "{outcome:?}"
+    );
+}
+
+/// Creates, grants (with `grant_body`) and returns the view of a device.
+async fn make_granted<S: Store>(
+    service: &AdminService<S>,
+    token: &str,
+    username: &str,
+    password: &str,
+    grant_body: &str,
+) -> Value {
+    make_pending(service, username, password).await;
+    let uri = format!("/api/client-registry/requests/{username}/grant");
+    let reply = post(service, &uri, token, grant_body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+fn rfc3339(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339(v.as_str().unwrap()).unwrap()
+}
+
+// ---- login ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_issues_a_token_with_the_users_roles() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let claims = service.registry().tokens().verify(&token).unwrap();
+    assert_eq!(claims.sub, "admin");
+    assert_eq!(claims.roles, vec!["admin".to_string()]);
+    assert_eq!(claims.exp - claims.iat, DEFAULT_EXPIRE_HOURS * 3600);
+
+    let body = json!({"username": "admin", "password": ADMIN_PASSWORD, "expireTimeInHours": 2});
+    let reply = send(&service, Method::POST, "/api/login", None, body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    let claims = service
+        .registry()
+        .tokens()
+        .verify(reply.body["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 2 * 3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refuses_wrong_password_unknown_user_and_passwordless_user() {
+    let service = service().await;
+    for (username, password) in [("admin", "wrongpass"), ("nobody", ADMIN_PASSWORD)] {
+        let reply = try_login(&service, username, password).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{username}");
+        assert_eq!(reply.body["status"], "unauthorized");
+        assert!(reply.body.get("token").is_none());
+    }
+    // A certificate-only user has no password to log in with.
+    service
+        .registry()
+        .store()
+        .put_user(UserRecord {
+            username: "certonly".into(),
+            password_hash: None,
+            roles: vec!["admin".into()],
+            permissions: vec![],
+            created_at: UnixMillis::now(),
+            origin: "http".into(),
+        })
+        .await
+        .unwrap();
+    let reply = try_login(&service, "certonly", "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["status"], "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_expiry_must_be_in_range() {
+    let service = service().await;
+    for hours in [
+        json!(0),
+        json!(-1),
+        json!(MAX_EXPIRE_HOURS + 1),
+        json!(1.5),
+        json!("2"),
+    ] {
+        let body =
+            json!({"username": "admin", "password": ADMIN_PASSWORD, "expireTimeInHours": hours});
+        let reply = send(&service, Method::POST, "/api/login", None, body.to_string()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{hours}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+    let body = json!({"username": "admin", "password": ADMIN_PASSWORD, "expireTimeInHours": MAX_EXPIRE_HOURS});
+    let reply = send(&service, Method::POST, "/api/login", None, body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn login_with_malformed_body_is_400() {
+    let service = service().await;
+    for body in [
+        "",
+        "{",
+        "[]",
+        r#"{"username":"admin"}"#,
+        r#"{"password":"x"}"#,
+    ] {
+        let reply = send(&service, Method::POST, "/api/login", None, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+}
+
+// ---- authorization ----
+
+#[tokio::test]
+async fn admin_routes_need_a_valid_token() {
+    let service = service().await;
+    let registry = service.registry();
+    let expired = registry
+        .tokens()
+        .issue("admin", &["admin".into()], UnixMillis(1_000_000_000), 1);
+    let foreign = fleetgate_registry::token::Tokens::new(&[7; 32]).issue(
+        "admin",
+        &["admin".into()],
+        UnixMillis::now(),
+        1,
+    );
+    for token in [
+        None,
+        Some("garbage"),
+        Some(expired.as_str()),
+        Some(foreign.as_str()),
+    ] {
+        let reply = send(&service, Method::GET, "/api/client-registry", token, "").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(reply.body["status"], "unauthorized");
+    }
+    // Not a Bearer token.
+    let request = Request::builder()
+        .uri("/api/users")
+        .header(header::AUTHORIZATION, "Basic YWRtaW46YWRtaW5wYXNz")
+        .body(Bytes::new())
+        .unwrap();
+    let response = service.handle(request, None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive_and_api_token_query_works() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let request = Request::builder()
+        .uri("/api/client-registry")
+        .header(header::AUTHORIZATION, format!("bearer  {token}"))
+        .body(Bytes::new())
+        .unwrap();
+    assert_eq!(service.handle(request, None).await.status(), StatusCode::OK);
+
+    let uri = format!("/api/client-registry?apiToken={token}");
+    let reply = send(&service, Method::GET, &uri, None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["locked"], true);
+
+    let reply = send(
+        &service,
+        Method::GET,
+        "/api/client-registry?apiToken=",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = send(
+        &service,
+        Method::GET,
+        "/api/client-registry?apiToken=x.y.z",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_admin_token_is_403() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    make_granted(&service, &admin, "dev01", "secret1", "").await;
+    let device = login(&service, "dev01", "secret1").await;
+    for uri in [
+        "/api/client-registry",
+        "/api/users",
+        "/api/client-registry/requests",
+    ] {
+        let reply = get(&service, uri, &device).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(reply.body["status"], "forbidden");
+    }
+    // The registry is unlocked (by `make_granted`); the device cannot lock it.
+    let reply = post(&service, "/api/client-registry/lock", &device, "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let status = service.registry().status(UnixMillis::now()).await.unwrap();
+    assert!(status.unlocked_until.is_some());
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/deny",
+        &device,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_read_from_the_stored_user_not_the_token() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    let store = service.registry().store();
+    let mut user = store.get_user("admin").await.unwrap().unwrap();
+    user.roles.clear();
+    store.put_user(user).await.unwrap();
+    // The token still says `admin`, the stored user no longer does.
+    let reply = get(&service, "/api/users", &admin).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn token_issued_before_its_user_was_created_is_401() {
+    let service = service().await;
+    let an_hour_ago = UnixMillis(UnixMillis::now().0 - 3_600_000);
+    let old = service
+        .registry()
+        .tokens()
+        .issue("admin", &["admin".into()], an_hour_ago, 24);
+    let reply = get(&service, "/api/users", &old).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["status"], "unauthorized");
+}
+
+// ---- lock state ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_unlock_and_lock() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+
+    let reply = get(&service, "/api/client-registry", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        json!({"locked": true, "unlockedUntil": null, "pending": 0})
+    );
+
+    let before = SystemTime::now();
+    let reply = post(
+        &service,
+        "/api/client-registry/unlock",
+        &token,
+        r#"{"durationMs": 60000}"#,
+    )
+    .await;
+    let after = SystemTime::now();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["locked"], false);
+    assert_eq!(reply.body["pending"], 0);
+    let until = rfc3339(&reply.body["unlockedUntil"]);
+    let minute = Duration::from_secs(60);
+    // Millisecond precision: allow the truncation.
+    assert!(until + Duration::from_millis(1) >= before + minute && until <= after + minute);
+
+    // A device can now create a pending request, and it is counted.
+    assert!(matches!(
+        poll(&service, "dev01", "secret1").await,
+        RegisterOutcome::Pending { created: true, .. }
+    ));
+    let reply = get(&service, "/api/client-registry", &token).await;
+    assert_eq!(reply.body["locked"], false);
+    assert_eq!(reply.body["pending"], 1);
+
+    let reply = post(&service, "/api/client-registry/lock", &token, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        json!({"locked": true, "unlockedUntil": null, "pending": 1})
+    );
+    assert!(matches!(
+        poll(&service, "dev02", "secret2").await,
+        RegisterOutcome::Locked { pairing_id: None }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_without_body_uses_the_default_duration() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    for body in ["", "  \n", "{}"] {
+        let before = SystemTime::now();
+        let reply = post(&service, "/api/client-registry/unlock", &token, body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body:?}");
+        let until = rfc3339(&reply.body["unlockedUntil"]);
+        let default = service.registry().config().default_unlock;
+        assert!(
+            until + Duration::from_millis(1) >= before + default,
+            "{body:?}"
+        );
+        assert!(until <= SystemTime::now() + default, "{body:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_duration_out_of_range_is_400_and_stays_locked() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let max = service.registry().config().max_unlock.as_millis();
+    for body in [
+        json!({"durationMs": 0}).to_string(),
+        json!({"durationMs": max + 1}).to_string(),
+        json!({"durationMs": -5}).to_string(),
+        json!({"durationMs": "60000"}).to_string(),
+        json!({"duration": 60000}).to_string(),
+        "{".to_string(),
+    ] {
+        let reply = post(&service, "/api/client-registry/unlock", &token, &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+    let reply = get(&service, "/api/client-registry", &token).await;
+    assert_eq!(reply.body["locked"], true);
+    let reply = post(
+        &service,
+        "/api/client-registry/unlock",
+        &token,
+        &json!({"durationMs": max}).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+// ---- requests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_pending_requests() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    for i in 1..=5 {
+        make_pending(&service, &format!("dev0{i}"), "secret1").await;
+    }
+    make_pending(&service, "other", "secret1").await;
+
+    let names = |reply: &Reply| -> Vec<String> {
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?limit=2&prefix=dev",
+        &token,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(names(&reply), ["dev01", "dev02"]);
+    assert_eq!(reply.body["nextCursor"], "dev02");
+    let first = &reply.body["items"][0];
+    assert_eq!(first["state"], "pending");
+    assert_eq!(first["transport"], "http");
+    assert_eq!(first["polls"], 1);
+    assert!(first["pairingId"].is_string());
+    assert!(first.get("sealed").is_none() && first.get("fingerprint").is_none());
+
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?limit=2&prefix=dev&cursor=dev02",
+        &token,
+    )
+    .await;
+    assert_eq!(names(&reply), ["dev03", "dev04"]);
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?limit=2&prefix=dev&cursor=dev04",
+        &token,
+    )
+    .await;
+    assert_eq!(names(&reply), ["dev05"]);
+    assert_eq!(reply.body["nextCursor"], Value::Null);
+
+    // Defaults: state=pending, limit=100, no prefix.
+    let reply = get(&service, "/api/client-registry/requests", &token).await;
+    assert_eq!(
+        names(&reply),
+        ["dev01", "dev02", "dev03", "dev04", "dev05", "other"]
+    );
+    assert_eq!(reply.body["nextCursor"], Value::Null);
+
+    // Query values are percent-decoded: `dev%30` is `dev0`, `+` is a space.
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?prefix=dev%30&cursor=dev%303",
+        &token,
+    )
+    .await;
+    assert_eq!(names(&reply), ["dev04", "dev05"]);
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?prefix=dev+",
+        &token,
+    )
+    .await;
+    assert_eq!(names(&reply), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_granted_requests() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_granted(&service, &token, "dev01", "secret1", "").await;
+    make_pending(&service, "dev02", "secret2").await;
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?state=granted",
+        &token,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let items = reply.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["username"], "dev01");
+    assert_eq!(items[0]["state"], "granted");
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?state=pending",
+        &token,
+    )
+    .await;
+    assert_eq!(reply.body["items"][0]["username"], "dev02");
+    assert_eq!(reply.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_with_bad_parameters_is_400() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "limit=ten",
+        "limit=",
+        "state=denied",
+        "state=",
+        "prefix=%zz",
+    ] {
+        let uri = format!("/api/client-registry/requests?{query}");
+        let reply = get(&service, &uri, &token).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+    for query in ["limit=1", "limit=1000"] {
+        let uri = format!("/api/client-registry/requests?{query}");
+        assert_eq!(
+            get(&service, &uri, &token).await.status,
+            StatusCode::OK,
+            "{query}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_one_request_or_404() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_pending(&service, "dev01", "secret1").await;
+    let reply = get(&service, "/api/client-registry/requests/dev01", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["username"], "dev01");
+    assert_eq!(reply.body["state"], "pending");
+    // The path segment is percent-decoded.
+    let reply = get(&service, "/api/client-registry/requests/dev%301", &token).await;
+    assert_eq!(reply.body["username"], "dev01");
+    let reply = get(&service, "/api/client-registry/requests/dev99", &token).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["status"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_lets_the_device_collect_and_log_in() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_pending(&service, "dev01", "secret1").await;
+    assert!(matches!(
+        poll(&service, "dev01", "secret1").await,
+        RegisterOutcome::Pending { created: false, .. }
+    ));
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["username"], "dev01");
+    assert_eq!(reply.body["state"], "granted");
+    assert!(reply.body["grantedAt"].is_string());
+    assert!(matches!(
+        poll(&service, "dev01", "secret1").await,
+        RegisterOutcome::Granted { .. }
+    ));
+    let device = login(&service, "dev01", "secret1").await;
+    assert_eq!(
+        service.registry().tokens().verify(&device).unwrap().sub,
+        "dev01"
+    );
+    let reply = get(&service, "/api/client-registry", &token).await;
+    assert_eq!(reply.body["pending"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_overrides_roles_and_permissions() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let body = json!({
+        "roles": ["sensor"],
+        "permissions": [{"resource": "telemetry/#", "operation": "write", "context": "mqtt"}]
+    });
+    let view = make_granted(&service, &token, "dev01", "secret1", &body.to_string()).await;
+    assert_eq!(view["roles"], json!(["sensor"]));
+    assert_eq!(view["permissions"][0]["resource"], "telemetry/#");
+    let reply = get(&service, "/api/users/dev01", &token).await;
+    assert_eq!(reply.body["roles"], json!(["sensor"]));
+    assert_eq!(reply.body["permissions"][0]["operation"], "write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_is_idempotent() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let first = make_granted(&service, &token, "dev01", "secret1", "").await;
+    let again = post(
+        &service,
+        "/api/client-registry/requests/dev01/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["state"], "granted");
+    assert_eq!(again.body["grantedAt"], first["grantedAt"]);
+    assert_eq!(again.body["pairingId"], first["pairingId"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_errors() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev99/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["status"], "not_found");
+
+    make_pending(&service, "dev01", "secret1").await;
+    for body in [
+        r#"{"roles": [""]}"#,
+        r#"{"roles": "admin"}"#,
+        r#"{"role": ["admin"]}"#,
+        r#"{"permissions": [{"resource": "x", "operation": "delete", "context": "mqtt"}]}"#,
+        "{",
+    ] {
+        let uri = "/api/client-registry/requests/dev01/grant";
+        let reply = post(&service, uri, &token, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+    // None of those granted anything.
+    let reply = get(&service, "/api/client-registry/requests/dev01", &token).await;
+    assert_eq!(reply.body["state"], "pending");
+
+    // A denied request cannot be granted.
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/deny",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body["status"], "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_then_the_device_is_refused() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_pending(&service, "dev01", "secret1").await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/deny",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        poll(&service, "dev01", "secret1").await,
+        RegisterOutcome::Denied
+    );
+    let reply = get(&service, "/api/client-registry/requests/dev01", &token).await;
+    assert_eq!(reply.body["state"], "denied");
+    assert!(reply.body["deniedAt"].is_string());
+
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev99/deny",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["status"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_after_grant_is_409() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_granted(&service, &token, "dev01", "secret1", "").await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/deny",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body["status"], "conflict");
+    // Still granted.
+    let reply = get(&service, "/api/client-registry/requests/dev01", &token).await;
+    assert_eq!(reply.body["state"], "granted");
+}
+
+// ---- users ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_and_get() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    make_granted(&service, &token, "dev01", "secret1", "").await;
+    make_granted(&service, &token, "dev02", "secret2", "").await;
+
+    let reply = get(&service, "/api/users", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let names: Vec<&str> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "dev01", "dev02"]);
+    assert_eq!(reply.body["nextCursor"], Value::Null);
+
+    let reply = get(&service, "/api/users?limit=1&cursor=admin", &token).await;
+    assert_eq!(reply.body["items"][0]["username"], "dev01");
+    assert_eq!(reply.body["nextCursor"], "dev01");
+    let reply = get(&service, "/api/users?limit=0", &token).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    let reply = get(&service, "/api/users/admin", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["roles"], json!(["admin"]));
+    assert_eq!(reply.body["origin"], "bootstrap");
+    assert_eq!(reply.body["hasPassword"], true);
+    assert!(reply.body.get("passwordHash").is_none());
+    assert!(!reply.body.to_string().contains("argon2"));
+
+    let reply = get(&service, "/api/users/dev01", &token).await;
+    assert_eq!(reply.body["origin"], "http");
+    let reply = get(&service, "/api/users/nobody", &token).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["status"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_revokes_its_login_and_tokens() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    // A second administrator, created through a grant.
+    make_granted(
+        &service,
+        &admin,
+        "ops01",
+        "secret1",
+        r#"{"roles":["admin"]}"#,
+    )
+    .await;
+    let ops = login(&service, "ops01", "secret1").await;
+    assert_eq!(
+        get(&service, "/api/users", &ops).await.status,
+        StatusCode::OK
+    );
+
+    let reply = send(
+        &service,
+        Method::DELETE,
+        "/api/users/ops01",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = try_login(&service, "ops01", "secret1").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = get(&service, "/api/users", &ops).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["status"], "unauthorized");
+    let reply = get(&service, "/api/users/ops01", &admin).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    let reply = send(
+        &service,
+        Method::DELETE,
+        "/api/users/ops01",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["status"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_admin_cannot_be_deleted() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    let reply = send(
+        &service,
+        Method::DELETE,
+        "/api/users/admin",
+        Some(&admin),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body["status"], "conflict");
+    assert_eq!(
+        get(&service, "/api/users/admin", &admin).await.status,
+        StatusCode::OK
+    );
+}
+
+// ---- HTTP-level behaviour ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_at_the_cap_is_read_and_one_byte_over_is_413() {
+    let service = service().await;
+    // A wrong-password login padded with whitespace to exactly MAX_BODY.
+    let mut at_cap = json!({"username": "admin", "password": "wrongpass"}).to_string();
+    at_cap.push_str(&" ".repeat(MAX_BODY - at_cap.len()));
+    assert_eq!(at_cap.len(), MAX_BODY);
+    let reply = send(&service, Method::POST, "/api/login", None, at_cap.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    at_cap.push(' ');
+    let reply = send(&service, Method::POST, "/api/login", None, at_cap).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.body["status"], "too_large");
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow() {
+    let service = service().await;
+    for (method, uri, allow) in [
+        (Method::GET, "/api/login", "POST"),
+        (Method::POST, "/api/client-registry", "GET"),
+        (Method::GET, "/api/client-registry/unlock", "POST"),
+        (Method::DELETE, "/api/client-registry/requests/dev01", "GET"),
+        (
+            Method::GET,
+            "/api/client-registry/requests/dev01/grant",
+            "POST",
+        ),
+        (Method::PUT, "/api/users/dev01", "GET, DELETE"),
+        (Method::POST, "/healthz", "GET"),
+    ] {
+        // No token: the method is checked before authorization.
+        let reply = send(&service, method.clone(), uri, None, "").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        assert_eq!(reply.headers[header::ALLOW], allow, "{method} {uri}");
+        assert_eq!(reply.body["status"], "invalid");
+    }
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let service = service().await;
+    for uri in [
+        "/",
+        "/api",
+        "/api/",
+        "/api/nope",
+        "/api/users/",
+        "/api/client-registry/requests/dev01/grant/again",
+        "/api/client-registry/register",
+        "/healthz/",
+    ] {
+        let reply = send(&service, Method::GET, uri, None, "").await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(reply.body["status"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_token() {
+    let service = service().await;
+    let reply = send(&service, Method::GET, "/healthz", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"status": "ok"}));
+    let reply = send(&service, Method::GET, "/readyz", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"status": "ready"}));
+}
+
+#[test]
+fn routes_parse() {
+    let parse = |p: &str| Route::parse(p).unwrap();
+    assert_eq!(parse("/api/login"), Some(Route::Login));
+    assert_eq!(parse("/api/client-registry"), Some(Route::RegistryStatus));
+    assert_eq!(
+        parse("/api/client-registry/requests/a%2Fb/deny"),
+        Some(Route::Deny("a/b".into()))
+    );
+    assert_eq!(parse("/api/users/a+b"), Some(Route::User("a+b".into())));
+    assert_eq!(parse("/api/client-registry/requests//grant"), None);
+    assert!(Route::parse("/api/users/%ff").is_err());
+}
+
+// ---- store outages ----
+
+/// The embedded store, with a switch that makes every call fail the way an
+/// unreachable backend would.
+struct FlakyStore {
+    inner: EmbeddedStore,
+    down: AtomicBool,
+}
+
+impl FlakyStore {
+    fn up(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("test outage".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for FlakyStore {
+    async fn register(
+        &self,
+        poll: Poll<'_>,
+        now: UnixMillis,
+    ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
+        self.up()?;
+        self.inner.register(poll, now).await
+    }
+    async fn lock_state(&self) -> Result<LockState, StoreError> {
+        self.up()?;
+        self.inner.lock_state().await
+    }
+    async fn set_lock_state(&self, state: LockState) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.set_lock_state(state).await
+    }
+    async fn pending_count(&self) -> Result<usize, StoreError> {
+        self.up()?;
+        self.inner.pending_count().await
+    }
+    async fn get_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.up()?;
+        self.inner.get_request(username, now).await
+    }
+    async fn list_requests(
+        &self,
+        query: &ListQuery,
+        now: UnixMillis,
+    ) -> Result<Page<RequestRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_requests(query, now).await
+    }
+    async fn commit_grant(
+        &self,
+        grant: GrantCommit,
+        now: UnixMillis,
+    ) -> Result<GrantResult, StoreError> {
+        self.up()?;
+        self.inner.commit_grant(grant, now).await
+    }
+    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+        self.up()?;
+        self.inner.deny(username, now).await
+    }
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.up()?;
+        self.inner.get_user(username).await
+    }
+    async fn list_users(&self, query: &ListQuery) -> Result<Page<UserRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_users(query).await
+    }
+    async fn put_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.put_user(user).await
+    }
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.delete_user(username).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_is_503_with_retry_after() {
+    let service = service_on(FlakyStore {
+        inner: EmbeddedStore::in_memory(Windows::default(), 1000),
+        down: AtomicBool::new(false),
+    })
+    .await;
+    let token = admin_token(&service).await;
+    make_pending(&service, "dev01", "secret1").await;
+    service
+        .registry()
+        .store()
+        .down
+        .store(true, Ordering::SeqCst);
+
+    let mut checks = vec![
+        send(&service, Method::GET, "/readyz", None, "").await,
+        get(&service, "/api/client-registry", &token).await,
+        post(
+            &service,
+            "/api/client-registry/requests/dev01/grant",
+            &token,
+            "",
+        )
+        .await,
+        try_login(&service, "admin", ADMIN_PASSWORD).await,
+    ];
+    checks.push(send(&service, Method::GET, "/api/users", Some(&token), "").await);
+    for reply in checks {
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.body["status"], "unavailable");
+        assert_eq!(reply.headers[header::RETRY_AFTER], "5");
+    }
+    // Liveness does not depend on the store.
+    let reply = send(&service, Method::GET, "/healthz", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    service
+        .registry()
+        .store()
+        .down
+        .store(false, Ordering::SeqCst);
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev01/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn grant_works_on_a_current_thread_runtime() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let view = make_granted(&service, &token, "dev01", "secret1", "").await;
+    assert_eq!(view["state"], "granted");
+}
+
+#[test]
+fn service_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<AdminService<EmbeddedStore>>();
+}
