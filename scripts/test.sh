@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v kill >/dev/null 2>&1 || packages+=(procps)
+# A real MQTT broker upstream of the gateway, and real MQTT clients.
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 
 if ((${#packages[@]})); then
   sudo=""

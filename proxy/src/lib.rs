@@ -12,11 +12,14 @@
 //! - [`routes`]: what each request gets: the register poll, health checks,
 //!   or forwarding to the admin service.
 //! - [`forward`]: the hand-over of `/api/*` requests to the admin service.
+//! - [`mqtt`]: the MQTT listener: CONNECT parsing, implicit registration,
+//!   the credential caches, and the splice to the upstream broker.
 #![forbid(unsafe_code)]
 
 pub mod conn;
 pub mod forward;
 pub mod http;
 pub mod listener;
+pub mod mqtt;
 pub mod routes;
 pub mod worker;

@@ -16,8 +16,9 @@ use fleetgate_admin::config::{parse_duration, StoreArgs};
 use fleetgate_admin::AdminService;
 use fleetgate_proxy::forward::Forwarder;
 use fleetgate_proxy::listener;
+use fleetgate_proxy::mqtt::session::MqttConfig;
 use fleetgate_proxy::routes::{App, ConnConfig};
-use fleetgate_proxy::worker::{self, Shutdown};
+use fleetgate_proxy::worker::{self, Shutdown, WorkerSockets};
 
 /// fleetgate: a device-registration gateway. Devices poll
 /// POST /api/client-registry/register until an administrator grants them.
@@ -32,6 +33,27 @@ struct Cli {
     /// device API's /api/* forwarding.
     #[arg(long, env = "FLEETGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
     admin_listen: OptionalAddr,
+
+    /// Address of the MQTT listener, or `off`.
+    #[arg(long, env = "FLEETGATE_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_parser = parse_optional_addr)]
+    mqtt_listen: OptionalAddr,
+
+    /// The MQTT broker granted clients are spliced to (host:port). Without
+    /// it, granted clients are refused with CONNACK 3 / 0x88.
+    #[arg(long, env = "FLEETGATE_MQTT_UPSTREAM")]
+    mqtt_upstream: Option<String>,
+
+    /// Time an MQTT client has to deliver its whole CONNECT.
+    #[arg(long, env = "FLEETGATE_MQTT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    mqtt_connect_timeout: Duration,
+
+    /// How long a verified MQTT credential is trusted without re-hashing.
+    #[arg(long, env = "FLEETGATE_CREDENTIAL_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
+    credential_cache_ttl: Duration,
+
+    /// Verified (and, separately, refused) credentials cached per worker.
+    #[arg(long, env = "FLEETGATE_CREDENTIAL_CACHE_SIZE", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    credential_cache_size: u64,
 
     /// Number of proxy worker threads (default: the number of cores).
     #[arg(long, env = "FLEETGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -151,9 +173,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
-    let listeners = listener::bind_group(cli.http_listen, workers)
+    let upstream = match &cli.mqtt_upstream {
+        Some(u) => Some(resolve(u).map_err(|e| anyhow::anyhow!("--mqtt-upstream {u}: {e}"))?),
+        None => None,
+    };
+    let http = listener::bind_group(cli.http_listen, workers)
         .map_err(|e| anyhow::anyhow!("cannot bind --http-listen {}: {e}", cli.http_listen))?;
-    tracing::info!(addr = %listeners[0].local_addr()?, workers, "device API listening");
+    tracing::info!(addr = %http[0].local_addr()?, workers, "device API listening");
+    let mut mqtt: Vec<Option<std::net::TcpListener>> = match cli.mqtt_listen.0 {
+        Some(addr) => {
+            let group = listener::bind_group(addr, workers)
+                .map_err(|e| anyhow::anyhow!("cannot bind --mqtt-listen {addr}: {e}"))?;
+            tracing::info!(addr = %group[0].local_addr()?, "MQTT listening");
+            match upstream {
+                Some(u) => tracing::info!(upstream = %u, "granted MQTT clients are spliced to the upstream broker"),
+                None => tracing::warn!(
+                    "no --mqtt-upstream: granted MQTT clients are refused with CONNACK 3 / 0x88 (server unavailable)"
+                ),
+            }
+            group.into_iter().map(Some).collect()
+        }
+        None => (0..workers).map(|_| None).collect(),
+    };
+    let sockets: Vec<WorkerSockets> = http
+        .into_iter()
+        .map(|http| WorkerSockets {
+            http,
+            mqtt: mqtt.remove(0),
+        })
+        .collect();
     let app = Arc::new(App {
         registry,
         forwarder: Forwarder::in_process(runtime.handle().clone(), service),
@@ -162,9 +210,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             idle_timeout: cli.idle_timeout,
             ..ConnConfig::default()
         },
+        mqtt: MqttConfig {
+            upstream,
+            connect_timeout: cli.mqtt_connect_timeout,
+            cache_key: rand::random(),
+            cache_ttl: cli.credential_cache_ttl,
+            cache_capacity: cli.credential_cache_size as usize,
+            ..MqttConfig::default()
+        },
     });
     let shutdown = Shutdown::default();
-    let handles = worker::spawn_workers(app, listeners, shutdown.clone())?;
+    let handles = worker::spawn_workers(app, sockets, shutdown.clone())?;
 
     runtime.block_on(wait_for_signal())?;
     tracing::info!("shutting down: draining connections");
@@ -179,6 +235,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves `host:port` once, at start.
+fn resolve(s: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("resolves to no address"))
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

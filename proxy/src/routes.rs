@@ -52,6 +52,7 @@ pub struct App<S> {
     pub registry: Arc<Registry<S>>,
     pub forwarder: Forwarder<S>,
     pub config: ConnConfig,
+    pub mqtt: crate::mqtt::session::MqttConfig,
 }
 
 /// Serves one request, appending the response to `out`.

@@ -1,13 +1,14 @@
 //! Thread-per-core workers: one named OS thread per worker, each with its
 //! own monoio runtime built inside the thread and its own `SO_REUSEPORT`
-//! listener. Nothing is shared between workers except the `App` (read-only
-//! config, and the store, whose hot path is sharded).
+//! listeners (HTTP, and MQTT when enabled). Workers share only the `App`
+//! (read-only config, and the store, whose hot path is sharded). Each worker
+//! owns its credential cache.
 //!
 //! Each runtime is a `FusionDriver` runtime: io_uring where the kernel
 //! allows it, epoll otherwise. Which one a worker got is logged at start,
 //! because io_uring is often disabled in containers.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -19,6 +20,8 @@ use fleetgate_registry::store::Store;
 use monoio::{FusionDriver, FusionRuntime, RuntimeBuilder};
 
 use crate::conn;
+use crate::mqtt::credentials::CredentialCache;
+use crate::mqtt::session;
 use crate::routes::App;
 
 /// How long a worker waits for open connections after shutdown begins.
@@ -40,26 +43,49 @@ impl Shutdown {
     }
 }
 
-/// Starts one worker thread per listener.
+/// One worker's listening sockets.
+pub struct WorkerSockets {
+    pub http: StdListener,
+    pub mqtt: Option<StdListener>,
+}
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Mqtt,
+}
+
+/// What the accept loops of one worker share.
+struct Worker<S> {
+    id: usize,
+    app: Arc<App<S>>,
+    shutdown: Shutdown,
+    /// Connections open on this worker.
+    open: Cell<usize>,
+    credentials: Rc<RefCell<CredentialCache>>,
+}
+
+/// Starts one worker thread per socket set.
 pub fn spawn_workers<S: Store>(
     app: Arc<App<S>>,
-    listeners: Vec<StdListener>,
+    sockets: Vec<WorkerSockets>,
     shutdown: Shutdown,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    listeners
+    sockets
         .into_iter()
         .enumerate()
-        .map(|(id, listener)| {
+        .map(|(id, sockets)| {
             let app = app.clone();
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("fleetgate-worker-{id}"))
-                .spawn(move || run(id, app, listener, shutdown))
+                .spawn(move || run(id, app, sockets, shutdown))
         })
         .collect()
 }
 
-fn run<S: Store>(id: usize, app: Arc<App<S>>, listener: StdListener, shutdown: Shutdown) {
+fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: Shutdown) {
     let runtime = RuntimeBuilder::<FusionDriver>::new().enable_timer().build();
     let mut runtime = match runtime {
         Ok(rt) => rt,
@@ -73,15 +99,38 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, listener: StdListener, shutdown: S
         FusionRuntime::Legacy(_) => "epoll",
     };
     tracing::info!(worker = id, driver, "worker started");
-    runtime.block_on(accept_loop(id, app, listener, shutdown));
+    runtime.block_on(async move {
+        let m = &app.mqtt;
+        let credentials = CredentialCache::new(
+            m.cache_key,
+            m.cache_ttl,
+            m.negative_cache_ttl,
+            m.cache_capacity,
+        );
+        let worker = Rc::new(Worker {
+            id,
+            app: app.clone(),
+            shutdown,
+            open: Cell::new(0),
+            credentials: Rc::new(RefCell::new(credentials)),
+        });
+        let mqtt = sockets
+            .mqtt
+            .map(|l| monoio::spawn(accept_loop(worker.clone(), l, Protocol::Mqtt)));
+        accept_loop(worker.clone(), sockets.http, Protocol::Http).await;
+        if let Some(mqtt) = mqtt {
+            mqtt.await;
+        }
+        let deadline = Instant::now() + DRAIN_GRACE;
+        while worker.open.get() > 0 && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(worker = id, left_open = worker.open.get(), "worker stopped");
+    });
 }
 
-async fn accept_loop<S: Store>(
-    id: usize,
-    app: Arc<App<S>>,
-    listener: StdListener,
-    shutdown: Shutdown,
-) {
+async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, protocol: Protocol) {
+    let id = worker.id;
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -89,22 +138,25 @@ async fn accept_loop<S: Store>(
             std::process::exit(1);
         }
     };
-    let open = Rc::new(Cell::new(0usize));
-    let conn_shutdown = shutdown.flag.clone();
-    while !shutdown.is_triggered() {
+    while !worker.shutdown.is_triggered() {
         // Wake at least every 100 ms to notice a shutdown.
         let accepted = monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         match accepted {
             Err(_) => continue,
             Ok(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let open = open.clone();
-                let flag = conn_shutdown.clone();
-                open.set(open.get() + 1);
+                let w = worker.clone();
+                w.open.set(w.open.get() + 1);
                 monoio::spawn(async move {
-                    conn::serve(stream, peer, app, flag).await;
-                    open.set(open.get() - 1);
+                    match protocol {
+                        Protocol::Http => {
+                            conn::serve(stream, peer, w.app.clone(), w.shutdown.flag.clone()).await
+                        }
+                        Protocol::Mqtt => {
+                            session::serve(stream, peer, w.app.clone(), w.credentials.clone()).await
+                        }
+                    }
+                    w.open.set(w.open.get() - 1);
                 });
             }
             Ok(Err(e)) => {
@@ -114,10 +166,4 @@ async fn accept_loop<S: Store>(
             }
         }
     }
-    drop(listener);
-    let deadline = Instant::now() + DRAIN_GRACE;
-    while open.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!(worker = id, left_open = open.get(), "worker stopped");
 }

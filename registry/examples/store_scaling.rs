@@ -75,7 +75,8 @@ fn main() {
         unlocked_until: Some(now.plus(Duration::from_secs(3600))),
     }))
     .unwrap();
-    let names: Arc<Vec<String>> = Arc::new((0..DEVICES).map(|i| format!("device-{i:06}")).collect());
+    let names: Arc<Vec<String>> =
+        Arc::new((0..DEVICES).map(|i| format!("device-{i:06}")).collect());
     for n in names.iter() {
         ready(store.register(poll(n), now)).unwrap();
     }
@@ -99,7 +100,13 @@ fn main() {
     let s1 = run(1, &names, sharded.clone());
     let s2 = run(2, &names, sharded);
     println!("global mutex, 1 thread : {b1:>12.0} polls/s");
-    println!("global mutex, 2 threads: {b2:>12.0} polls/s  ({:.2}x of 1 thread)", b2 / b1);
+    println!(
+        "global mutex, 2 threads: {b2:>12.0} polls/s  ({:.2}x of 1 thread)",
+        b2 / b1
+    );
     println!("sharded,      1 thread : {s1:>12.0} polls/s");
-    println!("sharded,      2 threads: {s2:>12.0} polls/s  ({:.2}x of 1 thread)", s2 / s1);
+    println!(
+        "sharded,      2 threads: {s2:>12.0} polls/s  ({:.2}x of 1 thread)",
+        s2 / s1
+    );
 }

@@ -152,7 +152,13 @@ impl Drop for Process {
 
 /// Starts `bin` (from [`bin_dir`]) with `args` and extra environment.
 pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-    let mut cmd = Command::new(bin_dir().join(bin));
+    spawn_program(&bin_dir().join(bin), args, env)
+}
+
+/// Starts any program with `args`, capturing its output.
+pub fn spawn_program(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+    let bin = program.display().to_string();
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -188,6 +194,7 @@ pub struct Gateway {
     pub process: Process,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    pub mqtt: SocketAddr,
     pub data_dir: PathBuf,
     /// Keeps the temporary data dir alive (when the test did not give one).
     _dir: Option<tempfile::TempDir>,
@@ -211,6 +218,8 @@ impl Gateway {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
             "--workers",
             "2",
             "--data-dir",
@@ -222,10 +231,12 @@ impl Gateway {
         let mut process = spawn("fleetgate", &args, &[]);
         let admin = process.logged_addr("admin API listening");
         let http = process.logged_addr("device API listening");
+        let mqtt = process.logged_addr("MQTT listening");
         Gateway {
             process,
             http,
             admin,
+            mqtt,
             data_dir: data_dir.to_path_buf(),
             _dir: None,
         }
@@ -235,6 +246,73 @@ impl Gateway {
     pub fn admin_token(&self) -> String {
         login(self.admin, "admin", ADMIN_PASSWORD)
     }
+}
+
+/// A free loopback port (bound, then released: the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real Mosquitto broker on a free loopback port, stopped on drop.
+pub struct Mosquitto {
+    pub process: Process,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` accepting anonymous clients (the gateway in front
+    /// of it does the authentication). `extra_config` is appended to its
+    /// configuration file.
+    pub fn start(extra_config: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n{extra_config}\n"
+                ),
+            )
+            .expect("write mosquitto.conf");
+            let mut process = spawn_program(
+                Path::new(&mosquitto_bin()),
+                &["-c", conf.to_str().expect("utf-8 path")],
+                &[],
+            );
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(addr).is_ok() {
+                    return Mosquitto {
+                        process,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("mosquitto did not start");
+    }
+}
+
+/// Where the mosquitto broker binary is (Debian installs it in /usr/sbin).
+fn mosquitto_bin() -> String {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    "mosquitto".to_owned()
 }
 
 /// `POST /api/login`, expecting 200, returning the token.
@@ -378,4 +456,101 @@ pub fn register(addr: SocketAddr, body: &Value) -> Response {
 /// The `{"username","password"}` body of a password registration.
 pub fn creds(username: &str, password: &str) -> Value {
     serde_json::json!({"username": username, "password": password})
+}
+
+/// MQTT protocol levels, for hand-built CONNECT packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttLevel {
+    V31,
+    V311,
+    V5,
+}
+
+/// Builds a CONNECT packet (clean session, keep alive 30 s, no will).
+pub fn mqtt_connect(
+    level: MqttLevel,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut body = Vec::new();
+    match level {
+        MqttLevel::V31 => {
+            field(&mut body, b"MQIsdp");
+            body.push(3);
+        }
+        MqttLevel::V311 => {
+            field(&mut body, b"MQTT");
+            body.push(4);
+        }
+        MqttLevel::V5 => {
+            field(&mut body, b"MQTT");
+            body.push(5);
+        }
+    }
+    let mut flags = 0x02;
+    if username.is_some() {
+        flags |= 0x80;
+    }
+    if password.is_some() {
+        flags |= 0x40;
+    }
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    if level == MqttLevel::V5 {
+        body.push(0); // no properties
+    }
+    field(&mut body, client_id.as_bytes());
+    if let Some(u) = username {
+        field(&mut body, u.as_bytes());
+    }
+    if let Some(p) = password {
+        field(&mut body, p);
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Sends `packet` to `addr` and returns every byte received until the
+/// server closes the connection (or 5 s pass).
+pub fn mqtt_exchange(addr: SocketAddr, packet: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).expect("connect to the MQTT listener");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(packet).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Runs a Mosquitto client tool (`mosquitto_pub`, `mosquitto_sub`) to
+/// completion, returning (exit code, stdout, stderr).
+pub fn mosquitto_tool(tool: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (install mosquitto-clients): {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
