@@ -189,7 +189,7 @@ async fn run(args: Args) {
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();
     let mut latencies = Vec::new();
     for t in tasks {
-        let (c, l) = t.await;
+        let (c, l) = t.await.expect("a storm task panicked");
         for (k, v) in c {
             *codes.entry(k).or_default() += v;
         }
