@@ -21,9 +21,25 @@ cargo build --release --locked --bin fleetgate --example connect_storm -p fleetg
 storm="taskset -c 1 ./target/release/examples/connect_storm"
 
 work="$(mktemp -d)"
+# Mosquitto drops root privileges to its own user, which must read the password file.
+chmod 0755 "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+# CPU time (user + system) a process has used, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# Runs one storm against $1 (pid of the server, for its CPU time), then the
+# storm tool's arguments. Prints the tool's report and the server's CPU cost.
+storm_run() {
+  local server=$1; shift
+  local before; before=$(ticks "$server")
+  local out; out=$($storm "$@")
+  local after; after=$(ticks "$server")
+  echo "$out"
+  local n; n=$(echo "$out" | sed -n 's/^connects: \([0-9]*\) .*/\1/p')
+  python3 -c "t=($after-$before)/$hz; n=$n; print(f'server CPU: {t:.2f} s for {n} connects = {t*1e6/max(n,1):.1f} µs per CONNECT ({n/max(t,1e-9):.0f} CONNECTs per CPU-second)')"
+}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The Mosquitto baseline: a password file with one user, anonymous refused.
@@ -32,7 +48,7 @@ mosquitto_passwd -b -c "$work/passwd" known-user known-password >/dev/null 2>&1
 chmod 0644 "$work/passwd"
 printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\npersistence false\nlog_type error\n' \
   "$base_port" "$work/passwd" > "$work/base.conf"
-taskset -c 0 "$mosquitto" -c "$work/base.conf" 2>"$work/base.log" & pids+=($!)
+taskset -c 0 "$mosquitto" -c "$work/base.conf" 2>"$work/base.log" & base=$!; pids+=($base)
 
 # The upstream broker for granted clients (on core 1, with the load tool).
 up_port=$(port)
@@ -54,9 +70,9 @@ start_gateway
 sleep 0.5
 
 echo "== 1. unknown users vs mosquitto (password file), concurrency $conc, ${secs}s"
-$storm "127.0.0.1:$base_port" --mode unknown --concurrency "$conc" --seconds "$secs"
+storm_run "$base" "127.0.0.1:$base_port" --mode unknown --concurrency "$conc" --seconds "$secs"
 echo "== 2a. unknown users vs fleetgate --workers 1, registry locked"
-$storm "$mqtt" --mode unknown --concurrency "$conc" --seconds "$secs"
+storm_run "$gw" "$mqtt" --mode unknown --concurrency "$conc" --seconds "$secs"
 
 echo "   (creating $users granted users over HTTP)"
 python3 - "$http" "$users" <<'PY'
@@ -79,14 +95,14 @@ for i in range(n):
     assert s == 200, (s, d)
 PY
 echo "== 2b. unknown users vs fleetgate --workers 1, registry unlocked (each CONNECT creates a pending request)"
-$storm "$mqtt" --mode unknown --concurrency "$conc" --seconds "$secs"
+storm_run "$gw" "$mqtt" --mode unknown --concurrency "$conc" --seconds "$secs"
 
 kill "$gw"; wait "$gw" 2>/dev/null || true
 start_gateway
 cold_secs=$(python3 -c "print(max(1, min($secs, $users // 3000)))")
 echo "== 3a. granted users right after a restart (cold cache), spliced to mosquitto, ${cold_secs}s over $users distinct users"
-$storm "$mqtt" --mode granted --prefix bench- --count "$users" --password bench-secret-1 --concurrency "$conc" --seconds "$cold_secs"
+storm_run "$gw" "$mqtt" --mode granted --prefix bench- --count "$users" --password bench-secret-1 --concurrency "$conc" --seconds "$cold_secs"
 echo "== 3b. the same users again (warm cache), ${secs}s"
-$storm "$mqtt" --mode granted --prefix bench- --count "$users" --password bench-secret-1 --concurrency "$conc" --seconds "$secs"
+storm_run "$gw" "$mqtt" --mode granted --prefix bench- --count "$users" --password bench-secret-1 --concurrency "$conc" --seconds "$secs"
 echo "== 3c. the same users straight to the upstream mosquitto (no gateway), ${secs}s"
 $storm "127.0.0.1:$up_port" --mode granted --prefix bench- --count "$users" --password bench-secret-1 --concurrency "$conc" --seconds "$secs"

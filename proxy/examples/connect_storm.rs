@@ -60,9 +60,17 @@ fn usage() -> ! {
 
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
-    let target = it.next().and_then(|a| a.parse().ok()).unwrap_or_else(|| usage());
-    let (mut mode, mut prefix, mut count, mut username, mut password) =
-        ("unknown".to_string(), "dev-".to_string(), 1u64, String::new(), "secret-1".to_string());
+    let target = it
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage());
+    let (mut mode, mut prefix, mut count, mut username, mut password) = (
+        "unknown".to_string(),
+        "dev-".to_string(),
+        1u64,
+        String::new(),
+        "secret-1".to_string(),
+    );
     let (mut concurrency, mut seconds, mut level) = (64usize, 10u64, 4u8);
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| usage());
