@@ -27,7 +27,7 @@ use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::request::{Credential, RegisterRequest};
 use fleetgate_registry::store::Store;
-use fleetgate_registry::UnixMillis;
+use fleetgate_registry::{Registry, UnixMillis};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
@@ -95,7 +95,7 @@ pub async fn serve<S: Store>(
         match parse_connect(&buf, config.max_remaining) {
             Parsed::Complete(connect) => {
                 let level = connect.level;
-                break (decide(&app, &connect, peer, &cache).await, level);
+                break (decide(&app.registry, &connect, peer, &cache).await, level);
             }
             Parsed::Invalid(malformed) => {
                 tracing::debug!(%peer, reason = malformed.reason, "malformed CONNECT");
@@ -134,7 +134,7 @@ async fn refuse(mut stream: TcpStream, level: Level, refusal: Refusal) {
 
 /// Decides one CONNECT: authenticate a known user, or register an unknown one.
 pub async fn decide<S: Store>(
-    app: &App<S>,
+    registry: &Registry<S>,
     connect: &Connect<'_>,
     peer: SocketAddr,
     cache: &RefCell<CredentialCache>,
@@ -147,18 +147,18 @@ pub async fn decide<S: Store>(
     // Two rounds at most: a grant may land between the user lookup and the
     // registration, in which case the client is authenticated after all.
     for _ in 0..2 {
-        match app.registry.store().get_user(username).await {
+        match registry.store().get_user(username).await {
             Err(_) => return Verdict::Refuse(Refusal::Unavailable),
             Ok(Some(user)) => {
                 let Some(phc) = user.password_hash.as_deref() else {
                     // A certificate-only user cannot log in with a password.
                     return Verdict::Refuse(Refusal::BadCredentials);
                 };
-                return authenticate(app, username, password, phc, cache);
+                return authenticate(registry, username, password, phc, cache);
             }
             Ok(None) => {}
         }
-        match register(app, connect, username, password, peer).await {
+        match register(registry, connect, username, password, peer).await {
             Some(RegisterOutcome::Granted { .. }) => continue,
             Some(RegisterOutcome::Unavailable(_)) => return Verdict::Refuse(Refusal::Unavailable),
             _ => return Verdict::Refuse(Refusal::NotAuthorized),
@@ -168,7 +168,7 @@ pub async fn decide<S: Store>(
 }
 
 fn authenticate<S: Store>(
-    app: &App<S>,
+    registry: &Registry<S>,
     username: &str,
     password: &[u8],
     phc: &str,
@@ -182,11 +182,7 @@ fn authenticate<S: Store>(
     }
     // The slow check, inline: about 0.35 ms for a device hash (measured in
     // docs/SECURITY.md), cheaper than a hand-off to another thread.
-    let ok = app
-        .registry
-        .hashing()
-        .verify(password, phc)
-        .unwrap_or(false);
+    let ok = registry.hashing().verify(password, phc).unwrap_or(false);
     cache.borrow_mut().record(username, password, phc, ok, now);
     if ok {
         Verdict::Pass
@@ -198,7 +194,7 @@ fn authenticate<S: Store>(
 /// The implicit registration: the same rules as an HTTP poll with this
 /// username and password. `None` when the request fails validation.
 async fn register<S: Store>(
-    app: &App<S>,
+    registry: &Registry<S>,
     connect: &Connect<'_>,
     username: &str,
     password: &[u8],
@@ -219,7 +215,7 @@ async fn register<S: Store>(
         client_id: Some(connect.client_id).filter(|c| !c.is_empty()),
     };
     Some(
-        app.registry
+        registry
             .register_parsed(&request, ctx, UnixMillis::now())
             .await,
     )
@@ -264,3 +260,6 @@ async fn splice(
     };
     monoio::join!(up, down);
 }
+
+#[cfg(test)]
+mod tests;
