@@ -12,9 +12,15 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v kill >/dev/null 2>&1 || packages+=(procps)
+# Real Redis servers (single and cluster) for the Redis store's tests.
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || packages+=(redis-server)
 # A real MQTT broker upstream of the gateway, and real MQTT clients.
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
+# A real Prometheus that scrapes the gateway, and promtool to check configs
+# and lint /metrics (tests/tests/observability.rs). Debian's package also
+# tries to start a daemon on :9090; harmless, the tests use free ports.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || packages+=(prometheus)
 
 if ((${#packages[@]})); then
   sudo=""

@@ -10,6 +10,7 @@
 //! - [`bootstrap`]: opening the registry at start (secret, store, admin user).
 //! - [`service`]: [`AdminService`], the routes, as a function from a request
 //!   to a response with no socket in sight.
+//! - [`telemetry`]: the Prometheus recorder, `/metrics`, and the gauge ticker.
 //! - [`server`]: serving [`AdminService`] over HTTP/1.1 with hyper.
 //! - [`query`]: percent-decoding of query strings and path segments.
 #![forbid(unsafe_code)]
@@ -19,5 +20,6 @@ pub mod config;
 pub mod query;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 
 pub use service::AdminService;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use fleetgate_admin::{bootstrap, config, server, AdminService};
+use fleetgate_admin::{bootstrap, config, server, telemetry, AdminService};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -83,6 +83,14 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // Before the registry is built: it resolves its metric handles then.
+    let metrics = match telemetry::install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!("cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let registry = match bootstrap::open_registry(&cli.store).await {
         Ok(registry) => registry,
         Err(e) => {
@@ -117,7 +125,8 @@ async fn run(cli: Cli) -> ExitCode {
     };
     tracing::info!(addr = %addr, "admin API listening");
 
-    let service = Arc::new(AdminService::new(registry));
+    telemetry::spawn_ticker(registry.clone(), metrics.clone(), |_, _| {});
+    let service = Arc::new(AdminService::new(registry).with_metrics(telemetry::renderer(metrics)));
     match server::serve(listener, service, signals.recv(), DRAIN_GRACE).await {
         Ok(()) => {
             tracing::info!("admin API stopped");

@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use fleetgate_registry::metrics::LOGINS_TOTAL;
 use fleetgate_registry::model::{Permission, UserRecord};
 use fleetgate_registry::password::Scheme;
 use fleetgate_registry::registry::{
@@ -176,6 +177,7 @@ impl From<DecodeError> for ApiError {
 enum Route {
     Healthz,
     Readyz,
+    Metrics,
     Login,
     RegistryStatus,
     Unlock,
@@ -195,6 +197,7 @@ impl Route {
         match path {
             "/healthz" => return Ok(Some(Route::Healthz)),
             "/readyz" => return Ok(Some(Route::Readyz)),
+            "/metrics" => return Ok(Some(Route::Metrics)),
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/api/") else {
@@ -224,6 +227,7 @@ impl Route {
         match self {
             Route::Healthz
             | Route::Readyz
+            | Route::Metrics
             | Route::RegistryStatus
             | Route::Requests
             | Route::Request(_)
@@ -238,26 +242,48 @@ impl Route {
     }
 
     fn needs_admin(&self) -> bool {
-        !matches!(self, Route::Healthz | Route::Readyz | Route::Login)
+        !matches!(
+            self,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Login
+        )
     }
 }
 
+/// Renders the process's metrics in the Prometheus text format.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The admin API over one registry. Cheap to share: wrap it in an `Arc`.
-#[derive(Debug)]
 pub struct AdminService<S> {
     registry: Arc<Registry<S>>,
+    /// Serves `GET /metrics` (unauthenticated, like `/healthz`) when set.
+    metrics: Option<MetricsRenderer>,
     /// Caps concurrent password hashing (see the module docs). Owned
     /// permits travel into the blocking task, so a request that is dropped
     /// mid-hash still holds its slot until the hash really ends.
     hashing_slots: Arc<Semaphore>,
 }
 
+impl<S> std::fmt::Debug for AdminService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Store> AdminService<S> {
     pub fn new(registry: Arc<Registry<S>>) -> Self {
         AdminService {
             registry,
+            metrics: None,
             hashing_slots: Arc::new(Semaphore::new(max_hashing())),
         }
+    }
+
+    /// Serves `GET /metrics` from `render`.
+    pub fn with_metrics(mut self, render: MetricsRenderer) -> Self {
+        self.metrics = Some(render);
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry<S>> {
@@ -340,6 +366,17 @@ impl<S: Store> AdminService<S> {
         let registry = &self.registry;
         match route {
             Route::Healthz => Ok(json_response(StatusCode::OK, &Health { status: "ok" })),
+            Route::Metrics => match &self.metrics {
+                Some(render) => {
+                    let mut response = Response::new(Bytes::from(render()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok(response)
+                }
+                None => Err(ApiError::NotFound("metrics are not enabled".into())),
+            },
             Route::Readyz => {
                 registry.store().ping().await?;
                 Ok(json_response(StatusCode::OK, &Health { status: "ready" }))
@@ -508,6 +545,7 @@ impl<S: Store> AdminService<S> {
                     .tokens()
                     .issue(&user.username, &user.roles, now, hours);
                 tracing::info!(username = %user.username, peer = ?peer, hours, "login");
+                metrics::counter!(LOGINS_TOTAL, "result" => "success").increment(1);
                 let mut response = json_response(StatusCode::OK, &LoginView { token });
                 response
                     .headers_mut()
@@ -517,6 +555,7 @@ impl<S: Store> AdminService<S> {
             // The username is not logged: people type passwords into it.
             _ => {
                 tracing::info!(peer = ?peer, "login refused");
+                metrics::counter!(LOGINS_TOTAL, "result" => "failure").increment(1);
                 Err(ApiError::Unauthorized("unknown user or wrong password"))
             }
         }

@@ -7,8 +7,6 @@
 //! connection is closed after `idle_timeout`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use fleetgate_registry::store::Store;
@@ -18,19 +16,15 @@ use monoio::net::TcpStream;
 
 use crate::http::codec::{self, Parsed};
 use crate::http::response::write_json;
-use crate::routes::{self, App};
+use crate::routes;
+use crate::worker::Worker;
 
 /// Bytes read per `read` call at most.
 const READ_CHUNK: usize = 8 * 1024;
 
 /// Serves one connection until it closes, errors or times out.
-pub async fn serve<S: Store>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    app: Arc<App<S>>,
-    shutdown: Arc<AtomicBool>,
-) {
-    let config = &app.config;
+pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &Worker<S>) {
+    let config = &worker.app.config;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     // When the request now in `buf` started arriving.
@@ -41,8 +35,8 @@ pub async fn serve<S: Store>(
         loop {
             match codec::parse(&buf[consumed..], &config.limits) {
                 Parsed::Complete(req) => {
-                    let keep = req.keep_alive && !shutdown.load(Ordering::Relaxed);
-                    routes::handle(&app, &req, peer, keep, &mut out).await;
+                    let keep = req.keep_alive && !worker.draining();
+                    routes::handle(worker, &req, peer, keep, &mut out).await;
                     consumed += req.len;
                     if !keep {
                         close = true;

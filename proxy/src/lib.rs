@@ -11,6 +11,9 @@
 //! - [`http`]: the sans-IO HTTP/1.1 request codec and response writer.
 //! - [`routes`]: what each request gets: the register poll, health checks,
 //!   or forwarding to the admin service.
+//! - [`limiter`]: per-username and per-IP rate limits (GCRA), no store access.
+//! - [`pacing`]: the `Retry-After` advice, growing with load, jittered.
+//! - [`telemetry`]: per-worker metric handles.
 //! - [`forward`]: the hand-over of `/api/*` requests to the admin service.
 //! - [`mqtt`]: the MQTT listener: CONNECT parsing, implicit registration,
 //!   the credential caches, and the splice to the upstream broker.
@@ -19,7 +22,10 @@
 pub mod conn;
 pub mod forward;
 pub mod http;
+pub mod limiter;
 pub mod listener;
 pub mod mqtt;
+pub mod pacing;
 pub mod routes;
+pub mod telemetry;
 pub mod worker;

@@ -15,9 +15,11 @@ use fleetgate_admin::bootstrap;
 use fleetgate_admin::config::{parse_duration, StoreArgs};
 use fleetgate_admin::AdminService;
 use fleetgate_proxy::forward::Forwarder;
+use fleetgate_proxy::limiter::{Limiter, RateSetting};
 use fleetgate_proxy::listener;
 use fleetgate_proxy::mqtt::session::MqttConfig;
-use fleetgate_proxy::routes::{App, ConnConfig};
+use fleetgate_proxy::pacing::{Pacer, PacingConfig};
+use fleetgate_proxy::routes::{App, ConnConfig, RateLimits, ShedConfig};
 use fleetgate_proxy::worker::{self, Shutdown, WorkerSockets};
 
 /// fleetgate: a device-registration gateway. Devices poll
@@ -54,6 +56,49 @@ struct Cli {
     /// Verified (and, separately, refused) credentials cached per worker.
     #[arg(long, env = "FLEETGATE_CREDENTIAL_CACHE_SIZE", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     credential_cache_size: u64,
+
+    /// Address of the proxy's Prometheus `/metrics`, or `off`. The admin
+    /// port serves `/metrics` too.
+    #[arg(long, env = "FLEETGATE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_optional_addr)]
+    metrics_listen: OptionalAddr,
+
+    /// Polls (and MQTT CONNECTs) allowed per username: `N/DURATION`, or `off`.
+    #[arg(long, env = "FLEETGATE_RATE_LIMIT_PER_USER", default_value = "5/10s", value_parser = RateSetting::parse)]
+    rate_limit_per_user: RateSetting,
+
+    /// Polls (and MQTT CONNECTs) allowed per source IP (larger: many devices
+    /// share a NAT): `N/DURATION`, or `off`.
+    #[arg(long, env = "FLEETGATE_RATE_LIMIT_PER_IP", default_value = "200/10s", value_parser = RateSetting::parse)]
+    rate_limit_per_ip: RateSetting,
+
+    /// Most usernames (and, separately, IPs) the rate limiters remember.
+    #[arg(long, env = "FLEETGATE_RATE_LIMIT_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(64..=100_000_000))]
+    rate_limit_keys: u64,
+
+    /// `Retry-After` advised on 202 and 423 when the gateway is idle.
+    #[arg(long, env = "FLEETGATE_RETRY_AFTER_BASE", default_value = "5s", value_parser = parse_duration)]
+    retry_after_base: Duration,
+
+    /// The largest `Retry-After` advised under load.
+    #[arg(long, env = "FLEETGATE_RETRY_AFTER_MAX", default_value = "120s", value_parser = parse_duration)]
+    retry_after_max: Duration,
+
+    /// Pending requests that add one base `Retry-After` to the advice.
+    #[arg(long, env = "FLEETGATE_PACING_PENDING_SCALE", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pacing_pending_scale: u64,
+
+    /// Polls per second that add one base `Retry-After` to the advice.
+    #[arg(long, env = "FLEETGATE_PACING_RATE_SCALE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pacing_rate_scale: u64,
+
+    /// Requests per worker that may wait on the store or the admin service
+    /// at once; more are shed with 503 (MQTT: CONNACK 3 / 0x89).
+    #[arg(long, env = "FLEETGATE_MAX_INFLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_inflight: u64,
+
+    /// Open connections per worker; more are answered 503 (MQTT: closed).
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections: u64,
 
     /// Number of proxy worker threads (default: the number of cores).
     #[arg(long, env = "FLEETGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -131,6 +176,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(n) => usize::from(n),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // Before anything resolves metric handles (the registry, the workers).
+    let metrics = fleetgate_admin::telemetry::install_recorder()?;
+    let render = fleetgate_admin::telemetry::renderer(metrics.clone());
     // The admin service and the forwarding hand-over run here; proxy
     // workers own the cores, so one tokio thread is enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -140,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     let registry = runtime.block_on(bootstrap::open_registry(&cli.store))?;
     bootstrap::start_sweeper(&registry);
-    let service = Arc::new(AdminService::new(registry.clone()));
+    let service = Arc::new(AdminService::new(registry.clone()).with_metrics(render.clone()));
 
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match cli.admin_listen.0 {
@@ -202,6 +250,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mqtt: mqtt.remove(0),
         })
         .collect();
+    if let Some(addr) = cli.metrics_listen.0 {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| anyhow::anyhow!("cannot bind --metrics-listen {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let mut stopped = admin_stopped.clone();
+        runtime.spawn(fleetgate_admin::telemetry::serve_metrics(
+            listener,
+            render,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    let keys = cli.rate_limit_keys as usize;
     let app = Arc::new(App {
         registry,
         forwarder: Forwarder::in_process(runtime.handle().clone(), service),
@@ -218,7 +281,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache_capacity: cli.credential_cache_size as usize,
             ..MqttConfig::default()
         },
+        rate_limits: RateLimits {
+            per_user: cli.rate_limit_per_user.0.map(|r| Limiter::new(r, keys)),
+            per_ip: cli.rate_limit_per_ip.0.map(|r| Limiter::new(r, keys)),
+        },
+        pacer: Pacer::new(
+            PacingConfig {
+                base: cli.retry_after_base,
+                max: cli.retry_after_max.max(cli.retry_after_base),
+                pending_scale: cli.pacing_pending_scale as f64,
+                rate_scale: cli.pacing_rate_scale as f64,
+            },
+            workers,
+        ),
+        shed: ShedConfig {
+            max_inflight: cli.max_inflight as usize,
+            max_connections: cli.max_connections as usize,
+        },
     });
+    {
+        let app = app.clone();
+        let _ticker = runtime.enter();
+        fleetgate_admin::telemetry::spawn_ticker(
+            app.registry.clone(),
+            metrics,
+            move |pending, elapsed| {
+                let advice = app.pacer.tick(pending, elapsed);
+                metrics::gauge!(fleetgate_registry::metrics::RETRY_AFTER_SECONDS).set(advice);
+            },
+        );
+    }
     let shutdown = Shutdown::default();
     let handles = worker::spawn_workers(app, sockets, shutdown.clone())?;
 

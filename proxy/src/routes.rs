@@ -7,19 +7,24 @@
 //! response bytes and the store's own.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
+use fleetgate_registry::request::{RegisterRequest, RequestError};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
 
 use crate::forward::Forwarder;
 use crate::http::codec::Request;
 use crate::http::response::{write_forwarded, write_json};
+use crate::limiter::{Limiter, Verdict};
+use crate::pacing::Pacer;
+use crate::telemetry::{Outcome, Transport as TelemetryTransport};
+use crate::worker::Worker;
 
 /// The device registration route.
 pub const REGISTER_PATH: &str = "/api/client-registry/register";
@@ -32,8 +37,6 @@ pub struct ConnConfig {
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
-    /// `Retry-After` seconds on 202, 423 and 503.
-    pub retry_after_secs: u32,
 }
 
 impl Default for ConnConfig {
@@ -42,8 +45,47 @@ impl Default for ConnConfig {
             limits: Default::default(),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            retry_after_secs: 5,
         }
+    }
+}
+
+/// Per-worker load bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct ShedConfig {
+    /// Requests waiting on the store or the admin service, per worker.
+    pub max_inflight: usize,
+    /// Open connections, per worker.
+    pub max_connections: usize,
+}
+
+impl Default for ShedConfig {
+    fn default() -> Self {
+        ShedConfig {
+            max_inflight: 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The two rate limiters; `None` when a limit is `off`.
+pub struct RateLimits {
+    pub per_user: Option<Limiter<String>>,
+    pub per_ip: Option<Limiter<IpAddr>>,
+}
+
+impl RateLimits {
+    /// Checks the per-IP limit (before anything is parsed).
+    pub fn check_ip(&self, ip: IpAddr, now: Instant) -> Verdict {
+        self.per_ip
+            .as_ref()
+            .map_or(Verdict::Allow, |l| l.check(&ip, now))
+    }
+
+    /// Checks the per-username limit.
+    pub fn check_user(&self, username: &str, now: Instant) -> Verdict {
+        self.per_user
+            .as_ref()
+            .map_or(Verdict::Allow, |l| l.check(username, now))
     }
 }
 
@@ -53,20 +95,24 @@ pub struct App<S> {
     pub forwarder: Forwarder<S>,
     pub config: ConnConfig,
     pub mqtt: crate::mqtt::session::MqttConfig,
+    pub rate_limits: RateLimits,
+    pub pacer: Pacer,
+    pub shed: ShedConfig,
 }
 
 /// Serves one request, appending the response to `out`.
 pub async fn handle<S: Store>(
-    app: &App<S>,
+    worker: &Worker<S>,
     req: &Request<'_>,
     peer: SocketAddr,
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
+    let app = &worker.app;
     match req.path {
         REGISTER_PATH => {
             if req.method == "POST" {
-                register(app, req.body, peer, keep_alive, out).await;
+                register(worker, req.body, peer, keep_alive, out).await;
             } else {
                 method_not_allowed(out, "POST", keep_alive);
             }
@@ -80,6 +126,10 @@ pub async fn handle<S: Store>(
             }
         },
         p if p == "/api" || p.starts_with("/api/") => {
+            let Some(_slot) = worker.try_begin() else {
+                write_shed(out, keep_alive);
+                return;
+            };
             let resp = app.forwarder.forward(to_http_request(req), peer).await;
             write_forwarded(out, &resp, keep_alive);
         }
@@ -103,20 +153,114 @@ fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
     );
 }
 
+/// 503 for a worker past its in-flight bound.
+fn write_shed(out: &mut Vec<u8>, keep_alive: bool) {
+    write_json(
+        out,
+        503,
+        &[("Retry-After", "1")],
+        br#"{"status":"unavailable","error":"the gateway is busy; retry later"}"#,
+        keep_alive,
+    );
+}
+
+/// 429 with the limiter's wait, rounded up to whole seconds.
+fn write_rate_limited(out: &mut Vec<u8>, wait: Duration, keep_alive: bool) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1).to_string();
+    write_json(
+        out,
+        429,
+        &[("Retry-After", secs.as_str())],
+        br#"{"status":"rate_limited","error":"too many polls; wait for Retry-After"}"#,
+        keep_alive,
+    );
+}
+
 async fn register<S: Store>(
-    app: &App<S>,
+    worker: &Worker<S>,
     body: &[u8],
     peer: SocketAddr,
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
+    let started = Instant::now();
+    let app = &worker.app;
+    app.pacer.record_poll(worker.id);
+    let outcome = match register_outcome(worker, body, peer, started).await {
+        Answer::Outcome(outcome) => {
+            write_register_outcome(out, &outcome, app.pacer.advise(), keep_alive);
+            telemetry_outcome(&outcome)
+        }
+        Answer::RateLimited(wait) => {
+            write_rate_limited(out, wait, keep_alive);
+            Outcome::RateLimited
+        }
+        Answer::Shed => {
+            write_shed(out, keep_alive);
+            Outcome::Shed
+        }
+    };
+    worker.metrics.request(
+        TelemetryTransport::Http,
+        outcome,
+        started.elapsed().as_secs_f64(),
+    );
+}
+
+enum Answer {
+    Outcome(RegisterOutcome),
+    RateLimited(Duration),
+    Shed,
+}
+
+async fn register_outcome<S: Store>(
+    worker: &Worker<S>,
+    body: &[u8],
+    peer: SocketAddr,
+    now: Instant,
+) -> Answer {
+    let app = &worker.app;
+    if let Verdict::Deny { retry_after } = app.rate_limits.check_ip(peer.ip(), now) {
+        return Answer::RateLimited(retry_after);
+    }
+    let request = match RegisterRequest::parse(body) {
+        Ok(r) => r,
+        Err(RequestError::Invalid(m)) => return Answer::Outcome(RegisterOutcome::Invalid(m)),
+        Err(RequestError::Policy { rule, message }) => {
+            return Answer::Outcome(RegisterOutcome::Policy { rule, message })
+        }
+    };
+    if let Verdict::Deny { retry_after } = app.rate_limits.check_user(&request.username, now) {
+        return Answer::RateLimited(retry_after);
+    }
+    let Some(_slot) = worker.try_begin() else {
+        return Answer::Shed;
+    };
     let ctx = PollContext {
         transport: Some(Transport::Http),
         source_addr: Some(peer),
         client_id: None,
     };
-    let outcome = app.registry.register(body, ctx, UnixMillis::now()).await;
-    write_register_outcome(out, &outcome, app.config.retry_after_secs, keep_alive);
+    Answer::Outcome(
+        app.registry
+            .register_parsed(&request, ctx, UnixMillis::now())
+            .await,
+    )
+}
+
+/// The metrics label of a register outcome.
+pub fn telemetry_outcome(outcome: &RegisterOutcome) -> Outcome {
+    match outcome {
+        RegisterOutcome::Invalid(_) => Outcome::Invalid,
+        RegisterOutcome::Policy { .. } => Outcome::Policy,
+        RegisterOutcome::Conflict => Outcome::Conflict,
+        RegisterOutcome::Denied => Outcome::Denied,
+        RegisterOutcome::Locked { .. } => Outcome::Locked,
+        RegisterOutcome::Pending { .. } => Outcome::Pending,
+        RegisterOutcome::Granted { .. } => Outcome::Granted,
+        RegisterOutcome::Unavailable(_) => Outcome::Unavailable,
+    }
 }
 
 /// The HTTP status of a register outcome.

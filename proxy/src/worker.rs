@@ -1,12 +1,19 @@
 //! Thread-per-core workers: one named OS thread per worker, each with its
 //! own monoio runtime built inside the thread and its own `SO_REUSEPORT`
 //! listeners (HTTP, and MQTT when enabled). Workers share only the `App`
-//! (read-only config, and the store, whose hot path is sharded). Each worker
-//! owns its credential cache.
+//! (read-only config, the store whose hot path is sharded, the rate
+//! limiters and the pacing figures). Each worker owns its credential cache,
+//! its metric handles and its load counters.
 //!
 //! Each runtime is a `FusionDriver` runtime: io_uring where the kernel
 //! allows it, epoll otherwise. Which one a worker got is logged at start,
 //! because io_uring is often disabled in containers.
+//!
+//! Load bounds, per worker: at most `max_connections` open connections (a
+//! new one past it is answered 503 on HTTP, or closed on MQTT, and counted
+//! in `fleetgate_connections_refused_total`), and at most `max_inflight`
+//! requests waiting on the store or the admin service (new ones past it
+//! are shed: 503, or CONNACK 3 / 0x89).
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
@@ -17,12 +24,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::store::Store;
+use monoio::io::AsyncWriteRentExt;
 use monoio::{FusionDriver, FusionRuntime, RuntimeBuilder};
 
 use crate::conn;
+use crate::http::response::write_json;
 use crate::mqtt::credentials::CredentialCache;
 use crate::mqtt::session;
 use crate::routes::App;
+use crate::telemetry::WorkerMetrics;
 
 /// How long a worker waits for open connections after shutdown begins.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -56,14 +66,47 @@ enum Protocol {
     Mqtt,
 }
 
-/// What the accept loops of one worker share.
-struct Worker<S> {
-    id: usize,
-    app: Arc<App<S>>,
-    shutdown: Shutdown,
+/// One worker's state, shared by its tasks (never across threads).
+pub struct Worker<S> {
+    pub id: usize,
+    pub app: Arc<App<S>>,
+    pub shutdown: Shutdown,
     /// Connections open on this worker.
-    open: Cell<usize>,
-    credentials: Rc<RefCell<CredentialCache>>,
+    pub open: Cell<usize>,
+    /// Requests now waiting on the store or the admin service.
+    pub inflight: Cell<usize>,
+    pub credentials: RefCell<CredentialCache>,
+    pub metrics: WorkerMetrics,
+}
+
+impl<S> Worker<S> {
+    /// Reserves an in-flight slot, or `None` when the worker is at its bound
+    /// (the caller sheds the request).
+    pub fn try_begin(&self) -> Option<InflightGuard<'_>> {
+        if self.inflight.get() >= self.app.shed.max_inflight {
+            return None;
+        }
+        self.inflight.set(self.inflight.get() + 1);
+        Some(InflightGuard(&self.inflight))
+    }
+
+    /// Whether shutdown has begun (connections then close after a response).
+    pub fn draining(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
+    pub fn shutdown_flag(&self) -> &Arc<AtomicBool> {
+        &self.shutdown.flag
+    }
+}
+
+/// Releases an in-flight slot when dropped.
+pub struct InflightGuard<'a>(&'a Cell<usize>);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 /// Starts one worker thread per socket set.
@@ -112,7 +155,9 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: 
             app: app.clone(),
             shutdown,
             open: Cell::new(0),
-            credentials: Rc::new(RefCell::new(credentials)),
+            inflight: Cell::new(0),
+            credentials: RefCell::new(credentials),
+            metrics: WorkerMetrics::new(),
         });
         let mqtt = sockets
             .mqtt
@@ -138,25 +183,47 @@ async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, pro
             std::process::exit(1);
         }
     };
+    let (open_gauge, refused) = match protocol {
+        Protocol::Http => (&worker.metrics.open_http, &worker.metrics.refused_http),
+        Protocol::Mqtt => (&worker.metrics.open_mqtt, &worker.metrics.refused_mqtt),
+    };
     while !worker.shutdown.is_triggered() {
         // Wake at least every 100 ms to notice a shutdown.
         let accepted = monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         match accepted {
             Err(_) => continue,
-            Ok(Ok((stream, peer))) => {
+            Ok(Ok((mut stream, peer))) => {
+                if worker.open.get() >= worker.app.shed.max_connections {
+                    refused.increment(1);
+                    if protocol == Protocol::Http {
+                        monoio::spawn(async move {
+                            let mut out = Vec::new();
+                            write_json(
+                                &mut out,
+                                503,
+                                &[("Retry-After", "1")],
+                                br#"{"status":"unavailable","error":"too many connections; retry later"}"#,
+                                false,
+                            );
+                            let _ = stream.write_all(out).await;
+                        });
+                    }
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let w = worker.clone();
                 w.open.set(w.open.get() + 1);
+                open_gauge.increment(1.0);
                 monoio::spawn(async move {
                     match protocol {
-                        Protocol::Http => {
-                            conn::serve(stream, peer, w.app.clone(), w.shutdown.flag.clone()).await
-                        }
-                        Protocol::Mqtt => {
-                            session::serve(stream, peer, w.app.clone(), w.credentials.clone()).await
-                        }
+                        Protocol::Http => conn::serve(stream, peer, &w).await,
+                        Protocol::Mqtt => session::serve(stream, peer, &w).await,
                     }
                     w.open.set(w.open.get() - 1);
+                    match protocol {
+                        Protocol::Http => w.metrics.open_http.decrement(1.0),
+                        Protocol::Mqtt => w.metrics.open_mqtt.decrement(1.0),
+                    }
                 });
             }
             Ok(Err(e)) => {

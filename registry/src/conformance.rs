@@ -3,8 +3,10 @@
 //! Each check builds a fresh store from a factory (so backends that share a
 //! server can hand out isolated namespaces), drives it through the `Store`
 //! trait only, and asserts what a device or an admin would observe. Backends
-//! run it from their own tests: the embedded store in `embedded::tests`.
+//! run it from their own tests: the embedded store in `embedded::tests`, the
+//! Redis store (single server and cluster) in `store-redis/tests/`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
@@ -75,13 +77,30 @@ async fn grant<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> Grant
 }
 
 /// A factory for a fresh, empty store with the given windows and cap.
+///
+/// A plain closure `Fn(Windows, usize) -> S` is a factory. A backend that
+/// must connect first (Redis) wraps an async closure in [`AsyncFactory`].
 pub trait Factory<S> {
-    fn make(&self, windows: Windows, max_pending: usize) -> S;
+    fn make(&self, windows: Windows, max_pending: usize) -> impl Future<Output = S>;
 }
 
 impl<S, F: Fn(Windows, usize) -> S> Factory<S> for F {
-    fn make(&self, windows: Windows, max_pending: usize) -> S {
+    async fn make(&self, windows: Windows, max_pending: usize) -> S {
         self(windows, max_pending)
+    }
+}
+
+/// A factory whose stores are built by a future, e.g. after connecting to a
+/// server: `AsyncFactory(|w, max| async move { connect(w, max).await })`.
+pub struct AsyncFactory<F>(pub F);
+
+impl<S, F, Fut> Factory<S> for AsyncFactory<F>
+where
+    F: Fn(Windows, usize) -> Fut,
+    Fut: Future<Output = S>,
+{
+    async fn make(&self, windows: Windows, max_pending: usize) -> S {
+        (self.0)(windows, max_pending).await
     }
 }
 
@@ -99,7 +118,7 @@ pub async fn run_all<S: Store>(f: &impl Factory<S>) {
 
 /// 423 → 202 → 202 → 409 → 423-while-pending, with the pending count.
 pub async fn poll_lifecycle<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Locked);
     assert_eq!(
         s.get_request("dev01", T0).await.unwrap(),
@@ -137,7 +156,7 @@ pub async fn poll_lifecycle<S: Store>(f: &impl Factory<S>) {
 
 /// An unlock with a deadline locks again when the clock passes it.
 pub async fn lock_expires_by_itself<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     let until = T0.plus(Duration::from_secs(5));
     unlock(&s, until).await;
     assert!(s.lock_state().await.unwrap().is_unlocked(T0));
@@ -148,7 +167,7 @@ pub async fn lock_expires_by_itself<S: Store>(f: &impl Factory<S>) {
 /// Grant creates exactly one user; the device collects, even while locked;
 /// a second grant is idempotent.
 pub async fn grant_is_atomic_and_idempotent<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     unlock(&s, T0.plus(Duration::from_secs(60))).await;
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
     let t1 = T0.plus(Duration::from_secs(2));
@@ -185,7 +204,7 @@ pub async fn grant_is_atomic_and_idempotent<S: Store>(f: &impl Factory<S>) {
 
 /// A grant names the request it saw; a replaced or unknown request fails.
 pub async fn grant_needs_the_request_that_was_seen<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     assert_eq!(grant(&s, "ghost", 1, T0).await, GrantResult::NotFound);
     unlock(&s, T0.plus(Duration::from_secs(3600))).await;
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
@@ -202,7 +221,7 @@ pub async fn grant_needs_the_request_that_was_seen<S: Store>(f: &impl Factory<S>
 
 /// Deny answers 403 for the window, then the username is free again.
 pub async fn deny_then_forgotten<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     let far = T0.plus(Duration::from_secs(24 * 3600));
     unlock(&s, far).await;
     assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::NotFound);
@@ -237,7 +256,7 @@ pub async fn pending_expires_and_cap_holds<S: Store>(f: &impl Factory<S>) {
         pending_ttl: Duration::from_secs(10),
         ..Windows::default()
     };
-    let s = f.make(windows, 2);
+    let s = f.make(windows, 2).await;
     let far = T0.plus(Duration::from_secs(3600));
     unlock(&s, far).await;
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
@@ -271,7 +290,7 @@ pub async fn pending_expires_and_cap_holds<S: Store>(f: &impl Factory<S>) {
 /// Pages come in username order; every item present throughout is seen
 /// exactly once even when new requests arrive between pages.
 pub async fn listing_is_keyset_paginated<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 10_000);
+    let s = f.make(Windows::default(), 10_000).await;
     unlock(&s, T0.plus(Duration::from_secs(3600))).await;
     let names: Vec<String> = (0..250).map(|i| format!("dev{:04}", i * 2)).collect();
     for n in &names {
@@ -341,7 +360,7 @@ pub async fn listing_is_keyset_paginated<S: Store>(f: &impl Factory<S>) {
 
 /// Users can be created, listed in pages, and deleted with their grant.
 pub async fn users_put_list_delete<S: Store>(f: &impl Factory<S>) {
-    let s = f.make(Windows::default(), 100);
+    let s = f.make(Windows::default(), 100).await;
     for i in 0..5 {
         s.put_user(user(&format!("user{i}"))).await.unwrap();
     }

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`clock`]: milliseconds since the Unix epoch, the one time type.
+//! - [`metrics`]: the name of every exported metric, in one place.
 //! - [`model`]: the records the registry keeps: requests, users, permissions.
 //! - [`request`]: parsing and validating a register request body
 //!   (400 `invalid` and 422 `policy` are decided here).
@@ -33,6 +34,7 @@ pub mod conformance;
 pub mod decision;
 pub mod embedded;
 pub mod fingerprint;
+pub mod metrics;
 pub mod model;
 pub mod password;
 pub mod registry;

@@ -137,6 +137,82 @@ pub enum DenyError {
     Store(#[from] StoreError),
 }
 
+/// The store operations that are measured, as `op` label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum StoreOp {
+    Register,
+    GetUser,
+    GetRequest,
+    CommitGrant,
+    Deny,
+    SetLockState,
+    LockState,
+    PendingCount,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 8] = [
+        StoreOp::Register,
+        StoreOp::GetUser,
+        StoreOp::GetRequest,
+        StoreOp::CommitGrant,
+        StoreOp::Deny,
+        StoreOp::SetLockState,
+        StoreOp::LockState,
+        StoreOp::PendingCount,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOp::Register => "register",
+            StoreOp::GetUser => "get_user",
+            StoreOp::GetRequest => "get_request",
+            StoreOp::CommitGrant => "commit_grant",
+            StoreOp::Deny => "deny",
+            StoreOp::SetLockState => "set_lock_state",
+            StoreOp::LockState => "lock_state",
+            StoreOp::PendingCount => "pending_count",
+        }
+    }
+}
+
+/// Metric handles resolved once, when the registry is built (after the
+/// binary installs its recorder), so recording is lock-free.
+struct RegistryMetrics {
+    /// Per `StoreOp`: (ok, error, latency).
+    store: Vec<(metrics::Counter, metrics::Counter, metrics::Histogram)>,
+    grants: metrics::Counter,
+    denials: metrics::Counter,
+}
+
+impl RegistryMetrics {
+    fn new() -> Self {
+        use crate::metrics as names;
+        RegistryMetrics {
+            store: StoreOp::ALL
+                .iter()
+                .map(|op| {
+                    let l = op.label();
+                    (
+                        metrics::counter!(names::STORE_OPERATIONS_TOTAL, "op" => l, "result" => "ok"),
+                        metrics::counter!(names::STORE_OPERATIONS_TOTAL, "op" => l, "result" => "error"),
+                        metrics::histogram!(names::STORE_OPERATION_DURATION_SECONDS, "op" => l),
+                    )
+                })
+                .collect(),
+            grants: metrics::counter!(names::GRANTS_TOTAL),
+            denials: metrics::counter!(names::DENIALS_TOTAL),
+        }
+    }
+}
+
+impl std::fmt::Debug for RegistryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryMetrics(..)")
+    }
+}
+
 /// The registry: a store plus the server's keys and settings.
 #[derive(Debug)]
 pub struct Registry<S> {
@@ -145,6 +221,7 @@ pub struct Registry<S> {
     hashing: PasswordHashing,
     tokens: Tokens,
     config: RegistryConfig,
+    metrics: RegistryMetrics,
 }
 
 impl<S: Store> Registry<S> {
@@ -155,7 +232,31 @@ impl<S: Store> Registry<S> {
             store,
             secrets,
             config,
+            metrics: RegistryMetrics::new(),
         }
+    }
+
+    /// Runs one store operation, recording its result and latency.
+    pub async fn timed<T>(
+        &self,
+        op: StoreOp,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = std::time::Instant::now();
+        let result = f.await;
+        let (ok, err, latency) = &self.metrics.store[op as usize];
+        latency.record(start.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => ok.increment(1),
+            Err(_) => err.increment(1),
+        }
+        result
+    }
+
+    /// Looks a user up (measured).
+    pub async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.timed(StoreOp::GetUser, self.store.get_user(username))
+            .await
     }
 
     pub fn store(&self) -> &S {
@@ -235,7 +336,10 @@ impl<S: Store> Registry<S> {
             },
         };
         let pairing_id = fp.pairing_id();
-        match self.store.register(poll, now).await {
+        match self
+            .timed(StoreOp::Register, self.store.register(poll, now))
+            .await
+        {
             Ok((decision, _)) => match decision {
                 Decision::Collect => RegisterOutcome::Granted { pairing_id },
                 Decision::StillPending => RegisterOutcome::Pending {
@@ -258,11 +362,29 @@ impl<S: Store> Registry<S> {
     }
 
     pub async fn status(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
-        let lock = self.store.lock_state().await?;
+        let lock = self
+            .timed(StoreOp::LockState, self.store.lock_state())
+            .await?;
         Ok(RegistryStatus {
             unlocked_until: lock.active_until(now),
-            pending: self.store.pending_count().await?,
+            pending: self
+                .timed(StoreOp::PendingCount, self.store.pending_count())
+                .await?,
         })
+    }
+
+    /// Reads the registry status and publishes it as the pending and
+    /// unlocked gauges. Binaries call this once a second.
+    pub async fn publish_gauges(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
+        use crate::metrics as names;
+        let status = self.status(now).await?;
+        metrics::gauge!(names::PENDING_REQUESTS).set(status.pending as f64);
+        let left = status
+            .unlocked_until
+            .map_or(0.0, |u| u.remaining_after(now).as_secs_f64());
+        metrics::gauge!(names::REGISTRY_UNLOCKED).set(if left > 0.0 { 1.0 } else { 0.0 });
+        metrics::gauge!(names::REGISTRY_UNLOCK_REMAINING_SECONDS).set(left);
+        Ok(status)
     }
 
     /// Unlocks for `duration` (the default when `None`), capped at
@@ -279,16 +401,22 @@ impl<S: Store> Registry<S> {
                 self.config.max_unlock.as_millis()
             )));
         }
-        self.store
-            .set_lock_state(LockState {
+        self.timed(
+            StoreOp::SetLockState,
+            self.store.set_lock_state(LockState {
                 unlocked_until: Some(now.plus(d)),
-            })
-            .await?;
+            }),
+        )
+        .await?;
         self.status(now).await.map(Ok)
     }
 
     pub async fn lock(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
-        self.store.set_lock_state(LockState::default()).await?;
+        self.timed(
+            StoreOp::SetLockState,
+            self.store.set_lock_state(LockState::default()),
+        )
+        .await?;
         self.status(now).await
     }
 
@@ -306,8 +434,7 @@ impl<S: Store> Registry<S> {
     ) -> Result<RequestRecord, GrantError> {
         validate_grant_overrides(&overrides).map_err(GrantError::Invalid)?;
         let record = self
-            .store
-            .get_request(username, now)
+            .timed(StoreOp::GetRequest, self.store.get_request(username, now))
             .await?
             .ok_or(GrantError::NotFound)?;
         match record.state {
@@ -343,8 +470,12 @@ impl<S: Store> Registry<S> {
             user,
             granted_at: now,
         };
-        match self.store.commit_grant(commit, now).await? {
+        match self
+            .timed(StoreOp::CommitGrant, self.store.commit_grant(commit, now))
+            .await?
+        {
             GrantResult::Granted(r) => {
+                self.metrics.grants.increment(1);
                 tracing::info!(username, pairing_id = %r.pairing_id(), "request granted");
                 Ok(r)
             }
@@ -355,8 +486,12 @@ impl<S: Store> Registry<S> {
     }
 
     pub async fn deny(&self, username: &str, now: UnixMillis) -> Result<(), DenyError> {
-        match self.store.deny(username, now).await? {
+        match self
+            .timed(StoreOp::Deny, self.store.deny(username, now))
+            .await?
+        {
             DenyResult::Denied => {
+                self.metrics.denials.increment(1);
                 tracing::info!(username, "request denied");
                 Ok(())
             }

@@ -5,6 +5,7 @@
 //!
 //! Every process a test starts is owned by a guard that kills it (by PID)
 //! when the test ends, pass or fail.
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -195,6 +196,8 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub admin: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The proxy's Prometheus endpoint (`GET /metrics`).
+    pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     /// Keeps the temporary data dir alive (when the test did not give one).
     _dir: Option<tempfile::TempDir>,
@@ -211,32 +214,40 @@ impl Gateway {
     }
 
     /// Starts `fleetgate` on free loopback ports with the given data dir.
+    ///
+    /// Rate limits are off unless `extra` sets them: most tests poll far
+    /// faster than a device may, on purpose.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Gateway {
         let data = data_dir.to_str().expect("utf-8 temp path");
-        let mut args = vec![
-            "--http-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--data-dir",
-            data,
-            "--admin-password",
-            ADMIN_PASSWORD,
+        let defaults: [(&str, &str); 9] = [
+            ("--http-listen", "127.0.0.1:0"),
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--mqtt-listen", "127.0.0.1:0"),
+            ("--metrics-listen", "127.0.0.1:0"),
+            ("--workers", "2"),
+            ("--data-dir", data),
+            ("--admin-password", ADMIN_PASSWORD),
+            ("--rate-limit-per-user", "off"),
+            ("--rate-limit-per-ip", "off"),
         ];
+        let mut args: Vec<&str> = Vec::new();
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let mut process = spawn("fleetgate", &args, &[]);
         let admin = process.logged_addr("admin API listening");
         let http = process.logged_addr("device API listening");
         let mqtt = process.logged_addr("MQTT listening");
+        let metrics = process.logged_addr("metrics listening");
         Gateway {
             process,
             http,
             admin,
             mqtt,
+            metrics,
             data_dir: data_dir.to_path_buf(),
             _dir: None,
         }

@@ -136,6 +136,8 @@ fn environment_variables_configure_flags() {
             ("FLEETGATE_HTTP_LISTEN", "127.0.0.1:0"),
             ("FLEETGATE_ADMIN_LISTEN", "off"),
             ("FLEETGATE_WORKERS", "1"),
+            ("FLEETGATE_MQTT_LISTEN", "off"),
+            ("FLEETGATE_METRICS_LISTEN", "off"),
             ("FLEETGATE_DATA_DIR", dir.path().to_str().unwrap()),
             ("FLEETGATE_ADMIN_PASSWORD", ADMIN_PASSWORD),
         ],

@@ -10,6 +10,8 @@
 //! | unknown user, locked / fails policy / other credentials pending | 5 | 0x87 |
 //! | existing user, wrong password | 4 | 0x86 |
 //! | store unavailable, or a granted user with no upstream configured | 3 | 0x88 |
+//! | rate limited (per username or per source IP) | 3 | 0x9F |
+//! | the worker is past its in-flight bound (shed) | 3 | 0x89 |
 //! | malformed CONNECT | closed | 0x81, then closed |
 //!
 //! A granted user's CONNECT, and every byte the client sent after it, are
@@ -19,8 +21,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::model::Transport;
@@ -34,7 +34,10 @@ use monoio::net::TcpStream;
 
 use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal};
 use super::credentials::{Cached, CredentialCache};
-use crate::routes::App;
+use crate::limiter::Verdict as LimitVerdict;
+use crate::routes::telemetry_outcome;
+use crate::telemetry::{Outcome, Transport as TelemetryTransport};
+use crate::worker::Worker;
 
 /// MQTT settings shared by every worker.
 #[derive(Clone, Debug)]
@@ -81,24 +84,34 @@ pub enum Verdict {
 }
 
 /// Serves one MQTT connection.
-pub async fn serve<S: Store>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    app: Arc<App<S>>,
-    cache: Rc<RefCell<CredentialCache>>,
-) {
+pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &Worker<S>) {
+    let app = &worker.app;
     let config = &app.mqtt;
     let deadline = Instant::now() + config.connect_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     // Read until a whole CONNECT is buffered.
-    let (verdict, level) = loop {
+    let (verdict, level, started) = loop {
         match parse_connect(&buf, config.max_remaining) {
             Parsed::Complete(connect) => {
-                let level = connect.level;
-                break (decide(&app.registry, &connect, peer, &cache).await, level);
+                let started = Instant::now();
+                let decided = decide_limited(worker, &connect, peer, started).await;
+                worker.metrics.request(
+                    TelemetryTransport::Mqtt,
+                    decided.outcome,
+                    started.elapsed().as_secs_f64(),
+                );
+                match decided.cache_hit {
+                    Some(true) => worker.metrics.credential_hit.increment(1),
+                    Some(false) => worker.metrics.credential_miss.increment(1),
+                    None => {}
+                }
+                break (decided.verdict, connect.level, started);
             }
             Parsed::Invalid(malformed) => {
                 tracing::debug!(%peer, reason = malformed.reason, "malformed CONNECT");
+                worker
+                    .metrics
+                    .request(TelemetryTransport::Mqtt, Outcome::Invalid, 0.0);
                 if malformed.level == Some(Level::V5) {
                     let _ = stream
                         .write_all(connack(Level::V5, Refusal::Malformed))
@@ -120,11 +133,52 @@ pub async fn serve<S: Store>(
             _ => return,
         }
     };
+    let _ = started;
     match (verdict, config.upstream) {
         (Verdict::Pass, Some(upstream)) => splice(stream, buf, upstream, level, config).await,
         (Verdict::Pass, None) => refuse(stream, level, Refusal::Unavailable).await,
         (Verdict::Refuse(r), _) => refuse(stream, level, r).await,
     }
+}
+
+/// A decision with what the metrics need to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decided {
+    pub verdict: Verdict,
+    pub outcome: Outcome,
+    /// `Some(hit)` when the credential cache was consulted.
+    pub cache_hit: Option<bool>,
+}
+
+impl Decided {
+    fn refuse(refusal: Refusal, outcome: Outcome) -> Self {
+        Decided {
+            verdict: Verdict::Refuse(refusal),
+            outcome,
+            cache_hit: None,
+        }
+    }
+}
+
+/// Storm control first (rate limits, in-flight bound), then [`decide`].
+async fn decide_limited<S: Store>(
+    worker: &Worker<S>,
+    connect: &Connect<'_>,
+    peer: SocketAddr,
+    now: Instant,
+) -> Decided {
+    let limits = &worker.app.rate_limits;
+    let limited = matches!(limits.check_ip(peer.ip(), now), LimitVerdict::Deny { .. })
+        || connect
+            .username
+            .is_some_and(|u| matches!(limits.check_user(u, now), LimitVerdict::Deny { .. }));
+    if limited {
+        return Decided::refuse(Refusal::RateLimited, Outcome::RateLimited);
+    }
+    let Some(_slot) = worker.try_begin() else {
+        return Decided::refuse(Refusal::Busy, Outcome::Shed);
+    };
+    decide(&worker.app.registry, connect, peer, &worker.credentials).await
 }
 
 async fn refuse(mut stream: TcpStream, level: Level, refusal: Refusal) {
@@ -138,21 +192,21 @@ pub async fn decide<S: Store>(
     connect: &Connect<'_>,
     peer: SocketAddr,
     cache: &RefCell<CredentialCache>,
-) -> Verdict {
+) -> Decided {
     let Some(username) = connect.username else {
         // No username: nothing to authenticate or register.
-        return Verdict::Refuse(Refusal::NotAuthorized);
+        return Decided::refuse(Refusal::NotAuthorized, Outcome::Policy);
     };
     let password = connect.password.unwrap_or(b"");
     // Two rounds at most: a grant may land between the user lookup and the
     // registration, in which case the client is authenticated after all.
     for _ in 0..2 {
-        match registry.store().get_user(username).await {
-            Err(_) => return Verdict::Refuse(Refusal::Unavailable),
+        match registry.user(username).await {
+            Err(_) => return Decided::refuse(Refusal::Unavailable, Outcome::Unavailable),
             Ok(Some(user)) => {
                 let Some(phc) = user.password_hash.as_deref() else {
                     // A certificate-only user cannot log in with a password.
-                    return Verdict::Refuse(Refusal::BadCredentials);
+                    return Decided::refuse(Refusal::BadCredentials, Outcome::BadCredentials);
                 };
                 return authenticate(registry, username, password, phc, cache);
             }
@@ -160,11 +214,17 @@ pub async fn decide<S: Store>(
         }
         match register(registry, connect, username, password, peer).await {
             Some(RegisterOutcome::Granted { .. }) => continue,
-            Some(RegisterOutcome::Unavailable(_)) => return Verdict::Refuse(Refusal::Unavailable),
-            _ => return Verdict::Refuse(Refusal::NotAuthorized),
+            Some(outcome) => {
+                let refusal = match outcome {
+                    RegisterOutcome::Unavailable(_) => Refusal::Unavailable,
+                    _ => Refusal::NotAuthorized,
+                };
+                return Decided::refuse(refusal, telemetry_outcome(&outcome));
+            }
+            None => return Decided::refuse(Refusal::NotAuthorized, Outcome::Policy),
         }
     }
-    Verdict::Refuse(Refusal::NotAuthorized)
+    Decided::refuse(Refusal::NotAuthorized, Outcome::Conflict)
 }
 
 fn authenticate<S: Store>(
@@ -173,21 +233,39 @@ fn authenticate<S: Store>(
     password: &[u8],
     phc: &str,
     cache: &RefCell<CredentialCache>,
-) -> Verdict {
+) -> Decided {
     let now = Instant::now();
+    let hit = |verdict, outcome| Decided {
+        verdict,
+        outcome,
+        cache_hit: Some(true),
+    };
     match cache.borrow().lookup(username, password, phc, now) {
-        Cached::Verified => return Verdict::Pass,
-        Cached::Refused => return Verdict::Refuse(Refusal::BadCredentials),
+        Cached::Verified => return hit(Verdict::Pass, Outcome::Authenticated),
+        Cached::Refused => {
+            return hit(
+                Verdict::Refuse(Refusal::BadCredentials),
+                Outcome::BadCredentials,
+            )
+        }
         Cached::Unknown => {}
     }
     // The slow check, inline: about 0.35 ms for a device hash (measured in
     // docs/SECURITY.md), cheaper than a hand-off to another thread.
     let ok = registry.hashing().verify(password, phc).unwrap_or(false);
     cache.borrow_mut().record(username, password, phc, ok, now);
-    if ok {
-        Verdict::Pass
+    let (verdict, outcome) = if ok {
+        (Verdict::Pass, Outcome::Authenticated)
     } else {
-        Verdict::Refuse(Refusal::BadCredentials)
+        (
+            Verdict::Refuse(Refusal::BadCredentials),
+            Outcome::BadCredentials,
+        )
+    };
+    Decided {
+        verdict,
+        outcome,
+        cache_hit: Some(false),
     }
 }
 

@@ -111,7 +111,8 @@ fn store_unavailable_is_connack_3_or_0x88() {
     };
     let peer = "127.0.0.1:5000".parse().unwrap();
     let verdict = now_or_never(decide(&registry, &connect, peer, &cache));
-    assert_eq!(verdict, Verdict::Refuse(Refusal::Unavailable));
+    assert_eq!(verdict.verdict, Verdict::Refuse(Refusal::Unavailable));
+    assert_eq!(verdict.outcome, crate::telemetry::Outcome::Unavailable);
     assert_eq!(
         connack(Level::V311, Refusal::Unavailable),
         [0x20, 0x02, 0x00, 0x03]

@@ -1,0 +1,108 @@
+//! The proxy's metric handles, resolved once per worker.
+//!
+//! `metrics::counter!` looks a series up in the recorder's map on every
+//! call. The hot path instead holds a handle per (transport, outcome), so
+//! recording a request is one atomic add and one histogram insert, with no
+//! lookup and no lock. The cost is measured in `docs/BENCHMARKS.md`.
+
+use fleetgate_registry::metrics::{self as names, outcome};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+/// The outcomes a request can have, as label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Outcome {
+    Locked,
+    Pending,
+    Granted,
+    Conflict,
+    Denied,
+    Invalid,
+    Policy,
+    RateLimited,
+    Shed,
+    Unavailable,
+    Authenticated,
+    BadCredentials,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        outcome::ALL[self as usize]
+    }
+}
+
+/// Which transport a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Mqtt,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// One worker's handles.
+pub struct WorkerMetrics {
+    requests: [[Counter; 12]; 2],
+    latency: [Histogram; 2],
+    pub open_http: Gauge,
+    pub open_mqtt: Gauge,
+    pub refused_http: Counter,
+    pub refused_mqtt: Counter,
+    pub credential_hit: Counter,
+    pub credential_miss: Counter,
+}
+
+impl WorkerMetrics {
+    /// Resolves every handle against the installed recorder (no-ops if none).
+    pub fn new() -> Self {
+        let per = |t: Transport| {
+            outcome::ALL
+                .map(|o| counter!(names::REQUESTS_TOTAL, "transport" => t.label(), "outcome" => o))
+        };
+        WorkerMetrics {
+            requests: [per(Transport::Http), per(Transport::Mqtt)],
+            latency: [Transport::Http, Transport::Mqtt]
+                .map(|t| histogram!(names::REQUEST_DURATION_SECONDS, "transport" => t.label())),
+            open_http: gauge!(names::OPEN_CONNECTIONS, "listener" => "http"),
+            open_mqtt: gauge!(names::OPEN_CONNECTIONS, "listener" => "mqtt"),
+            refused_http: counter!(names::CONNECTIONS_REFUSED_TOTAL, "listener" => "http"),
+            refused_mqtt: counter!(names::CONNECTIONS_REFUSED_TOTAL, "listener" => "mqtt"),
+            credential_hit: counter!(names::CACHE_LOOKUPS_TOTAL, "cache" => "credentials", "result" => "hit"),
+            credential_miss: counter!(names::CACHE_LOOKUPS_TOTAL, "cache" => "credentials", "result" => "miss"),
+        }
+    }
+
+    /// Records one answered request and how long it took.
+    pub fn request(&self, transport: Transport, outcome: Outcome, seconds: f64) {
+        let t = transport as usize;
+        self.requests[t][outcome as usize].increment(1);
+        self.latency[t].record(seconds);
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_labels_line_up_with_the_names_module() {
+        assert_eq!(Outcome::Locked.label(), "locked");
+        assert_eq!(Outcome::RateLimited.label(), "rate_limited");
+        assert_eq!(Outcome::BadCredentials.label(), "bad_credentials");
+        assert_eq!(Outcome::Unavailable.label(), "unavailable");
+    }
+}

@@ -1,0 +1,177 @@
+//! Every metric fleetgate exports, named in one place.
+//!
+//! Names start with `fleetgate_` and follow Prometheus conventions: counters
+//! end in `_total`, durations are histograms in seconds, and gauges are
+//! plain nouns. Label values are bounded: outcomes, transports, operations.
+//! Usernames and addresses never appear in labels. The Grafana dashboard in
+//! `grafana/` uses only these names; a test checks that it does.
+//!
+//! Hot-path callers resolve handles once per worker (see the proxy's
+//! `WorkerMetrics`), so recording is an atomic add with no lookup.
+
+/// Register polls and MQTT CONNECTs, by `transport` and `outcome`.
+pub const REQUESTS_TOTAL: &str = "fleetgate_requests_total";
+/// Time from a complete request to its answer, by `transport`.
+pub const REQUEST_DURATION_SECONDS: &str = "fleetgate_request_duration_seconds";
+/// Connections open now, by `listener` (`http`, `mqtt`).
+pub const OPEN_CONNECTIONS: &str = "fleetgate_open_connections";
+/// Connections refused at accept because a worker was at its cap, by `listener`.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "fleetgate_connections_refused_total";
+/// TLS handshakes by `kind` (`full`, `resumed`). TLS listeners arrive with
+/// the certificate work; until then these stay 0.
+pub const TLS_HANDSHAKES_TOTAL: &str = "fleetgate_tls_handshakes_total";
+/// Store operations by `op` and `result` (`ok`, `error`).
+pub const STORE_OPERATIONS_TOTAL: &str = "fleetgate_store_operations_total";
+/// Store operation latency by `op`.
+pub const STORE_OPERATION_DURATION_SECONDS: &str = "fleetgate_store_operation_duration_seconds";
+/// Cache lookups by `cache` and `result` (`hit`, `miss`).
+pub const CACHE_LOOKUPS_TOTAL: &str = "fleetgate_cache_lookups_total";
+/// Pending requests now.
+pub const PENDING_REQUESTS: &str = "fleetgate_pending_requests";
+/// 1 while the registry is unlocked, else 0.
+pub const REGISTRY_UNLOCKED: &str = "fleetgate_registry_unlocked";
+/// Seconds until the registry locks itself again (0 when locked).
+pub const REGISTRY_UNLOCK_REMAINING_SECONDS: &str = "fleetgate_registry_unlock_remaining_seconds";
+/// Requests granted.
+pub const GRANTS_TOTAL: &str = "fleetgate_grants_total";
+/// Requests denied.
+pub const DENIALS_TOTAL: &str = "fleetgate_denials_total";
+/// Client certificates issued (arrives with the certificate work).
+pub const CERTIFICATES_ISSUED_TOTAL: &str = "fleetgate_certificates_issued_total";
+/// Logins by `result` (`success`, `failure`).
+pub const LOGINS_TOTAL: &str = "fleetgate_logins_total";
+/// The `Retry-After` seconds most recently advised to a polling device.
+pub const RETRY_AFTER_SECONDS: &str = "fleetgate_retry_after_seconds";
+
+/// Label values of `outcome`.
+pub mod outcome {
+    pub const LOCKED: &str = "locked";
+    pub const PENDING: &str = "pending";
+    pub const GRANTED: &str = "granted";
+    pub const CONFLICT: &str = "conflict";
+    pub const DENIED: &str = "denied";
+    pub const INVALID: &str = "invalid";
+    pub const POLICY: &str = "policy";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const SHED: &str = "shed";
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// MQTT only: a known user authenticated and was passed through.
+    pub const AUTHENTICATED: &str = "authenticated";
+    /// MQTT only: a known user presented a wrong password.
+    pub const BAD_CREDENTIALS: &str = "bad_credentials";
+
+    /// Every outcome, for pre-registering series.
+    pub const ALL: [&str; 12] = [
+        LOCKED,
+        PENDING,
+        GRANTED,
+        CONFLICT,
+        DENIED,
+        INVALID,
+        POLICY,
+        RATE_LIMITED,
+        SHED,
+        UNAVAILABLE,
+        AUTHENTICATED,
+        BAD_CREDENTIALS,
+    ];
+}
+
+/// Every metric name, for tests that check dashboards against exports.
+pub const ALL: [&str; 16] = [
+    REQUESTS_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    OPEN_CONNECTIONS,
+    CONNECTIONS_REFUSED_TOTAL,
+    TLS_HANDSHAKES_TOTAL,
+    STORE_OPERATIONS_TOTAL,
+    STORE_OPERATION_DURATION_SECONDS,
+    CACHE_LOOKUPS_TOTAL,
+    PENDING_REQUESTS,
+    REGISTRY_UNLOCKED,
+    REGISTRY_UNLOCK_REMAINING_SECONDS,
+    GRANTS_TOTAL,
+    DENIALS_TOTAL,
+    CERTIFICATES_ISSUED_TOTAL,
+    LOGINS_TOTAL,
+    RETRY_AFTER_SECONDS,
+];
+
+/// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 5.0,
+];
+
+/// Registers HELP text and units for every metric with the installed
+/// recorder. Call once at start.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Register polls and MQTT CONNECTs by transport and outcome."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from a complete request to its answer, by transport."
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Connections open now, by listener.");
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Connections refused at accept because a worker was at its connection cap."
+    );
+    describe_counter!(
+        TLS_HANDSHAKES_TOTAL,
+        "TLS handshakes by kind (full, resumed)."
+    );
+    describe_counter!(STORE_OPERATIONS_TOTAL, "Store operations by op and result.");
+    describe_histogram!(
+        STORE_OPERATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Store operation latency by op."
+    );
+    describe_counter!(
+        CACHE_LOOKUPS_TOTAL,
+        "Cache lookups by cache and result (hit, miss)."
+    );
+    describe_gauge!(PENDING_REQUESTS, "Pending registration requests now.");
+    describe_gauge!(
+        REGISTRY_UNLOCKED,
+        "1 while the registry is unlocked, else 0."
+    );
+    describe_gauge!(
+        REGISTRY_UNLOCK_REMAINING_SECONDS,
+        Unit::Seconds,
+        "Seconds until the registry locks itself again."
+    );
+    describe_counter!(GRANTS_TOTAL, "Registration requests granted.");
+    describe_counter!(DENIALS_TOTAL, "Registration requests denied.");
+    describe_counter!(CERTIFICATES_ISSUED_TOTAL, "Client certificates issued.");
+    describe_counter!(LOGINS_TOTAL, "Logins by result (success, failure).");
+    describe_gauge!(
+        RETRY_AFTER_SECONDS,
+        Unit::Seconds,
+        "The base Retry-After currently advised to polling devices, before jitter."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prometheus_style_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for name in ALL {
+            assert!(name.starts_with("fleetgate_"), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            assert!(seen.insert(name), "{name} listed twice");
+        }
+        assert!(REQUESTS_TOTAL.ends_with("_total"));
+        assert!(REQUEST_DURATION_SECONDS.ends_with("_seconds"));
+    }
+}

@@ -1,0 +1,30 @@
+-- deny.lua: mark a pending request denied (mirrors `EmbeddedStore::deny`).
+-- The denied record is answered 403 until the denial window closes, then
+-- Redis drops it by TTL.
+--
+-- KEYS[1] request hash  KEYS[2] pending index  KEYS[3] pending expiry
+-- ARGV[1] username  ARGV[2] now  ARGV[3] pending_ttl ms
+-- ARGV[4] collect_window ms  ARGV[5] deny_window ms  ARGV[6] events channel
+--
+-- Reply: {outcome, swept}: denied (swept is 1 when a pending request left the
+-- index), not_found, already_granted.
+local username, now = ARGV[1], tonumber(ARGV[2])
+local ttl, collect, deny = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local r, live = read_request(KEYS[1], now, ttl, collect, deny)
+if not live then
+  return { 'not_found', 0 }
+end
+if r.state == 'granted' then
+  return { 'already_granted', 0 }
+end
+if r.state == 'denied' then
+  return { 'denied', 0 }
+end
+local swept = redis.call('ZREM', KEYS[2], username)
+redis.call('ZREM', KEYS[3], username)
+redis.call('HSET', KEYS[1], 'state', 'denied', 'at', int(now))
+redis.call('HDEL', KEYS[1], 'sealed')
+expire_at(KEYS[1], now + deny, now)
+redis.call('PUBLISH', ARGV[6], 'deny:' .. username)
+return { 'denied', swept }

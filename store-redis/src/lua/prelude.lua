@@ -1,0 +1,91 @@
+-- prelude.lua: helpers prepended to every script of fleetgate's Redis store.
+--
+-- Every script touches the keys of exactly one bucket, all under the bucket's
+-- hash tag `{<prefix>:bNN}`, so each script is valid on Redis Cluster. Keys
+-- named in KEYS are the ones the script always touches; a sweep also builds
+-- request keys of other usernames from the bucket's tag (same slot).
+--
+-- Time is never read from Redis: every script gets `now` (ms since the epoch)
+-- from the caller, exactly as the embedded store gets it, so a request is
+-- live or expired by the same rule (`Windows::is_live`) in both backends.
+
+-- An integer as Redis wants it in a command argument or a hash field
+-- (Lua 5.1 numbers are doubles; ms timestamps stay exact below 2^53).
+local function int(x)
+  return string.format('%d', x)
+end
+
+-- When a request in `state` stops counting (mirrors `Windows::expires_at`).
+local function expiry_of(state, last, at, ttl, collect, deny)
+  if state == 'pending' then
+    return last + ttl
+  elseif state == 'granted' then
+    return at + collect
+  else
+    return at + deny
+  end
+end
+
+-- The request at `key` as {state, fp, last, at, expires}, or nil; and whether
+-- it is live at `now`.
+local function read_request(key, now, ttl, collect, deny)
+  local f = redis.call('HMGET', key, 'state', 'fp', 'last', 'at')
+  if not f[1] then
+    return nil, false
+  end
+  local r = { state = f[1], fp = f[2], last = tonumber(f[3]) or 0, at = tonumber(f[4]) or 0 }
+  r.expires = expiry_of(r.state, r.last, r.at, ttl, collect, deny)
+  return r, now < r.expires
+end
+
+-- Sets the key's Redis TTL so that it disappears when it stops counting.
+-- Redis frees the memory; correctness never depends on it, because every
+-- read checks `expires` against the caller's clock.
+local function expire_at(key, expires, now)
+  local left = expires - now
+  if left < 1 then
+    left = 1
+  end
+  redis.call('PEXPIRE', key, int(left))
+end
+
+-- Drops up to `max` pending requests of this bucket whose expiry has passed,
+-- with their index entries. Returns how many left the pending index (the
+-- caller gives that many slots back to the `--max-pending` counter).
+local function sweep_pending(tag, pending, pexp, now, max)
+  local names = redis.call('ZRANGEBYSCORE', pexp, '-inf', int(now), 'LIMIT', 0, max)
+  local swept = 0
+  for _, name in ipairs(names) do
+    local key = tag .. ':r:' .. name
+    if redis.call('HGET', key, 'state') == 'pending' then
+      redis.call('DEL', key)
+    end
+    redis.call('ZREM', pexp, name)
+    swept = swept + redis.call('ZREM', pending, name)
+  end
+  return swept
+end
+
+-- Drops up to `max` granted requests of this bucket whose collection window
+-- has closed (the users stay). Returns how many.
+local function sweep_granted(tag, granted, gexp, now, max)
+  local names = redis.call('ZRANGEBYSCORE', gexp, '-inf', int(now), 'LIMIT', 0, max)
+  for _, name in ipairs(names) do
+    local key = tag .. ':r:' .. name
+    if redis.call('HGET', key, 'state') == 'granted' then
+      redis.call('DEL', key)
+    end
+    redis.call('ZREM', gexp, name)
+    redis.call('ZREM', granted, name)
+  end
+  return #names
+end
+
+-- A reply that carries the whole request hash after `head`.
+local function with_record(head, key)
+  local all = redis.call('HGETALL', key)
+  for _, v in ipairs(all) do
+    head[#head + 1] = v
+  end
+  return head
+end

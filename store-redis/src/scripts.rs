@@ -1,0 +1,104 @@
+//! The Lua scripts that make each state transition atomic, and the
+//! `EVALSHA` commands that call them.
+//!
+//! Redis runs a script to completion before serving anything else, so a
+//! read-decide-write inside one script is a transaction. Each script touches
+//! the keys of one bucket only (see [`crate::keys`]), which keeps it valid on
+//! Redis Cluster. The sources live in `src/lua/`; each is prefixed with
+//! `prelude.lua`, which holds the shared helpers (expiry rule, sweeps).
+//!
+//! Scripts are loaded with `SCRIPT LOAD` when the store connects (on a
+//! cluster, on every master) and called by SHA1. A server that lost its
+//! script cache (restart, failover to a replica, `SCRIPT FLUSH`) answers
+//! `NOSCRIPT`; the store then loads every script again and retries the call
+//! once (see `conn::Conn::eval`).
+
+use redis::{Cmd, Script};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// One script: its name (for errors) and its source with the prelude.
+#[derive(Debug)]
+pub struct Lua {
+    pub name: &'static str,
+    script: Script,
+    source: String,
+}
+
+impl Lua {
+    fn new(name: &'static str, body: &str) -> Self {
+        let source = format!("{PRELUDE}\n{body}");
+        Lua {
+            name,
+            script: Script::new(&source),
+            source,
+        }
+    }
+
+    /// `EVALSHA <sha1> <numkeys> <keys...>`; the caller appends the ARGV.
+    pub fn evalsha(&self, keys: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// `SCRIPT LOAD <source>`.
+    pub fn load_cmd(&self) -> Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(&self.source);
+        cmd
+    }
+}
+
+/// Every script the store uses.
+#[derive(Debug)]
+pub struct Scripts {
+    pub register: Lua,
+    pub grant: Lua,
+    pub deny: Lua,
+    pub put_user: Lua,
+    pub delete_user: Lua,
+    pub list: Lua,
+    pub sweep: Lua,
+    pub reserve: Lua,
+    pub release: Lua,
+    pub set_lock: Lua,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            register: Lua::new("register", include_str!("lua/register.lua")),
+            grant: Lua::new("grant", include_str!("lua/grant.lua")),
+            deny: Lua::new("deny", include_str!("lua/deny.lua")),
+            put_user: Lua::new("put_user", include_str!("lua/put_user.lua")),
+            delete_user: Lua::new("delete_user", include_str!("lua/delete_user.lua")),
+            list: Lua::new("list", include_str!("lua/list.lua")),
+            sweep: Lua::new("sweep", include_str!("lua/sweep.lua")),
+            reserve: Lua::new("reserve", include_str!("lua/reserve.lua")),
+            release: Lua::new("release", include_str!("lua/release.lua")),
+            set_lock: Lua::new("set_lock", include_str!("lua/set_lock.lua")),
+        }
+    }
+
+    pub fn all(&self) -> [&Lua; 10] {
+        [
+            &self.register,
+            &self.grant,
+            &self.deny,
+            &self.put_user,
+            &self.delete_user,
+            &self.list,
+            &self.sweep,
+            &self.reserve,
+            &self.release,
+            &self.set_lock,
+        ]
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}

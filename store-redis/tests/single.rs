@@ -1,0 +1,821 @@
+//! The Redis store against one real `redis-server`: the shared conformance
+//! suite, then what only a networked, shared store can get wrong: races
+//! between instances, the cap under concurrency, outages and recovery,
+//! events, the shared secret, lost script caches and `WAIT`.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetgate_registry::clock::UnixMillis;
+use fleetgate_registry::conformance::{self, AsyncFactory, T0};
+use fleetgate_registry::decision::{Decision, LockState, Windows};
+use fleetgate_registry::fingerprint::Fingerprint;
+use fleetgate_registry::model::{RequestState, Transport, UserRecord};
+use fleetgate_registry::store::{
+    GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate, Store, StoreError,
+};
+use fleetgate_store_redis::{RedisConfig, RedisStore, StoreEvent, WaitReplicas};
+use support::RedisServer;
+
+macro_rules! conformance_tests {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            let server = RedisServer::start();
+            let url = server.url();
+            conformance::$check(&AsyncFactory(|w, max| support::conformance_store(url.clone(), w, max)))
+                .await;
+        }
+    )*};
+}
+
+// The whole suite, one test per check (each on its own server).
+conformance_tests!(
+    poll_lifecycle,
+    lock_expires_by_itself,
+    grant_is_atomic_and_idempotent,
+    grant_needs_the_request_that_was_seen,
+    deny_then_forgotten,
+    pending_expires_and_cap_holds,
+    listing_is_keyset_paginated,
+    users_put_list_delete,
+);
+
+#[tokio::test]
+async fn the_whole_suite_shares_one_server_under_prefixes() {
+    // run_all on one server proves prefixes isolate stores.
+    let server = RedisServer::start();
+    let url = server.url();
+    conformance::run_all(&AsyncFactory(|w, max| {
+        support::conformance_store(url.clone(), w, max)
+    }))
+    .await;
+}
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint([n; 32])
+}
+
+fn poll(username: &str, n: u8) -> Poll<'_> {
+    Poll {
+        username,
+        fingerprint: fp(n),
+        transport: Transport::Http,
+        source_addr: Some("127.0.0.1:40000".parse().unwrap()),
+        client_id: None,
+        roles: &[],
+        permissions: &[],
+        context: None,
+        secret: SealOnCreate::Sealed(vec![n; 20]),
+    }
+}
+
+fn user(username: &str) -> UserRecord {
+    UserRecord {
+        username: username.into(),
+        password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+        roles: vec!["sensor".into()],
+        permissions: vec![],
+        created_at: T0,
+        origin: "http".into(),
+    }
+}
+
+fn grant_of(username: &str, n: u8, now: UnixMillis) -> GrantCommit {
+    GrantCommit {
+        username: username.into(),
+        fingerprint: fp(n),
+        user: user(username),
+        granted_at: now,
+    }
+}
+
+async fn unlock(s: &RedisStore) {
+    s.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(3600))),
+    })
+    .await
+    .unwrap();
+}
+
+/// Two admin instances (two stores, two connections, one namespace) grant
+/// the same request many times at once: exactly one grant creates the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_grants_from_two_instances_create_exactly_one_user() {
+    let server = RedisServer::start();
+    let config = support::config(&server.url(), "grants");
+    let a = Arc::new(RedisStore::connect_with(config.clone()).await.unwrap());
+    let b = Arc::new(RedisStore::connect_with(config).await.unwrap());
+    unlock(&a).await;
+    for round in 0..20 {
+        let name = format!("dev{round:02}");
+        assert_eq!(
+            a.register(poll(&name, 1), T0).await.unwrap().0,
+            Decision::Create
+        );
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let name = name.clone();
+                tokio::spawn(async move { s.commit_grant(grant_of(&name, 1, T0), T0).await })
+            })
+            .collect();
+        let mut granted = 0;
+        let mut already = 0;
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                GrantResult::Granted(_) => granted += 1,
+                GrantResult::AlreadyGranted(_) => already += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((granted, already), (1, 7), "round {round}");
+        assert_eq!(b.get_user(&name).await.unwrap(), Some(user(&name)));
+    }
+    assert_eq!(a.pending_count().await.unwrap(), 0);
+}
+
+/// A device keeps polling while the admin grants: every answer is pending
+/// or collect, never a lost grant, and once granted always collect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_racing_polls_is_never_lost() {
+    let server = RedisServer::start();
+    let s = Arc::new(support::store(&server.url(), "race", Windows::default(), 100).await);
+    unlock(&s).await;
+    for round in 0..10 {
+        let name = format!("dev{round:02}");
+        assert_eq!(
+            s.register(poll(&name, 1), T0).await.unwrap().0,
+            Decision::Create
+        );
+        let poller = {
+            let s = s.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..50 {
+                    seen.push(s.register(poll(&name, 1), T0).await.unwrap().0);
+                }
+                seen
+            })
+        };
+        tokio::task::yield_now().await;
+        let g = s.commit_grant(grant_of(&name, 1, T0), T0).await.unwrap();
+        assert!(matches!(g, GrantResult::Granted(_)), "{g:?}");
+        let seen = poller.await.unwrap();
+        let first_collect = seen.iter().position(|d| *d == Decision::Collect);
+        for (i, d) in seen.iter().enumerate() {
+            match first_collect {
+                Some(c) if i >= c => assert_eq!(*d, Decision::Collect, "grant lost after {c}"),
+                _ => assert_eq!(*d, Decision::StillPending),
+            }
+        }
+        let (d, r) = s.register(poll(&name, 1), T0).await.unwrap();
+        assert_eq!(d, Decision::Collect);
+        assert_eq!(r.unwrap().state, RequestState::Granted { granted_at: T0 });
+    }
+}
+
+/// Many devices try to create at once through two instances: the cap is
+/// never exceeded, and exactly `max` get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_never_pass_the_cap() {
+    let server = RedisServer::start();
+    let mut config = support::config(&server.url(), "cap");
+    config.max_pending = 10;
+    let a = Arc::new(RedisStore::connect_with(config.clone()).await.unwrap());
+    let b = Arc::new(RedisStore::connect_with(config).await.unwrap());
+    unlock(&a).await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let name = format!("dev{i:03}");
+                s.register(poll(&name, 1), T0).await.map(|r| r.0)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Decision::Create) => created += 1,
+            Err(StoreError::PendingLimit { max: 10 }) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (10, 50));
+    assert_eq!(a.pending_count().await.unwrap(), 10);
+    let slots = server.cli(&["get", &a.key_space().pending_slots()]);
+    assert_eq!(slots.trim(), "10", "the reservation counter matches");
+
+    // Denying one frees one slot.
+    let listed = a
+        .list_requests(
+            &ListQuery {
+                state: ListState::Pending,
+                limit: 1,
+                cursor: None,
+                prefix: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let first = &listed.items[0].username;
+    a.deny(first, T0).await.unwrap();
+    assert_eq!(
+        b.register(poll("late", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+    assert!(matches!(
+        b.register(poll("later", 1), T0).await,
+        Err(StoreError::PendingLimit { .. })
+    ));
+}
+
+/// Expired pending requests give their slots back when swept, and Redis
+/// holds every request with a TTL.
+#[tokio::test]
+async fn expiry_uses_ttls_and_sweep_frees_slots() {
+    let server = RedisServer::start();
+    let windows = Windows {
+        pending_ttl: Duration::from_secs(10),
+        ..Windows::default()
+    };
+    let s = support::store(&server.url(), "sweep", windows, 3).await;
+    let now = UnixMillis::now();
+    s.set_lock_state(LockState {
+        unlocked_until: Some(now.plus(Duration::from_secs(3600))),
+    })
+    .await
+    .unwrap();
+    for name in ["dev1", "dev2", "dev3"] {
+        assert_eq!(
+            s.register(poll(name, 1), now).await.unwrap().0,
+            Decision::Create
+        );
+    }
+    let key = s.key_space().user_keys("dev1").request;
+    let ttl: i64 = server.cli(&["pttl", &key]).trim().parse().unwrap();
+    assert!((9_000..=10_000).contains(&ttl), "pttl {ttl}");
+    assert!(matches!(
+        s.register(poll("dev4", 1), now).await,
+        Err(StoreError::PendingLimit { max: 3 })
+    ));
+
+    let later = now.plus(Duration::from_secs(11));
+    assert_eq!(s.pending_count().await.unwrap(), 3, "not swept yet");
+    assert_eq!(s.sweep(later, 100).await.unwrap(), 3);
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(
+        server.cli(&["get", &s.key_space().pending_slots()]).trim(),
+        "0"
+    );
+    assert_eq!(
+        s.register(poll("dev4", 1), later).await.unwrap().0,
+        Decision::Create
+    );
+
+    // Granted and denied records carry their windows as TTLs too.
+    s.commit_grant(grant_of("dev4", 1, later), later)
+        .await
+        .unwrap();
+    let key = s.key_space().user_keys("dev4").request;
+    let ttl: i64 = server.cli(&["pttl", &key]).trim().parse().unwrap();
+    assert!(ttl > 590_000, "granted pttl {ttl}");
+    let user_ttl: i64 = server
+        .cli(&["pttl", &s.key_space().user_keys("dev4").user])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(user_ttl, -1, "users never expire");
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let t = Instant::now();
+    let v = f.await;
+    (v, t.elapsed())
+}
+
+/// Every method answers Unavailable within the timeout while Redis is
+/// down. The calls run concurrently (so the test takes one timeout, not
+/// twelve); each sends its first command in the order listed.
+async fn assert_all_unavailable(s: &RedisStore, bound: Duration) {
+    type Check<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + 'a>>;
+    fn check<'a, T>(f: impl std::future::Future<Output = Result<T, StoreError>> + 'a) -> Check<'a> {
+        Box::pin(async move { f.await.map(|_| ()) })
+    }
+    let list = ListQuery {
+        state: ListState::Pending,
+        limit: 10,
+        cursor: None,
+        prefix: None,
+    };
+    let calls: Vec<(&str, Check<'_>)> = vec![
+        ("register", check(s.register(poll("dev01", 1), T0))),
+        ("lock_state", check(s.lock_state())),
+        (
+            "set_lock_state",
+            check(s.set_lock_state(LockState::default())),
+        ),
+        ("pending_count", check(s.pending_count())),
+        ("get_request", check(s.get_request("dev01", T0))),
+        ("list_requests", check(s.list_requests(&list, T0))),
+        (
+            "commit_grant",
+            check(s.commit_grant(grant_of("dev01", 1, T0), T0)),
+        ),
+        ("deny", check(s.deny("dev01", T0))),
+        ("get_user", check(s.get_user("dev01"))),
+        ("put_user", check(s.put_user(user("u1")))),
+        ("delete_user", check(s.delete_user("u1"))),
+        ("ping", check(s.ping())),
+    ];
+    let started = Instant::now();
+    let timed_calls = calls.into_iter().map(|(name, call)| async move {
+        let r = call.await;
+        (name, r, started.elapsed())
+    });
+    for (name, r, took) in futures_util::future::join_all(timed_calls).await {
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "{name}: expected Unavailable, got {r:?}"
+        );
+        assert!(took <= bound, "{name} took {took:?}");
+    }
+}
+
+async fn time_to_recover(s: &RedisStore) -> Duration {
+    let t = Instant::now();
+    while s.ping().await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_within_the_timeout_when_stopped_then_recovers() {
+    let mut server = RedisServer::start();
+    let mut config = support::config(&server.url(), "outage");
+    config.op_timeout = Duration::from_millis(500);
+    let s = RedisStore::connect_with(config).await.unwrap();
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+
+    server.stop();
+    assert_all_unavailable(&s, Duration::from_millis(650)).await;
+    // Again, now that the reconnection attempts are under way.
+    assert_all_unavailable(&s, Duration::from_millis(650)).await;
+
+    server.restart();
+    let took = time_to_recover(&s).await;
+    assert!(took < Duration::from_secs(2), "recovered after {took:?}");
+    eprintln!("recovered {took:?} after the restart");
+    // The restarted server is empty (no persistence) and has no scripts:
+    // the store reloads them on NOSCRIPT, and a fresh Redis is locked.
+    assert_eq!(s.lock_state().await.unwrap(), LockState::default());
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Locked
+    );
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_within_the_timeout_when_frozen_then_recovers() {
+    let server = RedisServer::start();
+    let mut config = support::config(&server.url(), "frozen");
+    config.op_timeout = Duration::from_millis(500);
+    let s = RedisStore::connect_with(config).await.unwrap();
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+
+    // SIGSTOP: the socket stays open, nothing answers (a "slow" Redis).
+    server.signal("STOP");
+    assert_all_unavailable(&s, Duration::from_millis(650)).await;
+    server.signal("CONT");
+    let took = time_to_recover(&s).await;
+    assert!(took < Duration::from_secs(2), "recovered after {took:?}");
+    // The commands that timed out had been sent; Redis ran them, in order,
+    // when it thawed. `Unavailable` means "outcome unknown", never "not
+    // applied": the grant happened, the lock was set, u1 was created and
+    // deleted. Each answer below also belongs to its own question, so the
+    // late replies to the timed-out commands were not handed to new ones.
+    let r = s.get_request("dev01", T0).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Granted { granted_at: T0 });
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Collect
+    );
+    assert_eq!(s.get_user("dev01").await.unwrap(), Some(user("dev01")));
+    assert_eq!(s.get_user("u1").await.unwrap(), None);
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    // set_lock_state timed out at its first step (taking a version), so
+    // the lock state did not change anywhere.
+    assert!(s.lock_state().await.unwrap().is_unlocked(T0));
+    assert_lock_copies_agree(&server, &s);
+}
+
+/// Every bucket's copy of the lock state equals the global key.
+fn assert_lock_copies_agree(server: &RedisServer, s: &RedisStore) {
+    let global = server.cli(&["get", &s.key_space().lock()]);
+    for b in 0..fleetgate_store_redis::keys::BUCKETS {
+        let copy = server.cli(&["get", &s.key_space().bucket_keys(b).lock]);
+        assert_eq!(copy, global, "bucket {b}");
+    }
+}
+
+/// Two admins flipping the lock at once leave every bucket on the same,
+/// latest state; a copy that missed a write is repaired by the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_copies_converge_and_are_repaired() {
+    let server = RedisServer::start();
+    let config = support::config(&server.url(), "lockcopies");
+    let a = Arc::new(RedisStore::connect_with(config.clone()).await.unwrap());
+    let b = Arc::new(RedisStore::connect_with(config).await.unwrap());
+    let tasks: Vec<_> = (0..20u64)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let state = LockState {
+                    unlocked_until: (i % 3 != 0).then(|| T0.plus(Duration::from_secs(i))),
+                };
+                s.set_lock_state(state).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_lock_copies_agree(&server, &a);
+
+    // Lose one bucket's copy, as a half-failed call would.
+    let bucket = fleetgate_store_redis::keys::bucket_of("dev01");
+    server.cli(&["del", &a.key_space().bucket_keys(bucket).lock]);
+    unlock(&a).await;
+    server.cli(&["set", &a.key_space().bucket_keys(bucket).lock, "1:0"]);
+    assert_eq!(
+        a.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Locked
+    );
+    a.sweep(T0, 100).await.unwrap();
+    assert_lock_copies_agree(&server, &a);
+    assert_eq!(
+        a.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+}
+
+#[tokio::test]
+async fn connect_to_nothing_fails_within_the_connect_timeout() {
+    let server = RedisServer::start();
+    let url = server.url();
+    drop(server);
+    let mut config = support::config(&url, "nothing");
+    config.connect_timeout = Duration::from_millis(300);
+    let (r, took) = timed(RedisStore::connect_with(config)).await;
+    assert!(r.is_err());
+    assert!(took < Duration::from_millis(600), "took {took:?}");
+    let bad = RedisConfig {
+        url: "http://127.0.0.1:1".into(),
+        ..RedisConfig::default()
+    };
+    assert!(matches!(
+        RedisStore::connect_with(bad).await,
+        Err(fleetgate_store_redis::ConnectError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_the_cache_is_flushed() {
+    let server = RedisServer::start();
+    let s = support::store(&server.url(), "flush", Windows::default(), 100).await;
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+    assert_eq!(server.cli(&["script", "flush"]).trim(), "OK");
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::StillPending
+    );
+    assert_eq!(server.cli(&["script", "flush"]).trim(), "OK");
+    assert!(matches!(
+        s.commit_grant(grant_of("dev01", 1, T0), T0).await.unwrap(),
+        GrantResult::Granted(_)
+    ));
+}
+
+#[tokio::test]
+async fn wait_for_replicas_that_do_not_exist_is_not_an_acknowledgement() {
+    let server = RedisServer::start();
+    let mut config = support::config(&server.url(), "wait");
+    config.wait_replicas = Some(WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    });
+    let s = RedisStore::connect_with(config.clone()).await.unwrap();
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+    assert!(matches!(
+        s.commit_grant(grant_of("dev01", 1, T0), T0).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // The write is on the master; the admin's retry sees it, still without
+    // an acknowledgement of durability.
+    assert!(matches!(
+        s.commit_grant(grant_of("dev01", 1, T0), T0).await.unwrap(),
+        GrantResult::AlreadyGranted(_)
+    ));
+    assert!(matches!(
+        s.put_user(user("u1")).await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    // WAIT 0 is always satisfied.
+    config.wait_replicas = Some(WaitReplicas {
+        replicas: 0,
+        timeout: Duration::from_millis(100),
+    });
+    let s0 = RedisStore::connect_with(config).await.unwrap();
+    s0.put_user(user("u2")).await.unwrap();
+    assert!(s0.delete_user("u2").await.unwrap());
+}
+
+#[tokio::test]
+async fn instances_on_one_redis_share_the_secret() {
+    let server = RedisServer::start();
+    let config = support::config(&server.url(), "secret");
+    let a = RedisStore::connect_with(config.clone()).await.unwrap();
+    let b = RedisStore::connect_with(config).await.unwrap();
+    let other = support::store(&server.url(), "secret", Windows::default(), 1).await;
+    let sa = a.load_or_create_secret().await.unwrap();
+    assert_eq!(b.load_or_create_secret().await.unwrap(), sa);
+    assert_eq!(a.load_or_create_secret().await.unwrap(), sa, "stable");
+    assert_ne!(other.load_or_create_secret().await.unwrap(), sa);
+    assert_ne!(sa, [0u8; 32]);
+}
+
+async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("an event within 2 s")
+        .expect("subscription open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_publish_events_and_the_subscriber_resyncs() {
+    let mut server = RedisServer::start();
+    let a = support::store(&server.url(), "events", Windows::default(), 100).await;
+    let mut rx = a.subscribe_events();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::Resync);
+
+    let lock = LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(60))),
+    };
+    a.set_lock_state(lock).await.unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::Lock(lock));
+    a.register(poll("dev01", 1), T0).await.unwrap();
+    a.register(poll("dev02", 1), T0).await.unwrap();
+    a.commit_grant(grant_of("dev01", 1, T0), T0).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::Granted("dev01".into())
+    );
+    a.deny("dev02", T0).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::Denied("dev02".into())
+    );
+    a.put_user(user("u1")).await.unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::UserPut("u1".into()));
+    a.delete_user("dev01").await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::UserDeleted("dev01".into())
+    );
+    a.set_lock_state(LockState::default()).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::Lock(LockState::default())
+    );
+    a.publish_event(&StoreEvent::Granted("x".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::Granted("x".into()));
+
+    // The subscription survives a restart, and says it may have missed events.
+    server.restart();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::Resync);
+    time_to_recover(&a).await;
+    a.set_lock_state(lock).await.unwrap();
+    assert_eq!(next_event(&mut rx).await, StoreEvent::Lock(lock));
+}
+
+/// A page of a listing reads 64 buckets but only the page's records; here,
+/// with names spread over all buckets and a prefix filter.
+#[tokio::test]
+async fn listing_filters_by_prefix_and_skips_expired_entries() {
+    let server = RedisServer::start();
+    let windows = Windows {
+        pending_ttl: Duration::from_secs(10),
+        ..Windows::default()
+    };
+    let s = support::store(&server.url(), "list", windows, 1000).await;
+    unlock(&s).await;
+    for i in 0..200 {
+        let name = format!("{}{i:03}", if i % 2 == 0 { "cam" } else { "dev" });
+        s.register(poll(&name, 1), T0).await.unwrap();
+    }
+    // The odd half keeps polling; the even half expires.
+    let t9 = T0.plus(Duration::from_secs(9));
+    for i in (1..200).step_by(2) {
+        s.register(poll(&format!("dev{i:03}"), 1), t9)
+            .await
+            .unwrap();
+    }
+    let t12 = T0.plus(Duration::from_secs(12));
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = s
+            .list_requests(
+                &ListQuery {
+                    state: ListState::Pending,
+                    limit: 30,
+                    cursor: cursor.clone(),
+                    prefix: None,
+                },
+                t12,
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|r| r.username));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..200).step_by(2).map(|i| format!("dev{i:03}")).collect();
+    assert_eq!(seen, expected);
+    let cams = s
+        .list_requests(
+            &ListQuery {
+                state: ListState::Pending,
+                limit: 10,
+                cursor: None,
+                prefix: Some("cam".into()),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cams.items.len(), 10);
+    assert!(cams.items.iter().all(|r| r.username.starts_with("cam")));
+    assert_eq!(cams.next_cursor.as_deref(), Some("cam018"));
+}
+
+/// A pending hash that Redis already dropped by TTL leaves index entries
+/// behind; re-creating the username cleans them and reuses their slot.
+#[tokio::test]
+async fn ttl_dropped_requests_give_their_slot_back() {
+    let server = RedisServer::start();
+    let windows = Windows {
+        pending_ttl: Duration::from_millis(150),
+        ..Windows::default()
+    };
+    let s = support::store(&server.url(), "ttl", windows, 1).await;
+    let now = UnixMillis::now();
+    s.set_lock_state(LockState {
+        unlocked_until: Some(now.plus(Duration::from_secs(60))),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.register(poll("dev1", 1), now).await.unwrap().0,
+        Decision::Create
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = s.key_space().user_keys("dev1").request;
+    assert_eq!(
+        server.cli(&["exists", &key]).trim(),
+        "0",
+        "Redis dropped it"
+    );
+    assert_eq!(
+        s.pending_count().await.unwrap(),
+        1,
+        "its index entry is left"
+    );
+    let later = now.plus(Duration::from_millis(300));
+    assert_eq!(s.get_request("dev1", later).await.unwrap(), None);
+    // The cap is 1: only a reused slot lets this in.
+    assert_eq!(
+        s.register(poll("dev1", 2), later).await.unwrap().0,
+        Decision::Create
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    assert_eq!(
+        server.cli(&["get", &s.key_space().pending_slots()]).trim(),
+        "1"
+    );
+}
+
+/// Not part of the normal run (it creates a million requests, about a
+/// minute): `cargo test --release -p fleetgate-store-redis --test single --
+/// --ignored --nocapture listing_stays_fast`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn listing_stays_fast_with_a_million_pending() {
+    const N: usize = 1_000_000;
+    let server = RedisServer::start();
+    let s = Arc::new(support::store(&server.url(), "million", Windows::default(), 2 * N).await);
+    unlock(&s).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..256)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in (t..N).step_by(256) {
+                    let name = format!("dev{i:07}");
+                    let d = s.register(poll(&name, 1), T0).await.unwrap().0;
+                    assert_eq!(d, Decision::Create);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fill = started.elapsed();
+    eprintln!(
+        "created {N} pending requests in {fill:?} ({:.0}/s)",
+        N as f64 / fill.as_secs_f64()
+    );
+    assert_eq!(s.pending_count().await.unwrap(), N);
+    let memory = server.cli(&["info", "memory"]);
+    let used = memory
+        .lines()
+        .find(|l| l.starts_with("used_memory_human:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    eprintln!("redis {used}");
+
+    let query = |limit, cursor: Option<&str>, prefix: Option<&str>| ListQuery {
+        state: ListState::Pending,
+        limit,
+        cursor: cursor.map(str::to_owned),
+        prefix: prefix.map(str::to_owned),
+    };
+    for (label, q) in [
+        ("first page, 100", query(100, None, None)),
+        ("middle page, 100", query(100, Some("dev0500000"), None)),
+        ("last page, 100", query(100, Some("dev0999950"), None)),
+        ("prefix dev09999, 100", query(100, None, Some("dev09999"))),
+        ("first page, 1000", query(1000, None, None)),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let page = s.list_requests(&q, T0).await.unwrap();
+            times.push(t.elapsed());
+            assert!(!page.items.is_empty());
+        }
+        times.sort();
+        eprintln!(
+            "{label}: median {:?}, max {:?} (20 runs)",
+            times[10], times[19]
+        );
+    }
+    let t = Instant::now();
+    s.pending_count().await.unwrap();
+    eprintln!("pending_count: {:?}", t.elapsed());
+    let t = Instant::now();
+    for _ in 0..10_000 {
+        s.register(poll("dev0000001", 1), T0).await.unwrap();
+    }
+    eprintln!(
+        "repeated poll of a known pending request, sequential: {:?} each",
+        t.elapsed() / 10_000
+    );
+}
