@@ -30,6 +30,7 @@ if ((${#packages[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${packages[@]}"
 fi
 
-# Build once (tests start the real binaries from this same build), then test.
-cargo build --locked --workspace --all-targets
+# Build the binaries once (the end-to-end tests start them from this same
+# build and find it up to date), then build and run the tests.
+cargo build --locked --workspace --bins
 cargo test --locked --workspace "$@"

@@ -62,6 +62,11 @@ struct Cli {
     #[arg(long, env = "FLEETGATE_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_optional_addr)]
     metrics_listen: OptionalAddr,
 
+    /// Record metrics (`on`) or not (`off`: every handle is a no-op and
+    /// `/metrics` is empty). For measuring what recording costs.
+    #[arg(long, env = "FLEETGATE_METRICS", default_value = "on", value_parser = ["on", "off"])]
+    metrics: String,
+
     /// Polls (and MQTT CONNECTs) allowed per username: `N/DURATION`, or `off`.
     #[arg(long, env = "FLEETGATE_RATE_LIMIT_PER_USER", default_value = "5/10s", value_parser = RateSetting::parse)]
     rate_limit_per_user: RateSetting,
@@ -177,7 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // Before anything resolves metric handles (the registry, the workers).
-    let metrics = fleetgate_admin::telemetry::install_recorder()?;
+    let metrics = if cli.metrics == "on" {
+        fleetgate_admin::telemetry::install_recorder()?
+    } else {
+        tracing::warn!("--metrics off: nothing is recorded");
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle()
+    };
     let render = fleetgate_admin::telemetry::renderer(metrics.clone());
     // The admin service and the forwarding hand-over run here; proxy
     // workers own the cores, so one tokio thread is enough.

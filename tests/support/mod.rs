@@ -34,14 +34,9 @@ pub fn bin_dir() -> &'static Path {
             .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--bins",
-            "-p",
-            "fleetgate-proxy",
-            "-p",
-            "fleetgate-admin",
-        ]);
+        // The same selection as scripts/test.sh, so features unify the same
+        // way and an up-to-date build is not redone.
+        cmd.args(["build", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
         }

@@ -221,10 +221,16 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` as job `job_name`, and waits
     /// until it reports ready.
     pub fn start(job_name: &str, targets: &[SocketAddr]) -> Prometheus {
+        Prometheus::start_with_config(&Prometheus::config(job_name, targets))
+    }
+
+    /// Starts Prometheus with the given configuration file contents, and
+    /// waits until it reports ready.
+    pub fn start_with_config(config_yaml: &str) -> Prometheus {
         let program = tool("prometheus");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, Prometheus::config(job_name, targets)).expect("write config");
+        std::fs::write(&config, config_yaml).expect("write config");
         let tsdb = dir.path().join("tsdb");
         // A free port can be taken between our probe and Prometheus's bind;
         // then it exits at once and we try another.

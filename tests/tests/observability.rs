@@ -470,6 +470,16 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
     let admin = http_get(g.admin, "/metrics").expect("GET /metrics on the admin port");
     assert_eq!(admin.status, 200, "{}", admin.text());
     lint("the admin port", &admin.text());
+    // In the all-in-one binary both ports render one registry: this is why
+    // grafana/prometheus.yml scrapes them as separate jobs and the dashboard
+    // shows one job at a time.
+    // (Families come in no fixed order.)
+    let families = |text: &str| metric_types(text).into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(
+        families(&admin.text()),
+        families(&scrape(g.metrics)),
+        "the admin port and the metrics port export different metric families"
+    );
 
     // Every dashboard query is valid PromQL with data behind it, run with
     // Grafana's variables replaced the way Grafana would.
@@ -494,5 +504,45 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
                 .collect();
             assert!(outcomes.contains(&"locked"), "{title}: {data}");
         }
+    }
+}
+
+/// The shipped `grafana/prometheus.yml`, pointed at a test gateway (its two
+/// targets replaced by the gateway's metrics and admin ports): both jobs
+/// scrape successfully, and the job the dashboard shows by default is one
+/// of them.
+#[test]
+fn the_shipped_scrape_config_scrapes_both_ports() {
+    let shipped = std::fs::read_to_string(grafana_dir().join("prometheus.yml"))
+        .expect("read grafana/prometheus.yml");
+    for default_target in ["127.0.0.1:9464", "127.0.0.1:8081"] {
+        assert!(
+            shipped.contains(default_target),
+            "{default_target} not scraped"
+        );
+    }
+    let g = Gateway::start(&[]);
+    let config = shipped
+        .replace("127.0.0.1:9464", &g.metrics.to_string())
+        .replace("127.0.0.1:8081", &g.admin.to_string());
+    let prom = Prometheus::start_with_config(&config);
+    check_config(&prom.config);
+
+    // Every target up, with the shipped 5 s interval: both jobs, two targets.
+    prom.wait_for("sum(up)", Duration::from_secs(30), |v| v == Some(2.0));
+    let d = read_dashboard();
+    let default_job = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "job")
+        .expect("a `job` variable")["current"]["value"]
+        .as_str()
+        .expect("a default job")
+        .to_owned();
+    for job in [default_job.as_str(), "fleetgate-admin"] {
+        let series = format!("count({}{{job=\"{job}\"}})", metrics::REQUESTS_TOTAL);
+        let count = prom.query_value(&series);
+        assert!(count.is_some_and(|c| c > 0.0), "{series} = {count:?}");
     }
 }
