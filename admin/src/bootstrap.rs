@@ -1,13 +1,22 @@
-//! Opening the registry the way both binaries do at start: create the data
-//! dir, load or create the server secret, open the store, make sure the
-//! `admin` user exists, and start the expiry sweeper.
+//! Opening the registry the way both binaries do at start: the store named
+//! by `--store`, the server secret, the `admin` user, and the background
+//! sweeper of expired records.
+//!
+//! - `memory`: the data dir is created, `secret.key` is loaded or created
+//!   there, and the embedded store replays its journal.
+//! - `redis://…`, `redis+cluster://…`: the secret lives in Redis (created
+//!   once with `SET NX`), so every instance on that Redis computes the same
+//!   fingerprints and accepts the same tokens. The store is wrapped in a
+//!   `TokioBridge` so monoio workers can call it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::secrets::Secrets;
+use fleetgate_registry::store::StoreError;
 use fleetgate_registry::{Registry, UnixMillis};
+use fleetgate_store_redis::{RedisConfig, RedisStore, TokioBridge, WaitReplicas};
 
 use crate::config::{StoreArgs, StoreKind};
 
@@ -22,32 +31,91 @@ pub enum BootstrapError {
     },
     #[error(transparent)]
     Journal(#[from] fleetgate_registry::embedded::journal::JournalError),
-    #[error("cannot create the admin user: {0}")]
-    Admin(#[from] fleetgate_registry::store::StoreError),
+    #[error("cannot reach the store: {0}")]
+    Connect(#[from] fleetgate_store_redis::ConnectError),
+    #[error("cannot read the shared secret or create the admin user: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The registry on the embedded store.
 pub type EmbeddedRegistry = Registry<EmbeddedStore>;
+/// The registry on Redis, callable from any thread.
+pub type RedisRegistry = Registry<TokioBridge<RedisStore>>;
+
+/// The registry `--store` asked for.
+pub enum Opened {
+    Embedded(Arc<EmbeddedRegistry>),
+    Redis(Arc<RedisRegistry>),
+}
 
 /// Opens the registry described by `args`. A generated admin password is
-/// printed once to standard output (never to the log).
-pub async fn open_registry(args: &StoreArgs) -> Result<Arc<EmbeddedRegistry>, BootstrapError> {
-    match args.store {
-        StoreKind::Memory => {}
-    }
-    let dir = &args.data_dir;
-    let data_dir_err = |source| BootstrapError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(data_dir_err)?;
-    let secrets = Secrets::load_or_create(dir).map_err(data_dir_err)?;
+/// printed once to standard output (never to the log). Must run on the
+/// tokio runtime that will also serve the store.
+pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
     let config = args.registry_config();
     let now = UnixMillis::now();
-    let store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
-    let registry = Arc::new(Registry::new(store, secrets, config));
+    match &args.store {
+        StoreKind::Memory => {
+            let dir = &args.data_dir;
+            let data_dir_err = |source| BootstrapError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(data_dir_err)?;
+            let secrets = Secrets::load_or_create(dir).map_err(data_dir_err)?;
+            let store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
+            let registry = Arc::new(Registry::new(store, secrets, config));
+            ensure_admin(&registry, args).await?;
+            tracing::info!(data_dir = %dir.display(), "registry opened on the embedded store");
+            start_embedded_sweeper(&registry);
+            Ok(Opened::Embedded(registry))
+        }
+        StoreKind::Redis(url) => {
+            let redis = RedisStore::connect_with(RedisConfig {
+                url: url.clone(),
+                prefix: args.redis_prefix.clone(),
+                windows: config.windows,
+                max_pending: config.max_pending,
+                op_timeout: args.redis_timeout,
+                wait_replicas: (args.redis_wait_replicas > 0).then(|| WaitReplicas {
+                    replicas: usize::from(args.redis_wait_replicas),
+                    timeout: args.redis_timeout,
+                }),
+                ..RedisConfig::default()
+            })
+            .await?;
+            let secrets = Secrets::derive(&redis.load_or_create_secret().await?);
+            let redis = Arc::new(redis);
+            start_redis_sweeper(redis.clone());
+            let store = TokioBridge::new(redis, tokio::runtime::Handle::current());
+            let registry = Arc::new(Registry::new(store, secrets, config));
+            ensure_admin(&registry, args).await?;
+            tracing::info!(
+                store = %redact(url),
+                prefix = %args.redis_prefix,
+                "registry opened on Redis"
+            );
+            Ok(Opened::Redis(registry))
+        }
+    }
+}
+
+/// The store URL without any password in it, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn ensure_admin<S: fleetgate_registry::store::Store>(
+    registry: &Registry<S>,
+    args: &StoreArgs,
+) -> Result<(), StoreError> {
     if let Some(generated) = registry
-        .ensure_admin(args.admin_password.as_deref(), now)
+        .ensure_admin(args.admin_password.as_deref(), UnixMillis::now())
         .await?
     {
         println!(
@@ -56,20 +124,40 @@ pub async fn open_registry(args: &StoreArgs) -> Result<Arc<EmbeddedRegistry>, Bo
              Set --admin-password / FLEETGATE_ADMIN_PASSWORD to choose one."
         );
     }
-    tracing::info!(data_dir = %dir.display(), "registry opened on the embedded store");
-    Ok(registry)
+    Ok(())
 }
 
 /// Starts the embedded store's background sweeper of expired records.
-pub fn start_sweeper(registry: &Arc<EmbeddedRegistry>) {
-    // The store lives as long as the registry; the sweeper holds only a weak
-    // reference through this Arc clone's lifetime.
-    let store: Arc<EmbeddedRegistry> = registry.clone();
+fn start_embedded_sweeper(registry: &Arc<EmbeddedRegistry>) {
+    let registry = registry.clone();
     std::thread::Builder::new()
         .name("fleetgate-sweeper".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(5));
-            store.store().sweep(UnixMillis::now());
+            registry.store().sweep(UnixMillis::now());
         })
         .expect("spawning the sweeper thread");
+}
+
+/// Every 5 s, sweeps expired requests out of Redis' indexes (frees their
+/// pending slots) and repairs lock copies.
+fn start_redis_sweeper(store: Arc<RedisStore>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            if let Err(e) = store.sweep(UnixMillis::now(), 1000).await {
+                tracing::debug!(error = %e, "redis sweep failed; will retry");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_urls_are_redacted() {
+        assert_eq!(super::redact("redis://:pw@h:6379"), "redis://***@h:6379");
+        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
+    }
 }

@@ -13,7 +13,9 @@ use fleetgate_registry::RegistryConfig;
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
     /// Where registry state lives: `memory` is the embedded store (pending
-    /// requests in memory, users and grants journaled in --data-dir).
+    /// requests in memory, users and grants journaled in --data-dir);
+    /// `redis://host:port` is one Redis; `redis+cluster://host:port,host:port`
+    /// is a Redis Cluster. Every instance on one Redis shares all state.
     #[arg(long, env = "FLEETGATE_STORE", default_value = "memory", value_parser = parse_store)]
     pub store: StoreKind,
 
@@ -42,6 +44,20 @@ pub struct StoreArgs {
     /// Most pending requests kept at once; new requests past it get 503.
     #[arg(long, env = "FLEETGATE_MAX_PENDING", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending: u64,
+
+    /// Namespace of every Redis key; instances that should share state use
+    /// the same prefix.
+    #[arg(long, env = "FLEETGATE_REDIS_PREFIX", default_value = "fleetgate")]
+    pub redis_prefix: String,
+
+    /// Longest a Redis operation may take before the caller gets 503.
+    #[arg(long, env = "FLEETGATE_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// After grants and user changes, `WAIT` for this many Redis replicas
+    /// (0: do not wait).
+    #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u16,
 }
 
 /// Which backend `--store` names.
@@ -49,15 +65,20 @@ pub struct StoreArgs {
 pub enum StoreKind {
     /// The embedded store.
     Memory,
+    /// Redis or Redis Cluster, by URL.
+    Redis(String),
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
     match s {
         "memory" => Ok(StoreKind::Memory),
         s if s.starts_with("redis://") || s.starts_with("redis+cluster://") => {
-            Err("the Redis store is not available in this build yet; use `memory`".into())
+            fleetgate_store_redis::Topology::parse(s).map_err(|e| e.to_string())?;
+            Ok(StoreKind::Redis(s.to_owned()))
         }
-        _ => Err("expected `memory`".into()),
+        _ => {
+            Err("expected `memory`, `redis://host:port` or `redis+cluster://host:port,...`".into())
+        }
     }
 }
 
@@ -99,9 +120,10 @@ mod tests {
     #[test]
     fn store_names() {
         assert_eq!(parse_store("memory").unwrap(), StoreKind::Memory);
-        assert!(parse_store("redis://127.0.0.1")
-            .unwrap_err()
-            .contains("not available"));
+        assert_eq!(
+            parse_store("redis://127.0.0.1:6379").unwrap(),
+            StoreKind::Redis("redis://127.0.0.1:6379".into())
+        );
         assert!(parse_store("postgres://x").is_err());
     }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use fleetgate_admin::{bootstrap, config, server, telemetry, AdminService};
+use fleetgate_registry::store::Store;
+use fleetgate_registry::Registry;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -91,15 +93,22 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let registry = match bootstrap::open_registry(&cli.store).await {
-        Ok(registry) => registry,
+    match bootstrap::open(&cli.store).await {
+        Ok(bootstrap::Opened::Embedded(registry)) => serve(cli, registry, metrics).await,
+        Ok(bootstrap::Opened::Redis(registry)) => serve(cli, registry, metrics).await,
         Err(e) => {
             tracing::error!("cannot open the registry: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    bootstrap::start_sweeper(&registry);
+    }
+}
 
+/// Serves the admin API over `registry` until a signal.
+async fn serve<S: Store>(
+    cli: Cli,
+    registry: Arc<Registry<S>>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> ExitCode {
     let listener = match TcpListener::bind(cli.admin_listen).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -21,6 +21,8 @@ use fleetgate_proxy::mqtt::session::MqttConfig;
 use fleetgate_proxy::pacing::{Pacer, PacingConfig};
 use fleetgate_proxy::routes::{App, ConnConfig, RateLimits, ShedConfig};
 use fleetgate_proxy::worker::{self, Shutdown, WorkerSockets};
+use fleetgate_registry::store::Store;
+use fleetgate_registry::Registry;
 
 /// fleetgate: a device-registration gateway. Devices poll
 /// POST /api/client-registry/register until an administrator grants them.
@@ -105,6 +107,12 @@ struct Cli {
     #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_connections: u64,
 
+    /// Forward `/api/*` to this admin service (`http://host:port`) instead
+    /// of the in-process one; use with `--admin-listen off` to run a proxy
+    /// without an admin of its own.
+    #[arg(long, env = "FLEETGATE_ADMIN_UPSTREAM", value_parser = parse_upstream)]
+    admin_upstream: Option<http::Uri>,
+
     /// Number of proxy worker threads (default: the number of cores).
     #[arg(long, env = "FLEETGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
@@ -132,6 +140,14 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     s.parse()
         .map(|a| OptionalAddr(Some(a)))
         .map_err(|e| format!("{e}; expected host:port or `off`"))
+}
+
+fn parse_upstream(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => Ok(uri),
+        _ => Err("expected http://host:port".into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -186,7 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         fleetgate_admin::telemetry::install_recorder()?
     } else {
         tracing::warn!("--metrics off: nothing is recorded");
-        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle()
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle()
     };
     let render = fleetgate_admin::telemetry::renderer(metrics.clone());
     // The admin service and the forwarding hand-over run here; proxy
@@ -196,8 +214,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .thread_name("fleetgate-admin")
         .enable_all()
         .build()?;
-    let registry = runtime.block_on(bootstrap::open_registry(&cli.store))?;
-    bootstrap::start_sweeper(&registry);
+    let opened = runtime.block_on(bootstrap::open(&cli.store))?;
+    match opened {
+        bootstrap::Opened::Embedded(registry) => {
+            serve(cli, workers, runtime, registry, metrics, render)
+        }
+        bootstrap::Opened::Redis(registry) => {
+            serve(cli, workers, runtime, registry, metrics, render)
+        }
+    }
+}
+
+/// Everything after the store is open: listeners, workers, signals, drain.
+fn serve<S: Store>(
+    cli: Cli,
+    workers: usize,
+    runtime: tokio::runtime::Runtime,
+    registry: Arc<Registry<S>>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    render: fleetgate_admin::service::MetricsRenderer,
+) -> anyhow::Result<()> {
     let service = Arc::new(AdminService::new(registry.clone()).with_metrics(render.clone()));
 
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
@@ -277,7 +313,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let keys = cli.rate_limit_keys as usize;
     let app = Arc::new(App {
         registry,
-        forwarder: Forwarder::in_process(runtime.handle().clone(), service),
+        forwarder: match &cli.admin_upstream {
+            Some(url) => {
+                tracing::info!(upstream = %url, "/api/* is forwarded to the admin upstream");
+                Forwarder::upstream(runtime.handle().clone(), url.clone())
+            }
+            None => Forwarder::in_process(runtime.handle().clone(), service),
+        },
         config: ConnConfig {
             request_timeout: cli.request_timeout,
             idle_timeout: cli.idle_timeout,

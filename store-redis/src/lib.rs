@@ -27,6 +27,8 @@
 //! Redis is down or slow, and recovers by itself when Redis is back.
 //!
 //! # Layout
+//! - [`bridge`]: `TokioBridge`, which lets monoio workers call a
+//!   tokio-bound store.
 //! - [`config`]: `RedisConfig` (URL, prefix, windows, cap, timeouts, `WAIT`),
 //!   URL parsing into a [`config::Topology`], validation.
 //! - [`keys`]: the key schema: buckets, hash tags, key names, the
@@ -44,6 +46,7 @@
 //! - [`store`]: `RedisStore` and its `Store` implementation.
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod config;
 mod conn;
 pub mod events;
@@ -53,6 +56,7 @@ mod record;
 mod scripts;
 pub mod store;
 
+pub use bridge::TokioBridge;
 pub use config::{ConfigError, RedisConfig, Topology, WaitReplicas};
 pub use events::StoreEvent;
 pub use store::{ConnectError, RedisStore};

@@ -6,6 +6,10 @@
 //! Every process a test starts is owned by a guard that kills it (by PID)
 //! when the test ends, pass or fail.
 pub mod prometheus;
+/// Real `redis-server` processes and clusters (shared with the Redis
+/// store's own tests).
+#[path = "../../store-redis/tests/support/servers.rs"]
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,224 @@
+//! Several gateway processes sharing one Redis (and one Redis Cluster):
+//! two proxies without an admin of their own forward `/api/*` to one
+//! `fleetgate-admin`. A device polls one proxy and collects its 201 from
+//! the other. When Redis stops, devices get 503 with `Retry-After`, and
+//! service comes back by itself with every grant intact.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fleetgate_tests::redis::{RedisCluster, RedisServer};
+use fleetgate_tests::*;
+
+/// One `fleetgate-admin` and two proxies on the store at `url`.
+struct Deployment {
+    admin: Process,
+    admin_addr: SocketAddr,
+    proxies: Vec<(Process, SocketAddr, SocketAddr)>,
+}
+
+fn deploy(url: &str) -> Deployment {
+    let prefix = format!("e2e{}", std::process::id());
+    let mut admin = spawn(
+        "fleetgate-admin",
+        &[
+            "--store",
+            url,
+            "--redis-prefix",
+            &prefix,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ],
+        &[],
+    );
+    let admin_addr = admin.logged_addr("admin API listening");
+    let upstream = format!("http://{admin_addr}");
+    let proxies = (0..2)
+        .map(|_| {
+            let mut p = spawn(
+                "fleetgate",
+                &[
+                    "--store",
+                    url,
+                    "--redis-prefix",
+                    &prefix,
+                    "--admin-listen",
+                    "off",
+                    "--admin-upstream",
+                    &upstream,
+                    "--http-listen",
+                    "127.0.0.1:0",
+                    "--mqtt-listen",
+                    "127.0.0.1:0",
+                    "--metrics-listen",
+                    "off",
+                    "--workers",
+                    "2",
+                    "--rate-limit-per-user",
+                    "off",
+                    "--rate-limit-per-ip",
+                    "off",
+                    "--admin-password",
+                    ADMIN_PASSWORD,
+                ],
+                &[],
+            );
+            let http = p.logged_addr("device API listening");
+            let mqtt = p.logged_addr("MQTT listening");
+            (p, http, mqtt)
+        })
+        .collect();
+    Deployment {
+        admin,
+        admin_addr,
+        proxies,
+    }
+}
+
+fn shared_state_across_instances(url: &str) {
+    let d = deploy(url);
+    let (p1, p2) = (d.proxies[0].1, d.proxies[1].1);
+    let device = creds("plc-shared-1", "s3cret-pass");
+    assert_eq!(register(p1, &device).status, 423);
+
+    // The admin API through proxy 2, forwarded to the separate admin.
+    let token = login(p2, "admin", ADMIN_PASSWORD);
+    let r = authed(p2, &token, "POST", "/api/client-registry/unlock", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Proxy 1 sees the unlock.
+    let r = register(p1, &device);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let pairing = r.json()["pairingId"].clone();
+    // ... and proxy 2 sees the same pending request.
+    assert_eq!(register(p2, &device).json()["pairingId"], pairing);
+    assert_eq!(
+        register(p2, &creds("plc-shared-1", "other-pass")).status,
+        409
+    );
+    let r = authed(
+        d.admin_addr,
+        &token,
+        "GET",
+        "/api/client-registry/requests/plc-shared-1",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["polls"], 2);
+
+    // Grant on the admin; collect from proxy 2; log in through either proxy.
+    let r = authed(
+        d.admin_addr,
+        &token,
+        "POST",
+        "/api/client-registry/requests/plc-shared-1/grant",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = register(p2, &device);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["pairingId"], pairing);
+    assert_eq!(register(p1, &device).status, 201);
+    login(p1, "plc-shared-1", "s3cret-pass");
+    login(p2, "plc-shared-1", "s3cret-pass");
+
+    // MQTT on proxy 1 authenticates the same user (no upstream: 3).
+    let connect = mqtt_connect(
+        MqttLevel::V311,
+        "c1",
+        Some("plc-shared-1"),
+        Some(b"s3cret-pass"),
+    );
+    assert_eq!(
+        mqtt_exchange(d.proxies[0].2, &connect),
+        [0x20, 0x02, 0x00, 0x03]
+    );
+    let wrong = mqtt_connect(
+        MqttLevel::V311,
+        "c1",
+        Some("plc-shared-1"),
+        Some(b"wrong-pass"),
+    );
+    assert_eq!(
+        mqtt_exchange(d.proxies[1].2, &wrong),
+        [0x20, 0x02, 0x00, 0x04]
+    );
+    drop(d.admin);
+}
+
+#[test]
+fn two_proxies_and_an_admin_share_one_redis() {
+    let redis = RedisServer::start();
+    shared_state_across_instances(&redis.url());
+}
+
+#[test]
+fn two_proxies_and_an_admin_share_one_redis_cluster() {
+    let cluster = RedisCluster::start();
+    shared_state_across_instances(&cluster.url());
+}
+
+#[test]
+fn redis_outage_gives_503_then_recovers_with_grants_intact() {
+    // Persistence on, so a restarted server still has what it acknowledged.
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let d = deploy(&redis.url());
+    let p1 = d.proxies[0].1;
+    let token = login(d.admin_addr, "admin", ADMIN_PASSWORD);
+    authed(
+        d.admin_addr,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        br#"{"durationMs":600000}"#,
+    );
+    assert_eq!(register(p1, &creds("dev-granted", "secret-1")).status, 202);
+    assert_eq!(register(p1, &creds("dev-pending", "secret-2")).status, 202);
+    let r = authed(
+        d.admin_addr,
+        &token,
+        "POST",
+        "/api/client-registry/requests/dev-granted/grant",
+        b"",
+    );
+    assert_eq!(r.status, 200);
+
+    redis.stop();
+    let t = Instant::now();
+    let r = register(p1, &creds("dev-pending", "secret-2"));
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["status"], "unavailable");
+    assert!(r.header("Retry-After").is_some());
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let ready = request(p1, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 503);
+    let admin_view = authed(d.admin_addr, &token, "GET", "/api/client-registry", b"");
+    assert_eq!(admin_view.status, 503, "{}", admin_view.text());
+
+    redis.restart();
+    // Service comes back by itself.
+    let back = Instant::now();
+    loop {
+        let r = register(p1, &creds("dev-pending", "secret-2"));
+        if r.status == 202 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "still {} after restart",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let recovered = back.elapsed();
+    assert!(
+        recovered < Duration::from_secs(3),
+        "recovered after {recovered:?}"
+    );
+    // The acknowledged grant survived.
+    assert_eq!(register(p1, &creds("dev-granted", "secret-1")).status, 201);
+    login(p1, "dev-granted", "secret-1");
+    assert_eq!(request(p1, "GET", "/readyz", &[], b"").status, 200);
+}
