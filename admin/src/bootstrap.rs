@@ -16,7 +16,9 @@ use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::StoreError;
 use fleetgate_registry::{Registry, UnixMillis};
-use fleetgate_store_redis::{RedisConfig, RedisStore, TokioBridge, WaitReplicas};
+use fleetgate_store_redis::{
+    CachedStore, PollCache, RedisConfig, RedisStore, TokioBridge, WaitReplicas,
+};
 
 use crate::config::{StoreArgs, StoreKind};
 
@@ -39,8 +41,8 @@ pub enum BootstrapError {
 
 /// The registry on the embedded store.
 pub type EmbeddedRegistry = Registry<EmbeddedStore>;
-/// The registry on Redis, callable from any thread.
-pub type RedisRegistry = Registry<TokioBridge<RedisStore>>;
+/// The registry on Redis: callable from any thread, with the poll cache.
+pub type RedisRegistry = Registry<CachedStore<TokioBridge<RedisStore>>>;
 
 /// The registry `--store` asked for.
 pub enum Opened {
@@ -87,7 +89,18 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             let secrets = Secrets::derive(&redis.load_or_create_secret().await?);
             let redis = Arc::new(redis);
             start_redis_sweeper(redis.clone());
-            let store = TokioBridge::new(redis, tokio::runtime::Handle::current());
+            let cache = PollCache::new(args.poll_cache_ttl, config.max_pending);
+            fleetgate_store_redis::cache::spawn_event_listener(
+                cache.clone(),
+                redis.subscribe_events(),
+            );
+            fleetgate_store_redis::cache::spawn_lock_refresher(
+                cache.clone(),
+                redis.clone(),
+                Duration::from_secs(1),
+            );
+            let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
+            let store = CachedStore::new(Arc::new(bridge), cache);
             let registry = Arc::new(Registry::new(store, secrets, config));
             ensure_admin(&registry, args).await?;
             tracing::info!(

@@ -54,6 +54,12 @@ pub struct StoreArgs {
     #[arg(long, env = "FLEETGATE_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
+    /// With Redis: how long a proxy answers a repeated poll of a pending
+    /// request from its cache before asking Redis again (events from Redis
+    /// drop an entry at once when its request is granted or denied).
+    #[arg(long, env = "FLEETGATE_POLL_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub poll_cache_ttl: Duration,
+
     /// After grants and user changes, `WAIT` for this many Redis replicas
     /// (0: do not wait).
     #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]

@@ -122,17 +122,38 @@ fn main() {
     let leaf_node = BTREE_CAPACITY * inline + 16;
     println!();
     println!("breakdown (sizes from the types and glibc's malloc chunk rounding):");
-    println!("  map key String (inline)                    {key:>4} B");
-    println!("  RequestRecord (inline)                     {record:>4} B");
-    println!("  key's heap copy of the username ({name_len} B)    {heap_key:>4} B");
-    println!("  RequestRecord.username heap copy           {heap_username:>4} B");
-    println!("  sealed secret ({SEALED_LEN} B) heap                {heap_sealed:>4} B");
-    println!("  = {:>4} B with every B-tree slot full", inline + heap);
-    let slack = per - (inline + heap) as f64;
-    let fill_ratio = inline as f64 / (per - heap as f64);
+    for (what, bytes) in [
+        ("map key String (inline)".to_string(), key),
+        ("RequestRecord (inline)".to_string(), record),
+        (
+            format!("map key's heap copy of the username ({name_len} B)"),
+            heap_key,
+        ),
+        (
+            "RequestRecord.username, a second heap copy".to_string(),
+            heap_username,
+        ),
+        (
+            format!("sealed secret ({SEALED_LEN} B) on the heap"),
+            heap_sealed,
+        ),
+    ] {
+        println!("  {what:<48}{bytes:>5} B");
+    }
     println!(
-        "  measured - that = {slack:.0} B: empty slots of B-tree nodes ({leaf_node} B per leaf of \
-         {BTREE_CAPACITY}), internal nodes, allocator slack (implied average slot use {:.0}%)",
-        fill_ratio * 100.0
+        "  {:<48}{:>5} B",
+        "= with every B-tree slot full",
+        inline + heap
+    );
+    let slack = per - (inline + heap) as f64;
+    let slot_use = inline as f64 / (per - heap as f64);
+    println!(
+        "  {:<48}{slack:>5.0} B",
+        "measured minus that: B-tree slack"
+    );
+    println!(
+        "    (empty slots in {leaf_node}-byte leaves of {BTREE_CAPACITY} entries, internal nodes, \
+         allocator slack; implied average slot use {:.0}%)",
+        slot_use * 100.0
     );
 }

@@ -29,6 +29,8 @@
 //! # Layout
 //! - [`bridge`]: `TokioBridge`, which lets monoio workers call a
 //!   tokio-bound store.
+//! - [`cache`]: `CachedStore`, the proxies' event-invalidated cache of
+//!   poll state and lock state.
 //! - [`config`]: `RedisConfig` (URL, prefix, windows, cap, timeouts, `WAIT`),
 //!   URL parsing into a [`config::Topology`], validation.
 //! - [`keys`]: the key schema: buckets, hash tags, key names, the
@@ -47,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bridge;
+pub mod cache;
 pub mod config;
 mod conn;
 pub mod events;
@@ -57,6 +60,7 @@ mod scripts;
 pub mod store;
 
 pub use bridge::TokioBridge;
+pub use cache::{CachedStore, PollCache};
 pub use config::{ConfigError, RedisConfig, Topology, WaitReplicas};
 pub use events::StoreEvent;
 pub use store::{ConnectError, RedisStore};

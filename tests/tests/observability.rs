@@ -450,7 +450,8 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
         "{locked} = {before:?} before any poll"
     );
 
-    // Distinct devices, so no per-device rate limit can answer 429.
+    // Distinct devices, so a per-device rate limit could not answer 429
+    // even if the test gateway had one on.
     for i in 0..LOCKED_POLLS {
         let r = register(g.http, &creds(&format!("prom-{i:04}"), "secret-pw"));
         assert_eq!(r.status, 423, "poll {i}: {}", r.text());
@@ -472,8 +473,7 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
     lint("the admin port", &admin.text());
     // In the all-in-one binary both ports render one registry: this is why
     // grafana/prometheus.yml scrapes them as separate jobs and the dashboard
-    // shows one job at a time.
-    // (Families come in no fixed order.)
+    // shows one job at a time. (Families come in no fixed order.)
     let families = |text: &str| metric_types(text).into_iter().collect::<BTreeSet<_>>();
     assert_eq!(
         families(&admin.text()),
@@ -482,12 +482,10 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
     );
 
     // Every dashboard query is valid PromQL with data behind it, run with
-    // Grafana's variables replaced the way Grafana would.
-    prom.wait_for(
-        "sum(fleetgate_grants_total{job=\"fleetgate\"})",
-        Duration::from_secs(20),
-        |v| v == Some(1.0),
-    );
+    // Grafana's variables replaced the way Grafana would. (The TLS
+    // resumption ratio is NaN, 0/0, until TLS exists; still a sample.)
+    let grants = format!("sum({}{{job=\"fleetgate\"}})", metrics::GRANTS_TOTAL);
+    prom.wait_for(&grants, Duration::from_secs(20), |v| v == Some(1.0));
     let d = read_dashboard();
     for (title, expr) in panel_queries(&d) {
         let promql = expr
@@ -495,10 +493,10 @@ fn a_real_prometheus_scrapes_and_counts_the_gateways_requests() {
             .replace("$job", "fleetgate")
             .replace("$instance", ".*");
         let data = prom.query(&promql);
+        let result = data["result"].as_array().expect("a vector result");
+        assert!(!result.is_empty(), "panel {title:?}: {promql} is empty");
         if title == "HTTP register polls by outcome" {
-            let outcomes: Vec<&str> = data["result"]
-                .as_array()
-                .unwrap()
+            let outcomes: Vec<&str> = result
                 .iter()
                 .filter_map(|s| s["metric"]["outcome"].as_str())
                 .collect();
