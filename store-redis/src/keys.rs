@@ -7,7 +7,7 @@
 //! are in one slot, and a script that touches only them is valid on a
 //! cluster. The 64 buckets spread over the cluster's masters; the few global
 //! keys (lock state, `--max-pending` counter, secret) are single-key and need
-//! no tag. The full table is in `docs/REDIS-KEYS.md`.
+//! no tag. The full table is in `docs/ARCHITECTURE.md (section "State: the Redis store")`.
 
 /// Number of buckets. A username's bucket is FNV-1a(username) mod 64, the
 /// same function the embedded store uses for its shards. 64 tags spread well

@@ -6,7 +6,7 @@
 //! of truth: lock state, pending requests, grants and users. Every state
 //! transition is one Lua script that touches the keys of one **bucket** only,
 //! all under one hash tag, so it is atomic and valid on a cluster. The key
-//! schema is in `docs/REDIS-KEYS.md`; what is not inside one script (the
+//! schema is in `docs/ARCHITECTURE.md (section "State: the Redis store")`; what is not inside one script (the
 //! `--max-pending` counter, the lock state's bucket copies, listings), and
 //! the accuracy that follows, is described in the [`store`] module.
 //!

@@ -4,7 +4,7 @@
 //! buckets (the extra one tells whether there is a next page). Asking every
 //! bucket for `limit + 1` names is always enough, but moves 64 times the
 //! page; with 1,000,000 pending requests a 1000-item page took 279 ms that
-//! way (`listing_stays_fast_with_a_million_pending`, see docs/REDIS-KEYS.md).
+//! way (`listing_stays_fast_with_a_million_pending`, see docs/ARCHITECTURE.md (section "State: the Redis store")).
 //! Usernames spread evenly over buckets, so each bucket is first asked for
 //! about twice its share. A bucket that returned a full batch whose last name
 //! is still below the page's cut may hide names that belong on the page; only
