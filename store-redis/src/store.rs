@@ -3,9 +3,11 @@
 //! Each transition is one Lua script on one bucket (see `src/lua/`),
 //! so it is atomic and cluster-valid. What is not inside one script, and why:
 //!
-//! - **The `--max-pending` counter** is one global key, which cannot share a
-//!   slot with every bucket. A poll that would create a pending request
-//!   therefore takes three round trips: the register script answers
+//! - **The `--max-pending` counter** is one global key. On a single Redis
+//!   the register script takes the slot itself (`counted` mode), so every
+//!   poll is one round trip. On a cluster the counter cannot share a slot
+//!   with every bucket, so a poll that would create a pending request takes
+//!   three round trips there (once in a device's life): the register script answers
 //!   `need_slot` (having changed nothing but expired leftovers), the
 //!   `reserve` script takes a slot on the counter, and the register script
 //!   runs again in `create` mode, deciding afresh. If the decision changed in
@@ -419,10 +421,12 @@ impl RedisStore {
         }
     }
 
-    /// `EVALSHA register` for `call` in `mode` (`decide` or `create`).
+    /// `EVALSHA register` for `call` in `mode` (`decide`, `create`, or
+    /// `counted`, which also names the global slot counter).
     fn register_cmd(&self, call: &RegisterCall<'_>, now: UnixMillis, mode: &str) -> redis::Cmd {
         let (uk, bk) = (&call.user, &call.bucket);
-        let mut cmd = self.scripts.register.evalsha(&[
+        let slots = self.keys.pending_slots();
+        let mut keys: Vec<&str> = vec![
             &uk.request,
             &uk.user,
             &bk.pending,
@@ -430,7 +434,11 @@ impl RedisStore {
             &bk.granted,
             &bk.granted_expiry,
             &bk.lock,
-        ]);
+        ];
+        if mode == "counted" {
+            keys.push(&slots);
+        }
+        let mut cmd = self.scripts.register.evalsha(&keys);
         let [ttl, collect, deny] = self.windows_ms;
         cmd.arg(call.username)
             .arg(&call.fingerprint)
@@ -458,6 +466,27 @@ impl RedisStore {
         };
         let mut conn = self.conn();
 
+        // On a single Redis a script may touch the global slot counter too,
+        // so every poll, creating or not, is one round trip.
+        if !self.is_cluster() {
+            let mut cmd = self.register_cmd(&call, now, "counted");
+            cmd.arg(self.max_pending).arg(record::create_fields(poll));
+            let reply = conn
+                .eval(&self.scripts, &cmd)
+                .await
+                .map_err(|e| unavailable("register", e))?;
+            let (code, swept, rest) =
+                record::split_reply(reply).map_err(|e| bad_reply("register", e))?;
+            if code == "full" {
+                return Err(StoreError::PendingLimit {
+                    max: self.max_pending,
+                });
+            }
+            self.release_slots(swept).await;
+            return self.register_outcome(call.username, &code, rest);
+        }
+
+        // On a cluster the counter cannot share a slot with every bucket.
         // Round trip 1: decide, and apply anything but a creation.
         let cmd = self.register_cmd(&call, now, "decide");
         let reply = conn

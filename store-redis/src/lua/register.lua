@@ -8,12 +8,17 @@
 -- KEYS[5] granted index  {t}:granted
 -- KEYS[6] granted expiry {t}:gexp
 -- KEYS[7] lock copy      {t}:lock      (<version>:<unlocked_until ms>; missing = locked)
+-- KEYS[8] (mode 'counted' only) the global --max-pending counter; only on a
+--         single Redis, where a script may touch keys of any slot
 -- ARGV[1] username  ARGV[2] fingerprint (hex)  ARGV[3] now
 -- ARGV[4] pending_ttl ms  ARGV[5] collect_window ms  ARGV[6] deny_window ms
--- ARGV[7] mode: 'decide' (may not create: answers need_slot instead) or
---         'create' (a --max-pending slot is reserved: create if still decided)
+-- ARGV[7] mode: 'decide' (may not create: answers need_slot instead),
+--         'create' (a --max-pending slot is reserved: create if still decided),
+--         or 'counted' (single Redis: take the slot from KEYS[8] here, so a
+--         creating poll is one round trip; answers 'full' at the cap)
 -- ARGV[8] bucket tag `{t}`  ARGV[9] source address or ''
--- ARGV[10..] field, value pairs of a new record (transport, sealed, ...)
+-- ARGV[10..] field, value pairs of a new record (transport, sealed, ...);
+--         in mode 'counted', ARGV[10] is max_pending and the pairs follow
 --
 -- Reply: {decision, swept, [record field, value ...]} where decision is one
 -- of collect, pending, pending_locked, conflict, denied, locked, need_slot,
@@ -82,7 +87,21 @@ if r then
 end
 swept = swept + sweep_pending(tag, KEYS[3], KEYS[4], now, 16)
 
-if mode ~= 'create' then
+local first_field = 10
+if mode == 'counted' then
+  first_field = 11
+  local count = tonumber(redis.call('GET', KEYS[8]) or '0') - swept
+  if count < 0 then
+    count = 0
+  end
+  if count + 1 > tonumber(ARGV[10]) then
+    redis.call('SET', KEYS[8], int(count))
+    return { 'full', 0 }
+  end
+  redis.call('SET', KEYS[8], int(count + 1))
+  -- The swept slots went back to the counter just now.
+  swept = 0
+elseif mode ~= 'create' then
   return { 'need_slot', swept }
 end
 
@@ -91,7 +110,7 @@ if source ~= '' then
   fields[#fields + 1] = 'src'
   fields[#fields + 1] = source
 end
-for i = 10, #ARGV do
+for i = first_field, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
