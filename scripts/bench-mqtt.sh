@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MQTT CONNECT storms through the real `fleetgate` (one worker, pinned to
 # core 0) and against Mosquitto (pinned to core 0), driven by the same tool
-# (`connect_storm`, pinned to core 1), in one run.
+# (`fleetgate-loadtest mqtt-storm`, pinned to core 1), in one run.
 #
 #   ./scripts/bench-mqtt.sh [seconds] [concurrency] [granted-users]
 #
@@ -17,8 +17,9 @@ conc="${2:-64}"
 users="${3:-10000}"
 command -v mosquitto_passwd >/dev/null || { apt-get update -q && apt-get install -y -q mosquitto; }
 mosquitto=/usr/sbin/mosquitto; [ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto)
-cargo build --release --locked --bin fleetgate --example connect_storm -p fleetgate-proxy >/dev/null
-storm="taskset -c 1 ./target/release/examples/connect_storm"
+cargo build --release --locked --bin fleetgate -p fleetgate-proxy >/dev/null
+cargo build --release --locked -p fleetgate-loadtest >/dev/null
+storm="taskset -c 1 ./target/release/fleetgate-loadtest mqtt-storm --quiet"
 
 work="$(mktemp -d)"
 # Mosquitto drops root privileges to its own user, which must read the password file.

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetgate_registry::ca::CertificateAuthority;
 use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::StoreError;
@@ -37,6 +38,8 @@ pub enum BootstrapError {
     Connect(#[from] fleetgate_store_redis::ConnectError),
     #[error("cannot read the shared secret or create the admin user: {0}")]
     Store(#[from] StoreError),
+    #[error("client CA: {0}")]
+    Ca(#[from] fleetgate_registry::ca::CaError),
 }
 
 /// The registry on the embedded store.
@@ -66,7 +69,19 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             std::fs::create_dir_all(dir).map_err(data_dir_err)?;
             let secrets = Secrets::load_or_create(dir).map_err(data_dir_err)?;
             let store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
-            let registry = Arc::new(Registry::new(store, secrets, config));
+            let ca = match (&args.ca_cert, &args.ca_key) {
+                (Some(c), Some(k)) => CertificateAuthority::from_pem(
+                    &read_pem(c)?,
+                    &read_pem(k)?,
+                    args.cert_validity_days,
+                )?,
+                _ => CertificateAuthority::load_or_generate(
+                    &dir.join("ca-cert.pem"),
+                    &dir.join("ca-key.pem"),
+                    args.cert_validity_days,
+                )?,
+            };
+            let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
             ensure_admin(&registry, args).await?;
             tracing::info!(data_dir = %dir.display(), "registry opened on the embedded store");
             start_embedded_sweeper(&registry);
@@ -87,6 +102,23 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             })
             .await?;
             let secrets = Secrets::derive(&redis.load_or_create_secret().await?);
+            let ca = match (&args.ca_cert, &args.ca_key) {
+                (Some(c), Some(k)) => CertificateAuthority::from_pem(
+                    &read_pem(c)?,
+                    &read_pem(k)?,
+                    args.cert_validity_days,
+                )?,
+                _ => {
+                    // Shared through Redis: the first instance's CA wins.
+                    let fresh = CertificateAuthority::generate(args.cert_validity_days)?;
+                    let candidate = format!("{}\n{}", fresh.cert_pem(), fresh.key_pem());
+                    let shared = redis
+                        .load_or_create_shared("client-ca", candidate.as_bytes())
+                        .await?;
+                    let text = String::from_utf8_lossy(&shared).into_owned();
+                    CertificateAuthority::from_combined_pem(&text, args.cert_validity_days)?
+                }
+            };
             let redis = Arc::new(redis);
             start_redis_sweeper(redis.clone());
             let cache = PollCache::new(args.poll_cache_ttl, config.max_pending);
@@ -101,7 +133,7 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             );
             let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
             let store = CachedStore::new(Arc::new(bridge), cache);
-            let registry = Arc::new(Registry::new(store, secrets, config));
+            let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
             ensure_admin(&registry, args).await?;
             tracing::info!(
                 store = %redact(url),
@@ -111,6 +143,13 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             Ok(Opened::Redis(registry))
         }
     }
+}
+
+fn read_pem(path: &std::path::Path) -> Result<String, fleetgate_registry::ca::CaError> {
+    std::fs::read_to_string(path).map_err(|e| fleetgate_registry::ca::CaError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The store URL without any password in it, for the log.

@@ -45,6 +45,20 @@ pub struct StoreArgs {
     #[arg(long, env = "FLEETGATE_MAX_PENDING", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending: u64,
 
+    /// PEM certificate of the CA that signs client certificates. Without
+    /// --ca-cert/--ca-key, a CA is generated on first start and kept in
+    /// --data-dir (embedded store) or in Redis (shared by every instance).
+    #[arg(long, env = "FLEETGATE_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// PEM private key of the client CA.
+    #[arg(long, env = "FLEETGATE_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+
+    /// Validity of issued client certificates, in days.
+    #[arg(long, env = "FLEETGATE_CERT_VALIDITY_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub cert_validity_days: u32,
+
     /// Namespace of every Redis key; instances that should share state use
     /// the same prefix.
     #[arg(long, env = "FLEETGATE_REDIS_PREFIX", default_value = "fleetgate")]

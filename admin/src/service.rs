@@ -178,6 +178,7 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    CaCertificate,
     Login,
     RegistryStatus,
     Unlock,
@@ -208,6 +209,7 @@ impl Route {
             |s: &str| -> Result<String, ApiError> { Ok(percent_decode(s, Plus::IsLiteral)?) };
         let route = match segments.as_slice() {
             ["login"] => Route::Login,
+            ["certificates", "ca"] => Route::CaCertificate,
             ["client-registry"] => Route::RegistryStatus,
             ["client-registry", "unlock"] => Route::Unlock,
             ["client-registry", "lock"] => Route::Lock,
@@ -228,6 +230,7 @@ impl Route {
             Route::Healthz
             | Route::Readyz
             | Route::Metrics
+            | Route::CaCertificate
             | Route::RegistryStatus
             | Route::Requests
             | Route::Request(_)
@@ -244,7 +247,7 @@ impl Route {
     fn needs_admin(&self) -> bool {
         !matches!(
             self,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::Login
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::CaCertificate | Route::Login
         )
     }
 }
@@ -366,6 +369,19 @@ impl<S: Store> AdminService<S> {
         let registry = &self.registry;
         match route {
             Route::Healthz => Ok(json_response(StatusCode::OK, &Health { status: "ok" })),
+            // The CA certificate is public: devices fetch it to verify
+            // what they are issued.
+            Route::CaCertificate => match self.registry.ca() {
+                Some(ca) => {
+                    let mut response = Response::new(Bytes::from(ca.cert_pem().to_owned()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-pem-file"),
+                    );
+                    Ok(response)
+                }
+                None => Err(ApiError::NotFound("no client CA is configured".into())),
+            },
             Route::Metrics => match &self.metrics {
                 Some(render) => {
                     let mut response = Response::new(Bytes::from(render()));

@@ -29,6 +29,7 @@ use fleetgate_bench::pending::{
 use fleetgate_bench::{quick_mode, QUICK_LARGE_PENDING};
 use fleetgate_registry::decision::Decision;
 use fleetgate_registry::embedded::EmbeddedStore;
+use fleetgate_registry::fingerprint::CredentialKind;
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{SealOnCreate, Store};
 use fleetgate_registry::UnixMillis;
@@ -85,6 +86,7 @@ fn store_decision(c: &mut Criterion) {
                         secrets: &secrets,
                         fingerprint: BENCH_FINGERPRINT,
                         username,
+                        kind: CredentialKind::Password,
                         secret: b"s3cret-pass1",
                     },
                 );

@@ -79,6 +79,7 @@ fn main() {
                 secrets: &secrets,
                 fingerprint,
                 username,
+                kind: CredentialKind::Password,
                 secret: &secret,
             },
         );

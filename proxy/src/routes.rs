@@ -189,7 +189,8 @@ async fn register<S: Store>(
     app.pacer.record_poll(worker.id);
     let outcome = match register_outcome(worker, body, peer, started).await {
         Answer::Outcome(outcome) => {
-            write_register_outcome(out, &outcome, app.pacer.advise(), keep_alive);
+            let ca = app.registry.ca().map(|ca| ca.cert_pem());
+            write_register_outcome(out, &outcome, app.pacer.advise(), ca, keep_alive);
             telemetry_outcome(&outcome)
         }
         Answer::RateLimited(wait) => {
@@ -282,6 +283,7 @@ pub fn write_register_outcome(
     out: &mut Vec<u8>,
     outcome: &RegisterOutcome,
     retry_after_secs: u32,
+    ca_certificate: Option<&str>,
     keep_alive: bool,
 ) {
     let status = status_of(outcome);
@@ -290,8 +292,23 @@ pub fn write_register_outcome(
         RegisterOutcome::Pending { pairing_id, .. } => {
             let _ = write!(body, r#"{{"status":"pending","pairingId":"{pairing_id}"}}"#);
         }
-        RegisterOutcome::Granted { pairing_id } => {
+        RegisterOutcome::Granted {
+            pairing_id,
+            certificate: None,
+        } => {
             let _ = write!(body, r#"{{"status":"granted","pairingId":"{pairing_id}"}}"#);
+        }
+        RegisterOutcome::Granted {
+            pairing_id,
+            certificate: Some(pem),
+        } => {
+            let v = serde_json::json!({
+                "status": "granted",
+                "pairingId": pairing_id.to_string(),
+                "certificate": pem,
+                "caCertificate": ca_certificate,
+            });
+            body = v.to_string().into_bytes();
         }
         RegisterOutcome::Locked {
             pairing_id: Some(id),
@@ -350,7 +367,7 @@ mod tests {
 
     fn render(outcome: RegisterOutcome) -> String {
         let mut out = Vec::new();
-        write_register_outcome(&mut out, &outcome, 5, true);
+        write_register_outcome(&mut out, &outcome, 5, None, true);
         String::from_utf8(out).unwrap()
     }
 
@@ -386,7 +403,14 @@ mod tests {
             (RegisterOutcome::Conflict, 409, "conflict"),
             (RegisterOutcome::Denied, 403, "denied"),
             (RegisterOutcome::Locked { pairing_id: None }, 423, "locked"),
-            (RegisterOutcome::Granted { pairing_id: id }, 201, "granted"),
+            (
+                RegisterOutcome::Granted {
+                    pairing_id: id,
+                    certificate: None,
+                },
+                201,
+                "granted",
+            ),
             (
                 RegisterOutcome::Unavailable("down".into()),
                 503,

@@ -41,6 +41,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
 
 fn user(username: &str) -> UserRecord {
     UserRecord {
+        certificate: None,
         username: username.into(),
         password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
         roles: vec!["sensor".into()],
@@ -65,6 +66,7 @@ async fn decide<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> Deci
 async fn grant<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> GrantResult {
     s.commit_grant(
         GrantCommit {
+            certificate: None,
             username: username.into(),
             fingerprint: fp(n),
             user: user(username),

@@ -161,6 +161,7 @@ mod tests {
 
     fn record(state: RequestState, fpb: u8, last_seen: UnixMillis) -> RequestRecord {
         RequestRecord {
+            certificate: None,
             username: "dev01".into(),
             fingerprint: fp(fpb),
             state,

@@ -142,6 +142,41 @@ pub fn seal(secrets: &Secrets, fp: &Fingerprint, username: &str, secret: &[u8]) 
         .expect("encryption of an in-memory buffer cannot fail")
 }
 
+/// Seals a credential with its kind: one tag byte (`P` password, `C` CSR)
+/// before the secret, so the grant knows what to derive from it.
+pub fn seal_credential(
+    secrets: &Secrets,
+    fp: &Fingerprint,
+    username: &str,
+    kind: CredentialKind,
+    secret: &[u8],
+) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(secret.len() + 1);
+    tagged.push(match kind {
+        CredentialKind::Password => b'P',
+        CredentialKind::Csr => b'C',
+    });
+    tagged.extend_from_slice(secret);
+    seal(secrets, fp, username, &tagged)
+}
+
+/// Opens what [`seal_credential`] sealed.
+pub fn unseal_credential(
+    secrets: &Secrets,
+    fp: &Fingerprint,
+    username: &str,
+    sealed: &[u8],
+) -> Result<(CredentialKind, Vec<u8>), UnsealError> {
+    let mut tagged = unseal(secrets, fp, username, sealed)?;
+    let kind = match tagged.first() {
+        Some(b'P') => CredentialKind::Password,
+        Some(b'C') => CredentialKind::Csr,
+        _ => return Err(UnsealError),
+    };
+    tagged.remove(0);
+    Ok((kind, tagged))
+}
+
 /// Opens a sealed secret. Fails if the data, username or key do not match.
 pub fn unseal(
     secrets: &Secrets,

@@ -7,6 +7,7 @@
 //! later MQTT) and the admin service are thin shells around it.
 //!
 //! # Layout
+//! - [`ca`]: the client-certificate authority and CSR checks.
 //! - [`clock`]: milliseconds since the Unix epoch, the one time type.
 //! - [`metrics`]: the name of every exported metric, in one place.
 //! - [`model`]: the records the registry keeps: requests, users, permissions.
@@ -28,6 +29,7 @@
 //!   operations the proxy and the admin service call.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

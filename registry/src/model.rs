@@ -99,6 +99,9 @@ pub struct RequestRecord {
     pub first_seen: UnixMillis,
     pub last_seen: UnixMillis,
     pub polls: u64,
+    /// The client certificate issued at grant, for a CSR request (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 impl RequestRecord {
@@ -168,6 +171,19 @@ pub struct UserRecord {
     /// How the user came to exist: `bootstrap` (the built-in admin) or the
     /// transport of the registration that created it.
     pub origin: String,
+    /// The client certificate this user authenticates with, if granted
+    /// from a CSR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateInfo>,
+}
+
+/// A user's issued client certificate: what mutual TLS checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInfo {
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint: String,
+    pub not_after: UnixMillis,
 }
 
 /// The role that grants access to the admin API.
@@ -186,6 +202,8 @@ impl UserRecord {
             created_at: self.created_at.to_rfc3339(),
             origin: self.origin.clone(),
             has_password: self.password_hash.is_some(),
+            certificate_fingerprint: self.certificate.as_ref().map(|c| c.fingerprint.clone()),
+            certificate_expires: self.certificate.as_ref().map(|c| c.not_after.to_rfc3339()),
         }
     }
 }
@@ -200,6 +218,10 @@ pub struct UserView {
     pub created_at: String,
     pub origin: String,
     pub has_password: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
 }
 
 mod serde_b64 {

@@ -75,8 +75,12 @@ pub enum RegisterOutcome {
         pairing_id: PairingId,
         created: bool,
     },
-    /// 201: granted; the device can log in.
-    Granted { pairing_id: PairingId },
+    /// 201: granted; the device can log in. For a CSR request, the issued
+    /// certificate (PEM).
+    Granted {
+        pairing_id: PairingId,
+        certificate: Option<String>,
+    },
     /// 503: the store is unavailable or full.
     Unavailable(String),
 }
@@ -222,6 +226,9 @@ pub struct Registry<S> {
     tokens: Tokens,
     config: RegistryConfig,
     metrics: RegistryMetrics,
+    /// Signs the certificates of CSR registrations (`None`: CSR requests
+    /// cannot be granted).
+    ca: Option<std::sync::Arc<crate::ca::CertificateAuthority>>,
 }
 
 impl<S: Store> Registry<S> {
@@ -233,7 +240,19 @@ impl<S: Store> Registry<S> {
             secrets,
             config,
             metrics: RegistryMetrics::new(),
+            ca: None,
         }
+    }
+
+    /// Sets the certificate authority that signs CSR registrations.
+    pub fn with_ca(mut self, ca: std::sync::Arc<crate::ca::CertificateAuthority>) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// The certificate authority, if configured.
+    pub fn ca(&self) -> Option<&std::sync::Arc<crate::ca::CertificateAuthority>> {
+        self.ca.as_ref()
     }
 
     /// Runs one store operation, recording its result and latency.
@@ -315,9 +334,9 @@ impl<S: Store> Registry<S> {
         now: UnixMillis,
     ) -> RegisterOutcome {
         let fp = self.fingerprint(req);
-        let secret = match &req.credential {
-            Credential::Password(p) => p.as_bytes(),
-            Credential::Csr(c) => c.as_bytes(),
+        let (kind, secret) = match &req.credential {
+            Credential::Password(p) => (CredentialKind::Password, p.as_bytes()),
+            Credential::Csr(c) => (CredentialKind::Csr, c.as_bytes()),
         };
         let poll = Poll {
             username: &req.username,
@@ -332,6 +351,7 @@ impl<S: Store> Registry<S> {
                 secrets: &self.secrets,
                 fingerprint: fp,
                 username: &req.username,
+                kind,
                 secret,
             },
         };
@@ -340,8 +360,11 @@ impl<S: Store> Registry<S> {
             .timed(StoreOp::Register, self.store.register(poll, now))
             .await
         {
-            Ok((decision, _)) => match decision {
-                Decision::Collect => RegisterOutcome::Granted { pairing_id },
+            Ok((decision, record)) => match decision {
+                Decision::Collect => RegisterOutcome::Granted {
+                    pairing_id,
+                    certificate: record.and_then(|r| r.certificate),
+                },
                 Decision::StillPending => RegisterOutcome::Pending {
                     pairing_id,
                     created: false,
@@ -444,16 +467,40 @@ impl<S: Store> Registry<S> {
             }
             crate::model::RequestState::Pending => {}
         }
-        let secret =
-            fingerprint::unseal(&self.secrets, &record.fingerprint, username, &record.sealed)
-                .map_err(|e| GrantError::Internal(e.to_string()))?;
-        let password_hash = self
-            .hashing
-            .hash(&secret, Scheme::Device)
-            .map_err(|e| GrantError::Internal(e.to_string()))?;
+        let (kind, secret) = fingerprint::unseal_credential(
+            &self.secrets,
+            &record.fingerprint,
+            username,
+            &record.sealed,
+        )
+        .map_err(|e| GrantError::Internal(e.to_string()))?;
+        let (password_hash, issued) = match kind {
+            CredentialKind::Password => {
+                let hash = self
+                    .hashing
+                    .hash(&secret, Scheme::Device)
+                    .map_err(|e| GrantError::Internal(e.to_string()))?;
+                (Some(hash), None)
+            }
+            CredentialKind::Csr => {
+                let ca = self.ca.as_ref().ok_or_else(|| {
+                    GrantError::Internal("no certificate authority is configured".into())
+                })?;
+                let csr = String::from_utf8(secret)
+                    .map_err(|_| GrantError::Internal("sealed CSR is not UTF-8".into()))?;
+                let issued = ca
+                    .issue(&csr, username, now)
+                    .map_err(|e| GrantError::Internal(e.to_string()))?;
+                (None, Some(issued))
+            }
+        };
         let user = UserRecord {
             username: username.to_owned(),
-            password_hash: Some(password_hash),
+            password_hash,
+            certificate: issued.as_ref().map(|c| crate::model::CertificateInfo {
+                fingerprint: c.fingerprint.clone(),
+                not_after: c.not_after,
+            }),
             roles: overrides.roles.unwrap_or_else(|| record.roles.clone()),
             permissions: overrides
                 .permissions
@@ -469,6 +516,7 @@ impl<S: Store> Registry<S> {
             fingerprint: record.fingerprint,
             user,
             granted_at: now,
+            certificate: issued.map(|c| c.pem),
         };
         match self
             .timed(StoreOp::CommitGrant, self.store.commit_grant(commit, now))
@@ -545,6 +593,7 @@ impl<S: Store> Registry<S> {
                 permissions: existing.map(|u| u.permissions).unwrap_or_default(),
                 created_at: now,
                 origin: "bootstrap".into(),
+                certificate: None,
             })
             .await?;
         Ok(generated.then_some(password))

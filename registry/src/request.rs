@@ -53,7 +53,7 @@ impl RequestError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential<'a> {
     Password(Cow<'a, str>),
-    /// A PEM PKCS#10 request. Reserved: issuing certificates is not built yet.
+    /// A PEM PKCS#10 request; the CA signs it at grant.
     Csr(Cow<'a, str>),
 }
 
@@ -62,6 +62,9 @@ pub enum Credential<'a> {
 pub struct RegisterRequest<'a> {
     pub username: Cow<'a, str>,
     pub credential: Credential<'a>,
+    /// The subject CN of a verified CSR (`None` for a password request, or
+    /// a CSR without a CN).
+    pub csr_common_name: Option<String>,
     pub roles: Vec<String>,
     pub permissions: Vec<Permission>,
     pub context: Option<Cow<'a, str>>,
@@ -105,9 +108,15 @@ impl<'a> RegisterRequest<'a> {
                 ))
             }
         };
+        // A CSR must parse and its signature verify: that is step 1 (400).
+        let csr_common_name = match &credential {
+            Credential::Csr(pem) => crate::ca::parse_csr(pem)?,
+            Credential::Password(_) => None,
+        };
         let req = RegisterRequest {
             username,
             credential,
+            csr_common_name,
             roles: raw.roles.unwrap_or_default(),
             permissions: raw.permissions.unwrap_or_default(),
             context: raw.context,
@@ -122,10 +131,19 @@ impl<'a> RegisterRequest<'a> {
         match &self.credential {
             Credential::Password(p) => check_password(p)?,
             Credential::Csr(_) => {
-                return Err(RequestError::policy(
-                    "csr_unsupported",
-                    "registration with a CSR is not enabled on this gateway yet; register with a password",
-                ))
+                match self.csr_common_name.as_deref() {
+                    Some(cn) if !cn.is_empty() && cn == self.username => {}
+                    Some(cn) if !cn.is_empty() => {
+                        return Err(RequestError::policy(
+                            "csr_common_name",
+                            format!("the CSR's subject CN `{cn}` must equal the username"),
+                        ))
+                    }
+                    _ => return Err(RequestError::policy(
+                        "csr_common_name",
+                        "the CSR's subject CN must be present, non-empty, and equal the username",
+                    )),
+                }
             }
         }
         if self.roles.len() > ROLES_MAX {
@@ -332,10 +350,8 @@ mod tests {
             ),
             "resource_length"
         );
-        assert_eq!(
-            rule(r#"{"username":"dev01","csr":"-----BEGIN CERTIFICATE REQUEST-----"}"#),
-            "csr_unsupported"
-        );
+        // A CSR that does not parse is a 400 (step 1), before any 422.
+        invalid(r#"{"username":"ab","csr":"-----BEGIN CERTIFICATE REQUEST-----"}"#);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub enum SealOnCreate<'a> {
         secrets: &'a Secrets,
         fingerprint: Fingerprint,
         username: &'a str,
+        kind: crate::fingerprint::CredentialKind,
         secret: &'a [u8],
     },
 }
@@ -68,8 +69,9 @@ impl SealOnCreate<'_> {
                 secrets,
                 fingerprint,
                 username,
+                kind,
                 secret,
-            } => crate::fingerprint::seal(secrets, &fingerprint, username, secret),
+            } => crate::fingerprint::seal_credential(secrets, &fingerprint, username, kind, secret),
         }
     }
 }
@@ -123,6 +125,9 @@ pub struct GrantCommit {
     /// The user to create, credential already hashed.
     pub user: UserRecord,
     pub granted_at: UnixMillis,
+    /// The client certificate issued for a CSR request (PEM), kept with the
+    /// grant so that a lost 201 can be collected again.
+    pub certificate: Option<String>,
 }
 
 /// The result of a grant attempt.

@@ -477,6 +477,7 @@ mod tests {
         assert_eq!(s.get_user("d1").await.unwrap(), None);
         // Granted elsewhere (straight on the inner store), then the event.
         let user = UserRecord {
+            certificate: None,
             username: "d1".into(),
             password_hash: None,
             roles: vec![],
@@ -487,6 +488,7 @@ mod tests {
         s.inner
             .commit_grant(
                 GrantCommit {
+                    certificate: None,
                     username: "d1".into(),
                     fingerprint: Fingerprint([1; 32]),
                     user,

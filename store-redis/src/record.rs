@@ -8,6 +8,7 @@
 //! | `state` | `pending`, `granted` or `denied` |
 //! | `fp` | the credential fingerprint, 64 hex digits |
 //! | `at` | `granted_at` or `denied_at` (ms), absent while pending |
+//! | `cert` | the client certificate issued at grant (PEM), CSR requests only |
 //! | `first`, `last` | first and last poll (ms) |
 //! | `polls` | number of polls |
 //! | `transport` | `http` or `mqtt` |
@@ -187,6 +188,7 @@ pub fn decode_request(
         None => None,
     };
     Ok(Some(RequestRecord {
+        certificate: s("cert").filter(|c| !c.is_empty()).map(str::to_owned),
         username: username.to_owned(),
         fingerprint: Fingerprint(fp),
         state,

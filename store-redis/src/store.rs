@@ -322,6 +322,34 @@ impl RedisStore {
         .await
     }
 
+    /// A value shared by every instance on this Redis under `<prefix>:<name>`:
+    /// `SET NX` of `candidate`, then `GET`. The first instance's candidate
+    /// wins; used for the client CA, so that every admin signs with the
+    /// same one.
+    pub async fn load_or_create_shared(
+        &self,
+        name: &str,
+        candidate: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        self.bounded("shared value", async {
+            let key = format!("{}:{name}", self.keys.prefix());
+            let mut conn = self.conn();
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(candidate)
+                .arg("NX")
+                .query_async::<Value>(&mut conn)
+                .await
+                .map_err(|e| unavailable("SET shared", e))?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("GET shared", e))
+        })
+        .await
+    }
+
     /// Drops expired pending and granted requests (at most `per_bucket` of
     /// each kind per bucket) and gives their `--max-pending` slots back.
     /// Returns how many records were dropped. Correctness never depends on
@@ -754,7 +782,8 @@ impl Store for RedisStore {
                 .arg(to_json(&grant.user))
                 .arg(to_json(&grant.user.roles))
                 .arg(to_json(&grant.user.permissions))
-                .arg(&self.channel);
+                .arg(&self.channel)
+                .arg(grant.certificate.as_deref().unwrap_or(""));
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)

@@ -34,6 +34,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
 
 fn user(username: &str) -> UserRecord {
     UserRecord {
+        certificate: None,
         username: username.into(),
         password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
         roles: vec!["sensor".into()],
@@ -45,6 +46,7 @@ fn user(username: &str) -> UserRecord {
 
 fn grant_of(username: &str, now: UnixMillis) -> GrantCommit {
     GrantCommit {
+        certificate: None,
         username: username.into(),
         fingerprint: Fingerprint([1; 32]),
         user: user(username),

@@ -74,6 +74,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
 
 fn user(username: &str) -> UserRecord {
     UserRecord {
+        certificate: None,
         username: username.into(),
         password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
         roles: vec!["sensor".into()],
@@ -85,6 +86,7 @@ fn user(username: &str) -> UserRecord {
 
 fn grant_of(username: &str, n: u8, now: UnixMillis) -> GrantCommit {
     GrantCommit {
+        certificate: None,
         username: username.into(),
         fingerprint: fp(n),
         user: user(username),

@@ -191,6 +191,7 @@ async fn login_refuses_wrong_password_unknown_user_and_passwordless_user() {
         .registry()
         .store()
         .put_user(UserRecord {
+            certificate: None,
             username: "certonly".into(),
             password_hash: None,
             roles: vec!["admin".into()],

@@ -282,6 +282,7 @@ async fn register<S: Store>(
     let request = RegisterRequest {
         username: Cow::Borrowed(username),
         credential: Credential::Password(Cow::Borrowed(password)),
+        csr_common_name: None,
         roles: Vec::new(),
         permissions: Vec::new(),
         context: None,

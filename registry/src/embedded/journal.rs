@@ -200,6 +200,7 @@ mod tests {
 
     fn user(name: &str) -> UserRecord {
         UserRecord {
+            certificate: None,
             username: name.into(),
             password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
             roles: vec![],

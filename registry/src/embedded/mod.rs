@@ -290,6 +290,7 @@ impl EmbeddedStore {
                     first_seen: now,
                     last_seen: now,
                     polls: 1,
+                    certificate: None,
                 };
                 shard.open.insert(poll.username.to_owned(), record);
                 Ok((decision, None))
@@ -455,6 +456,7 @@ impl Store for EmbeddedStore {
             granted_at: grant.granted_at,
         };
         granted.sealed = Vec::new();
+        granted.certificate = grant.certificate.clone();
         granted.roles = grant.user.roles.clone();
         granted.permissions = grant.user.permissions.clone();
         // Durable before acknowledged. No other durable mutation can run

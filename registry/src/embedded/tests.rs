@@ -55,6 +55,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
 
 fn user(name: &str) -> UserRecord {
     UserRecord {
+        certificate: None,
         username: name.into(),
         password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
         roles: vec![],
@@ -79,6 +80,7 @@ fn users_and_grants_survive_reopen_pending_does_not() {
         }
         let r = now_or_never(s.commit_grant(
             GrantCommit {
+                certificate: None,
                 username: "dev01".into(),
                 fingerprint: Fingerprint([1; 32]),
                 user: user("dev01"),

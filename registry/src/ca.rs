@@ -1,0 +1,363 @@
+//! The gateway's certificate authority for client certificates, and the
+//! checks on a device's certificate signing request (CSR).
+//!
+//! A device that cannot keep a password sends a PEM PKCS#10 CSR instead.
+//! [`check_csr`] runs when the request arrives: a CSR that does not parse,
+//! or whose signature does not verify, is `invalid` (400); a subject CN
+//! that is empty or not the username is `policy` (422). On grant,
+//! [`CertificateAuthority::issue`] signs the CSR's public key into a client
+//! certificate: CN = username, key usage digitalSignature, extended key
+//! usage clientAuth, valid for `validity_days`.
+//!
+//! The CA comes from `--ca-cert`/`--ca-key`, or is generated (ECDSA P-256)
+//! on first start and kept in the data dir. Deployments with several
+//! instances (Redis) must give every instance the same CA files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixMillis;
+use crate::request::RequestError;
+
+/// The subject CN of a CSR, after its signature has been verified.
+fn common_name(params: &CertificateSigningRequestParams) -> Option<String> {
+    match params.params.distinguished_name.get(&DnType::CommonName)? {
+        DnValue::Utf8String(s) => Some(s.clone()),
+        DnValue::PrintableString(s) => Some(s.as_str().to_owned()),
+        DnValue::Ia5String(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Parses a CSR and verifies its signature (step 1: a failure is 400);
+/// returns its subject CN, if any.
+pub fn parse_csr(pem: &str) -> Result<Option<String>, RequestError> {
+    let params = CertificateSigningRequestParams::from_pem(pem).map_err(|e| {
+        RequestError::Invalid(format!(
+            "csr is not a valid PEM PKCS#10 request with a verifying signature ({e})"
+        ))
+    })?;
+    Ok(common_name(&params))
+}
+
+/// Parses and checks a CSR for `username` (steps 1 and 2 of the decision
+/// order for CSR registrations).
+pub fn check_csr(pem: &str, username: &str) -> Result<(), RequestError> {
+    match parse_csr(pem)? {
+        Some(cn) if !cn.is_empty() && cn == username => Ok(()),
+        Some(cn) if !cn.is_empty() => Err(RequestError::Policy {
+            rule: "csr_common_name",
+            message: format!("the CSR's subject CN `{cn}` must equal the username"),
+        }),
+        _ => Err(RequestError::Policy {
+            rule: "csr_common_name",
+            message: "the CSR's subject CN must be present, non-empty, and equal the username"
+                .into(),
+        }),
+    }
+}
+
+/// A certificate issued at grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    pub pem: String,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub fingerprint: String,
+    pub not_after: UnixMillis,
+}
+
+/// Why the CA could not be loaded or could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("CA file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("certificate error: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// SHA-256 of DER bytes, lowercase hex.
+pub fn fingerprint_der(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// The CA that signs client certificates.
+pub struct CertificateAuthority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    /// The CA certificate as given or generated (what clients verify with).
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    validity: Duration,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("fingerprint", &fingerprint_der(&self.cert_der))
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|e| CaError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl CertificateAuthority {
+    /// A new self-signed ECDSA P-256 CA, valid for 10 years.
+    pub fn generate(validity_days: u32) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "fleetgate client CA");
+        dn.push(DnType::OrganizationName, "fleetgate");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        let cert_der = cert.der().to_vec();
+        Ok(CertificateAuthority {
+            cert,
+            key,
+            cert_pem,
+            cert_der,
+            validity: Duration::from_secs(u64::from(validity_days) * 86_400),
+        })
+    }
+
+    /// A CA from PEM text.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, validity_days: u32) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+        // Rebuilt with the same subject and key, so what it signs verifies
+        // against the original certificate.
+        let cert = params.self_signed(&key)?;
+        let der = rustls_pki_der(cert_pem).ok_or_else(|| CaError::File {
+            path: "--ca-cert".into(),
+            reason: "no CERTIFICATE block".into(),
+        })?;
+        Ok(CertificateAuthority {
+            cert,
+            key,
+            cert_pem: cert_pem.to_owned(),
+            cert_der: der,
+            validity: Duration::from_secs(u64::from(validity_days) * 86_400),
+        })
+    }
+
+    /// Loads `cert`/`key`, or, when neither exists, generates a CA and
+    /// writes both (the key with mode 0600).
+    pub fn load_or_generate(cert: &Path, key: &Path, validity_days: u32) -> Result<Self, CaError> {
+        if cert.exists() || key.exists() {
+            return Self::from_pem(&read(cert)?, &read(key)?, validity_days);
+        }
+        let ca = Self::generate(validity_days)?;
+        write_private(key, &ca.key.serialize_pem())?;
+        std::fs::write(cert, &ca.cert_pem).map_err(|e| CaError::File {
+            path: cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(ca)
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key as PEM (for sharing it through the store).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// A CA from one text holding both the certificate and the key.
+    pub fn from_combined_pem(text: &str, validity_days: u32) -> Result<Self, CaError> {
+        let blocks = pem::parse_many(text).map_err(|e| CaError::File {
+            path: "shared CA".into(),
+            reason: e.to_string(),
+        })?;
+        let find = |tag: &str| {
+            blocks
+                .iter()
+                .find(|b| b.tag() == tag)
+                .map(pem::encode)
+                .ok_or_else(|| CaError::File {
+                    path: "shared CA".into(),
+                    reason: format!("no {tag} block"),
+                })
+        };
+        Self::from_pem(&find("CERTIFICATE")?, &find("PRIVATE KEY")?, validity_days)
+    }
+
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Signs `csr_pem` into a client certificate for `username`.
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<IssuedCertificate, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, username);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let start = time::OffsetDateTime::from_unix_timestamp((now.0 / 1000) as i64)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        params.not_before = start - time::Duration::minutes(5);
+        params.not_after = start + time::Duration::seconds(self.validity.as_secs() as i64);
+        let mut serial = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let cert = params.signed_by(&csr.public_key, &self.cert, &self.key)?;
+        Ok(IssuedCertificate {
+            pem: cert.pem(),
+            fingerprint: fingerprint_der(cert.der()),
+            not_after: now.plus(self.validity),
+        })
+    }
+}
+
+/// The DER bytes of the first CERTIFICATE block of `pem`.
+fn rustls_pki_der(pem: &str) -> Option<Vec<u8>> {
+    let parsed = pem::parse_many(pem).ok()?;
+    parsed
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.contents().to_vec())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| CaError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CaError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(cn: Option<&str>) -> String {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        if let Some(cn) = cn {
+            dn.push(DnType::CommonName, cn);
+        }
+        dn.push(DnType::OrganizationName, "plant");
+        params.distinguished_name = dn;
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn csr_checks() {
+        check_csr(&csr(Some("dev-01")), "dev-01").unwrap();
+        assert!(matches!(
+            check_csr(&csr(Some("other")), "dev-01"),
+            Err(RequestError::Policy {
+                rule: "csr_common_name",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_csr(&csr(None), "dev-01"),
+            Err(RequestError::Policy { .. })
+        ));
+        assert!(matches!(
+            check_csr(&csr(Some("")), "dev-01"),
+            Err(RequestError::Policy { .. })
+        ));
+        assert!(matches!(
+            check_csr("garbage", "dev-01"),
+            Err(RequestError::Invalid(_))
+        ));
+        // A flipped byte in the signature: parses, but does not verify.
+        let good = csr(Some("dev-01"));
+        let der = pem::parse(&good).unwrap();
+        let mut bytes = der.contents().to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x01;
+        let bad = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", bytes));
+        assert!(matches!(
+            check_csr(&bad, "dev-01"),
+            Err(RequestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn issued_certificate_is_a_client_cert_for_the_username() {
+        let ca = CertificateAuthority::generate(365).unwrap();
+        let now = UnixMillis::now();
+        let issued = ca.issue(&csr(Some("dev-01")), "dev-01", now).unwrap();
+        assert!(issued.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(issued.fingerprint.len(), 64);
+        assert_eq!(
+            issued.not_after,
+            now.plus(Duration::from_secs(365 * 86_400))
+        );
+        let der = pem::parse(&issued.pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(cn, "dev-01");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let ku = cert.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature());
+        // Signed by the CA.
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+    }
+
+    #[test]
+    fn a_ca_survives_a_reload_from_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        let first = CertificateAuthority::load_or_generate(&c, &k, 30).unwrap();
+        let again = CertificateAuthority::load_or_generate(&c, &k, 30).unwrap();
+        assert_eq!(first.cert_pem(), again.cert_pem());
+        let issued = again
+            .issue(&csr(Some("d")), "d", UnixMillis::now())
+            .unwrap();
+        let der = pem::parse(&issued.pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(first.cert_der()).unwrap();
+        cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+    }
+}
