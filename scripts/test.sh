@@ -34,3 +34,8 @@ fi
 # build and find it up to date), then build and run the tests.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace "$@"
+# The criterion benches, once each, in quick mode (a smoke test: they must
+# keep compiling and running; numbers come from `cargo bench`).
+if [ $# -eq 0 ]; then
+  cargo test --locked -p fleetgate-bench --benches
+fi

@@ -6,7 +6,7 @@
 //! A re-poll must at least read and update its own record, which at a
 //! million devices polled in random order is almost never in cache, so a
 //! poll on the large store cannot cost less than the small store's poll
-//! plus one such read. `docs/BENCHMARKS-criterion.md` uses it to judge the
+//! plus one such read. `docs/BENCHMARKS.md` (criterion section) uses it to judge the
 //! 1M-vs-1k target.
 //!
 //! ```text
