@@ -61,7 +61,7 @@ start_gateway() {
   : > "$work/gw.log"
   taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
     --mqtt-listen 127.0.0.1:0 --mqtt-upstream "127.0.0.1:$up_port" --data-dir "$work/data" \
-    --admin-password bench-admin-pw 2>>"$work/gw.log" &
+    --admin-password bench-admin-pw --rate-limit-per-ip off --rate-limit-per-user off 2>>"$work/gw.log" &
   gw=$!; pids+=($gw)
   for _ in $(seq 200); do grep -q "MQTT listening" "$work/gw.log" && break; sleep 0.05; done
   http=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")

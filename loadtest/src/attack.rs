@@ -266,6 +266,7 @@ impl Run {
     pub fn summary(&self, devices: &Devices, ended: &Ended) -> RunSummary {
         let counts = devices.statuses.snapshot();
         let errors = devices.statuses.transport_errors();
+        let detail = devices.statuses.error_detail();
         let latency = devices.latency.lock().unwrap_or_else(|p| p.into_inner());
         RunSummary {
             scenario: self.scenario.to_owned(),
@@ -278,6 +279,8 @@ impl Run {
             requests: devices.statuses.total(),
             statuses: summary::string_keys(&counts),
             transport_errors: errors,
+            transport_error_kinds: detail.kinds,
+            first_transport_error: detail.first,
             expected: devices.expected.to_vec(),
             unexpected: outcome::unexpected(&counts, errors, devices.expected),
             latency_us: Distribution::of(&latency),
@@ -445,6 +448,12 @@ pub fn print_summary(s: &RunSummary) {
         s.requests,
         outcome::format_counts(&s.status_counts(), s.transport_errors)
     );
+    if let Some(first) = &s.first_transport_error {
+        println!(
+            "transport errors: {} (first: {first})",
+            crate::admin::format_statuses(&s.transport_error_kinds)
+        );
+    }
     let expected: Vec<String> = s.expected.iter().map(u16::to_string).collect();
     println!(
         "unexpected: {} (expected {})",
@@ -475,4 +484,55 @@ pub fn print_summary(s: &RunSummary) {
         );
     }
     println!("files: {}", s.files.join(" "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn common(args: &[&str]) -> CommonArgs {
+        let argv = ["fleetgate-loadtest", "locked-storm"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::LockedStorm(a) => a.common,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn goose_gets_our_settings_and_only_the_options_after_the_double_dash() {
+        let c = common(&[
+            "--devices",
+            "500",
+            "--ramp-up",
+            "5s",
+            "--",
+            "--running-metrics",
+            "5",
+            // Ours win over goose's own flags for what this tool controls.
+            "--users",
+            "3",
+        ]);
+        let reports = [PathBuf::from("r/goose-report.html")];
+        let config = goose_configuration(&c, "http://127.0.0.1:8080", 500, &reports).unwrap();
+        assert_eq!(config.host.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(config.users, Some(500));
+        assert_eq!(config.increase_rate.as_deref(), Some("100.000"));
+        assert_eq!(config.running_metrics, Some(5));
+        assert_eq!(config.run_time, None, "the supervisor owns the clock");
+        assert!(config.no_telnet && !config.websocket);
+        assert!(config.no_reset_metrics && config.no_transaction_metrics);
+        assert_eq!(config.report_file, ["r/goose-report.html"]);
+        assert_eq!(config.quiet, 1);
+    }
+
+    #[test]
+    fn bad_goose_options_are_an_error_not_an_exit() {
+        let c = common(&["--", "--no-such-goose-flag"]);
+        assert!(matches!(
+            goose_configuration(&c, "http://x", 1, &[]),
+            Err(Error::Goose(_))
+        ));
+    }
 }

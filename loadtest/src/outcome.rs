@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Status codes are three digits; anything else is counted as `other`.
 const STATUS_SLOTS: usize = 600;
@@ -21,6 +22,17 @@ pub struct StatusCounts {
     /// Requests that got no HTTP answer at all: refused or reset
     /// connections, TLS failures, timeouts.
     transport_errors: AtomicU64,
+    /// The same, by kind, with the first one's full message. A lock is
+    /// fine here: a healthy run has none, and a sick one needs the why.
+    error_detail: Mutex<ErrorDetail>,
+}
+
+/// Transport errors by kind (`connect`, `timeout`, `body`, ...), and the
+/// first one's message with its causes.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorDetail {
+    pub kinds: BTreeMap<String, u64>,
+    pub first: Option<String>,
 }
 
 impl Default for StatusCounts {
@@ -28,6 +40,7 @@ impl Default for StatusCounts {
         StatusCounts {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             transport_errors: AtomicU64::new(0),
+            error_detail: Mutex::new(ErrorDetail::default()),
         }
     }
 }
@@ -39,9 +52,23 @@ impl StatusCounts {
         self.by_status[slot].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one request that got no HTTP answer.
-    pub fn record_transport_error(&self) {
+    /// Counts one request that got no HTTP answer, of `kind`; `message`
+    /// is kept if it is the first.
+    pub fn record_transport_error(&self, kind: &str, message: impl FnOnce() -> String) {
         self.transport_errors.fetch_add(1, Ordering::Relaxed);
+        let mut d = self.error_detail.lock().unwrap_or_else(|p| p.into_inner());
+        *d.kinds.entry(kind.to_owned()).or_default() += 1;
+        if d.first.is_none() {
+            d.first = Some(message());
+        }
+    }
+
+    /// Transport errors by kind, and the first one's message.
+    pub fn error_detail(&self) -> ErrorDetail {
+        self.error_detail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The statuses seen so far, with their counts (zero counts left out).
@@ -69,6 +96,34 @@ impl StatusCounts {
             .sum::<u64>()
             + self.transport_errors()
     }
+}
+
+/// A short name for what went wrong with a request that got no answer.
+pub fn error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "other"
+    }
+}
+
+/// `e` and each of its causes, `: `-separated (reqwest's own message names
+/// only the outermost layer, e.g. "client error (Connect)").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// How many of `counts` fall outside `expected`. Transport errors are
@@ -106,7 +161,7 @@ mod tests {
         for s in [202, 202, 423, 429, 409] {
             counts.record(s);
         }
-        counts.record_transport_error();
+        counts.record_transport_error("connect", || "refused".to_owned());
         let snap = counts.snapshot();
         assert_eq!(
             snap,
@@ -117,6 +172,9 @@ mod tests {
         assert_eq!(unexpected(&snap, 1, &[201, 202, 423, 429]), 2);
         assert_eq!(unexpected(&snap, 0, &[202, 409, 423, 429]), 0);
         assert_eq!(format_counts(&snap, 1), "202:2 409:1 423:1 429:1 errors:1");
+        let detail = counts.error_detail();
+        assert_eq!(detail.kinds, BTreeMap::from([("connect".to_owned(), 1)]));
+        assert_eq!(detail.first.as_deref(), Some("refused"));
     }
 
     #[test]

@@ -120,6 +120,12 @@ pub struct RunSummary {
     pub statuses: BTreeMap<String, u64>,
     /// Requests that got no HTTP answer (refused, reset, timed out).
     pub transport_errors: u64,
+    /// The same by kind: `connect`, `timeout`, `body`, `request`, `other`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub transport_error_kinds: BTreeMap<String, u64>,
+    /// The first transport error's message, with its causes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_transport_error: Option<String>,
     /// The statuses this scenario allows.
     pub expected: Vec<u16>,
     /// Answers outside `expected`, plus transport errors. Must be 0.

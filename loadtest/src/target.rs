@@ -354,6 +354,24 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_that_cannot_start_is_an_error_with_its_log() {
+        let missing = Gateway::start(&GatewayOptions {
+            bin: Some("/nonexistent/fleetgate".into()),
+            ..GatewayOptions::default()
+        });
+        assert!(matches!(missing, Err(TargetError::BinaryMissing(_))));
+        // `false` exits at once without listening.
+        let exited = Gateway::start(&GatewayOptions {
+            bin: Some("/bin/false".into()),
+            ..GatewayOptions::default()
+        });
+        assert!(
+            matches!(exited, Err(TargetError::Exited { .. })),
+            "{exited:?}"
+        );
+    }
+
+    #[test]
     fn urls_need_a_scheme_and_lose_the_trailing_slash() {
         assert_eq!(
             check_url("https://127.0.0.1:8443/").unwrap(),

@@ -96,6 +96,9 @@ fn http_scenario(scenario: &str, args: &[&str]) -> RunSummary {
         "--gateway-bin".into(),
         fleetgate_bin().display().to_string(),
         "--gateway-arg=--workers=1".into(),
+        // A request the gateway never answers fails the run in seconds.
+        "--timeout".into(),
+        "10s".into(),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
     let (code, output) = loadtest(&all, dir.path());
@@ -267,6 +270,8 @@ fn tls_reconnect_over_https_is_a_handshake_per_poll() {
         "2s",
         "--pace-scale",
         "0.02",
+        "--timeout",
+        "10s",
         "--quiet",
     ]
     .iter()

@@ -31,6 +31,7 @@ use reqwest::header::{CONNECTION, CONTENT_TYPE};
 
 use crate::attack::Devices;
 use crate::device::{self, LOGIN_PATH, REGISTER_PATH};
+use crate::outcome;
 
 /// A device's own state, kept in its goose user's session data.
 #[derive(Debug, Clone)]
@@ -175,14 +176,20 @@ async fn send(
             let status = resp.status().as_u16();
             let advised = device::retry_after(resp.headers());
             // Read the body, so a keep-alive connection goes back to the pool.
-            let read = resp.bytes().await;
-            if read.is_ok() {
-                (Some(status), advised)
-            } else {
-                (None, None)
+            match resp.bytes().await {
+                Ok(_) => (Some(status), advised),
+                Err(e) => {
+                    d.statuses
+                        .record_transport_error("body", || outcome::error_chain(&e));
+                    (None, None)
+                }
             }
         }
-        Err(_) => (None, None),
+        Err(e) => {
+            d.statuses
+                .record_transport_error(outcome::error_kind(&e), || outcome::error_chain(&e));
+            (None, None)
+        }
     };
     d.record_latency(sent.elapsed());
     match status {
@@ -197,7 +204,6 @@ async fn send(
             }
         }
         None => {
-            d.statuses.record_transport_error();
             if request.success {
                 user.set_failure("no answer", &mut request, None, None)?;
             }
