@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Keep-alive poll of a pending request: fleetgate (one worker) against
+# nginx answering a fixed 202 (one worker process), both pinned to core 0,
+# with the same wrk (pinned to core 1) and the same request, in one run.
+# Prints both rates and the ratio.
+#
+#   bench/compare/keepalive-vs-nginx.sh [duration]
+#
+# Installs nginx-light and wrk (Debian) if missing. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+duration="${1:-10s}"
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; fi
+cargo build --release --locked --bin fleetgate >/dev/null
+
+work="$(mktemp -d)"; chmod 0755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+body='{"status":"pending","pairingId":"000000"}'
+nport=$(port)
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/body;
+  server {
+    listen 127.0.0.1:$nport;
+    location / {
+      default_type application/json;
+      add_header Retry-After 5;
+      return 202 '$body';
+    }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & pids+=($!)
+
+taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
+  --mqtt-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
+  --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & pids+=($!)
+for _ in $(seq 100); do grep -q "device API listening" "$work/gw.log" && break; sleep 0.05; done
+gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
+tok=$(curl -s -X POST "http://$gw/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+curl -s -o /dev/null -X POST "http://$gw/api/client-registry/unlock" -H "Authorization: Bearer $tok" -d '{"durationMs":3600000}'
+curl -s -o /dev/null -X POST "http://$gw/api/client-registry/register" -d '{"username":"bench-device-01","password":"s3cret-pass"}'
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$nport/" && break; sleep 0.05; done
+
+cat > "$work/poll.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"username":"bench-device-01","password":"s3cret-pass"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+rate() { taskset -c 1 wrk -t1 -c64 -d"$duration" -s "$work/poll.lua" "$1" | tee "$work/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
+echo "== nginx (1 worker process, fixed 202)" >&2
+n=$(rate "http://127.0.0.1:$nport/api/client-registry/register")
+echo "== fleetgate (--workers 1, embedded store, a real pending request)" >&2
+f=$(rate "http://$gw/api/client-registry/register")
+python3 -c "print(f'nginx {float(\"$n\"):.0f} req/s, fleetgate {float(\"$f\"):.0f} req/s, ratio {float(\"$f\")/float(\"$n\"):.2f}x')"
