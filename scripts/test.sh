@@ -37,5 +37,6 @@ cargo test --locked --workspace "$@"
 # The criterion benches, once each, in quick mode (a smoke test: they must
 # keep compiling and running; numbers come from `cargo bench`).
 if [ $# -eq 0 ]; then
-  cargo test --locked -p fleetgate-bench --benches
+  # `--workspace` so features unify as in the build above (no rebuild).
+  cargo test --locked --workspace --benches
 fi
