@@ -229,25 +229,25 @@ impl EmbeddedStore {
     ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
         let lock_state = self.lock_state_sync();
         let mut s = self.shard(poll.username);
-        let shard = &mut *s;
-        let request = shard
-            .granted
-            .get(poll.username)
-            .or_else(|| shard.open.get(poll.username));
+        let Shard {
+            open,
+            granted,
+            users,
+        } = &mut *s;
+        // One search per map: the entries found here serve both the
+        // decision and its application (a re-poll is the hot path).
+        let granted_entry = granted.get(poll.username);
+        let mut open_entry = open.get_mut(poll.username);
         let known = Known {
-            user_exists: shard.users.contains_key(poll.username),
-            request,
+            user_exists: users.contains_key(poll.username),
+            request: granted_entry.or(open_entry.as_deref()),
         };
         let decision = decide(&poll.fingerprint, known, lock_state, now, &self.windows);
         match decision {
-            Decision::Collect => {
-                let record = shard.granted.get(poll.username).cloned();
-                Ok((decision, record))
-            }
+            Decision::Collect => Ok((decision, granted_entry.cloned())),
             Decision::StillPending | Decision::PendingWhileLocked => {
-                let r = shard
-                    .open
-                    .get_mut(poll.username)
+                let r = open_entry
+                    .take()
                     .expect("decide saw a pending request");
                 r.last_seen = now;
                 r.polls += 1;
@@ -258,11 +258,10 @@ impl EmbeddedStore {
             }
             Decision::Create => {
                 // An expired record may still sit here; it is replaced.
-                let replaced_pending = shard
-                    .open
-                    .get(poll.username)
+                let replaced_pending = open_entry
+                    .as_ref()
                     .is_some_and(|r| r.state == RequestState::Pending);
-                shard.granted.remove(poll.username);
+                granted.remove(poll.username);
                 if !replaced_pending {
                     // Reserve a slot under the cap without a global lock.
                     let reserved =
@@ -292,7 +291,7 @@ impl EmbeddedStore {
                     polls: 1,
                     certificate: None,
                 };
-                shard.open.insert(poll.username.to_owned(), record);
+                open.insert(poll.username.to_owned(), record);
                 Ok((decision, None))
             }
             Decision::Conflict | Decision::Denied | Decision::Locked => Ok((decision, None)),
