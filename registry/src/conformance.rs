@@ -21,11 +21,13 @@ use crate::store::{
 /// The start of time in every check.
 pub const T0: UnixMillis = UnixMillis(1_800_000_000_000);
 
-fn fp(n: u8) -> Fingerprint {
+/// Fixture: the fingerprint numbered `n`.
+pub fn fp(n: u8) -> Fingerprint {
     Fingerprint([n; 32])
 }
 
-fn poll(username: &str, n: u8) -> Poll<'_> {
+/// Fixture: a poll of `username` with fingerprint and sealed secret `n`.
+pub fn poll(username: &str, n: u8) -> Poll<'_> {
     Poll {
         username,
         fingerprint: fp(n),
@@ -39,7 +41,8 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
     }
 }
 
-fn user(username: &str) -> UserRecord {
+/// Fixture: a user named `username` with a device-style credential.
+pub fn user(username: &str) -> UserRecord {
     UserRecord {
         certificate: None,
         username: username.into(),

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::clock::UnixMillis;
-use fleetgate_registry::conformance::{self, AsyncFactory, T0};
+use fleetgate_registry::conformance::{self, fp, poll, user, AsyncFactory, T0};
 use fleetgate_registry::decision::{Decision, LockState, Windows};
-use fleetgate_registry::fingerprint::Fingerprint;
-use fleetgate_registry::model::{RequestState, Transport, UserRecord};
+use fleetgate_registry::model::RequestState;
 use fleetgate_registry::store::{
-    GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate, Store, StoreError,
+    GrantCommit, GrantResult, ListQuery, ListState, Store, StoreError,
 };
 use fleetgate_store_redis::{RedisConfig, RedisStore, StoreEvent, WaitReplicas};
 use support::RedisServer;
@@ -52,36 +51,6 @@ async fn the_whole_suite_shares_one_server_under_prefixes() {
         support::conformance_store(url.clone(), w, max)
     }))
     .await;
-}
-
-fn fp(n: u8) -> Fingerprint {
-    Fingerprint([n; 32])
-}
-
-fn poll(username: &str, n: u8) -> Poll<'_> {
-    Poll {
-        username,
-        fingerprint: fp(n),
-        transport: Transport::Http,
-        source_addr: Some("127.0.0.1:40000".parse().unwrap()),
-        client_id: None,
-        roles: &[],
-        permissions: &[],
-        context: None,
-        secret: SealOnCreate::Sealed(vec![n; 20]),
-    }
-}
-
-fn user(username: &str) -> UserRecord {
-    UserRecord {
-        certificate: None,
-        username: username.into(),
-        password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
-        roles: vec!["sensor".into()],
-        permissions: vec![],
-        created_at: T0,
-        origin: "http".into(),
-    }
 }
 
 fn grant_of(username: &str, n: u8, now: UnixMillis) -> GrantCommit {

@@ -246,9 +246,7 @@ impl EmbeddedStore {
         match decision {
             Decision::Collect => Ok((decision, granted_entry.cloned())),
             Decision::StillPending | Decision::PendingWhileLocked => {
-                let r = open_entry
-                    .take()
-                    .expect("decide saw a pending request");
+                let r = open_entry.take().expect("decide saw a pending request");
                 r.last_seen = now;
                 r.polls += 1;
                 if poll.source_addr.is_some() {
