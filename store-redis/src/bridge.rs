@@ -89,7 +89,9 @@ impl OwnedPoll {
         }
     }
 
-    fn as_poll(&self) -> Poll<'_> {
+    /// The poll, handing over the sealed bytes (taken, not copied).
+    fn as_poll(&mut self) -> Poll<'_> {
+        let sealed = std::mem::take(&mut self.sealed);
         Poll {
             username: &self.username,
             fingerprint: self.fingerprint,
@@ -99,7 +101,7 @@ impl OwnedPoll {
             roles: &self.roles,
             permissions: &self.permissions,
             context: self.context.as_deref(),
-            secret: SealOnCreate::Sealed(self.sealed.clone()),
+            secret: SealOnCreate::Sealed(sealed),
         }
     }
 }
@@ -110,7 +112,7 @@ impl<S: Store> Store for TokioBridge<S> {
         poll: Poll<'_>,
         now: UnixMillis,
     ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
-        let owned = OwnedPoll::from(poll);
+        let mut owned = OwnedPoll::from(poll);
         let inner = self.inner.clone();
         self.run(async move { inner.register(owned.as_poll(), now).await })
             .await
