@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v kill >/dev/null 2>&1 || packages+=(procps)
+# Real OpenSSL makes the CSRs and verifies the issued certificates.
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 # Real Redis servers (single and cluster) for the Redis store's tests.
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || packages+=(redis-server)
 # A real MQTT broker upstream of the gateway, and real MQTT clients.
