@@ -35,12 +35,20 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(names::STORE_OPERATION_DURATION_SECONDS.into()),
             &names::LATENCY_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::TLS_HANDSHAKE_DURATION_SECONDS.into()),
+            &names::LATENCY_BUCKETS,
+        )?
         .install_recorder()?;
     names::describe();
     // Series that exist before their first event, so dashboards and alerts
     // see a 0 rather than nothing.
     for kind in ["full", "resumed"] {
         metrics::counter!(names::TLS_HANDSHAKES_TOTAL, "kind" => kind).absolute(0);
+    }
+    metrics::counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL).absolute(0);
+    for result in ["success", "failure"] {
+        metrics::counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => result).absolute(0);
     }
     metrics::counter!(names::CERTIFICATES_ISSUED_TOTAL).absolute(0);
     metrics::counter!(names::GRANTS_TOTAL).absolute(0);

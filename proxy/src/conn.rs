@@ -10,20 +10,22 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use fleetgate_registry::store::Store;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use crate::http::codec::{self, Parsed};
 use crate::http::response::write_json;
+use crate::io::{DeviceIo, READ_CHUNK};
 use crate::routes;
 use crate::worker::Worker;
 
-/// Bytes read per `read` call at most.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// Serves one connection until it closes, errors or times out.
-pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &Worker<S>) {
+/// Serves one connection until it closes, errors or times out, over plain
+/// TCP or TLS. `client_cert` is the verified client certificate of a TLS
+/// connection (DER), if the client sent one.
+pub async fn serve<S: Store, C: DeviceIo>(
+    mut stream: C,
+    peer: SocketAddr,
+    worker: &Worker<S>,
+    client_cert: Option<Vec<u8>>,
+) {
     let config = &worker.app.config;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
@@ -36,7 +38,8 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
             match codec::parse(&buf[consumed..], &config.limits) {
                 Parsed::Complete(req) => {
                     let keep = req.keep_alive && !worker.draining();
-                    routes::handle(worker, &req, peer, keep, &mut out).await;
+                    routes::handle(worker, &req, peer, client_cert.as_deref(), keep, &mut out)
+                        .await;
                     consumed += req.len;
                     if !keep {
                         close = true;
@@ -63,7 +66,7 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
             started = None;
         }
         if !out.is_empty() {
-            let (res, o) = stream.write_all(out).await;
+            let (res, o) = stream.send_all(out).await;
             out = o;
             out.clear();
             if res.is_err() {
@@ -71,7 +74,7 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
             }
         }
         if close {
-            let _ = stream.shutdown().await;
+            stream.close().await;
             return;
         }
         // Wait for more bytes, under the right deadline.
@@ -81,18 +84,12 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
             let since = *started.get_or_insert_with(Instant::now);
             config.request_timeout.saturating_sub(since.elapsed())
         };
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
-        }
         let len = buf.len();
-        let read = stream.read(buf.slice_mut(len..));
+        let read = stream.read_more(buf);
         match monoio::time::timeout(limit, read).await {
-            Ok((Ok(0), slice)) => {
-                drop(slice);
-                return;
-            }
-            Ok((Ok(_), slice)) => {
-                buf = slice.into_inner();
+            Ok((Ok(0), _)) => return,
+            Ok((Ok(_), b)) => {
+                buf = b;
                 if started.is_none() {
                     started = Some(Instant::now());
                 }
@@ -110,9 +107,9 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
                         br#"{"status":"invalid","error":"request not received in time"}"#,
                         false,
                     );
-                    let _ = stream.write_all(out).await;
+                    let _ = stream.send_all(out).await;
                 }
-                let _ = stream.shutdown().await;
+                stream.close().await;
                 return;
             }
         }

@@ -8,6 +8,10 @@
 //!   (io_uring, or epoll where io_uring is unavailable).
 //! - [`conn`]: one connection's read–parse–serve–write loop, with keep-alive,
 //!   pipelining and time limits.
+//! - [`io`]: the byte stream a connection is served over (TCP or TLS), so
+//!   the HTTP loop and the MQTT session are written once.
+//! - [`tls`]: the HTTPS and MQTTS listeners' rustls configuration, the
+//!   server certificate, and the rustls-over-monoio adapter.
 //! - [`http`]: the sans-IO HTTP/1.1 request codec and response writer.
 //! - [`routes`]: what each request gets: the register poll, health checks,
 //!   or forwarding to the admin service.
@@ -20,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod io;
 pub mod forward;
 pub mod http;
 pub mod limiter;
@@ -28,4 +33,5 @@ pub mod mqtt;
 pub mod pacing;
 pub mod routes;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

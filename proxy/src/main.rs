@@ -20,6 +20,7 @@ use fleetgate_proxy::listener;
 use fleetgate_proxy::mqtt::session::MqttConfig;
 use fleetgate_proxy::pacing::{Pacer, PacingConfig};
 use fleetgate_proxy::routes::{App, ConnConfig, RateLimits, ShedConfig};
+use fleetgate_proxy::tls::{TlsOptions, TlsSetup};
 use fleetgate_proxy::worker::{self, Shutdown, WorkerSockets};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::Registry;
@@ -41,6 +42,38 @@ struct Cli {
     /// Address of the MQTT listener, or `off`.
     #[arg(long, env = "FLEETGATE_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_parser = parse_optional_addr)]
     mqtt_listen: OptionalAddr,
+
+    /// Address of the HTTPS device API (same routes as --http-listen), or `off`.
+    #[arg(long, env = "FLEETGATE_HTTPS_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_optional_addr)]
+    https_listen: OptionalAddr,
+
+    /// Address of the MQTT-over-TLS listener, or `off`.
+    #[arg(long, env = "FLEETGATE_MQTTS_LISTEN", default_value = "0.0.0.0:8883", value_parser = parse_optional_addr)]
+    mqtts_listen: OptionalAddr,
+
+    /// The TLS server certificate chain (PEM), with --tls-key. Without
+    /// both, a self-signed ECDSA P-256 certificate is generated into the
+    /// data dir on first start and reused.
+    #[arg(long, env = "FLEETGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The TLS server private key (PEM), with --tls-cert.
+    #[arg(long, env = "FLEETGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Names (DNS or IP) a generated TLS certificate is valid for,
+    /// comma-separated. Used only when the certificate is generated.
+    #[arg(long, env = "FLEETGATE_TLS_NAMES", default_value = "localhost,127.0.0.1,::1", value_delimiter = ',')]
+    tls_names: Vec<String>,
+
+    /// TLS sessions each worker keeps for stateful resumption (TLS 1.2
+    /// session IDs; TLS 1.3 resumes with stateless tickets).
+    #[arg(long, env = "FLEETGATE_TLS_SESSION_CACHE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    tls_session_cache: u64,
+
+    /// Time a TLS client has from connecting to a finished handshake.
+    #[arg(long, env = "FLEETGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
 
     /// The MQTT broker granted clients are spliced to (host:port). Without
     /// it, granted clients are refused with CONNACK 3 / 0x88.
@@ -289,11 +322,29 @@ fn serve<S: Store>(
         }
         None => (0..workers).map(|_| None).collect(),
     };
+    let tls = if cli.https_listen.0.is_some() || cli.mqtts_listen.0.is_some() {
+        let setup = TlsSetup::new(&TlsOptions {
+            cert_and_key: cli.tls_cert.clone().zip(cli.tls_key.clone()),
+            data_dir: cli.store.data_dir.clone(),
+            names: cli.tls_names.clone(),
+            client_ca: registry.ca().map(|ca| ca.cert_der().to_vec()),
+            session_cache: cli.tls_session_cache as usize,
+        })?;
+        tracing::info!(fingerprint = %setup.fingerprint, "TLS server certificate loaded");
+        Some(setup)
+    } else {
+        None
+    };
+    let mut https = optional_group(cli.https_listen.0, workers, "--https-listen", "HTTPS")?;
+    let mut mqtts = optional_group(cli.mqtts_listen.0, workers, "--mqtts-listen", "MQTTS")?;
     let sockets: Vec<WorkerSockets> = http
         .into_iter()
         .map(|http| WorkerSockets {
             http,
+            https: https.remove(0),
             mqtt: mqtt.remove(0),
+            mqtts: mqtts.remove(0),
+            tls: tls.as_ref().map(TlsSetup::for_worker),
         })
         .collect();
     if let Some(addr) = cli.metrics_listen.0 {
@@ -323,6 +374,7 @@ fn serve<S: Store>(
         config: ConnConfig {
             request_timeout: cli.request_timeout,
             idle_timeout: cli.idle_timeout,
+            tls_handshake_timeout: cli.tls_handshake_timeout,
             ..ConnConfig::default()
         },
         mqtt: MqttConfig {
@@ -379,6 +431,22 @@ fn serve<S: Store>(
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One listening socket per worker on `addr`, or none when it is `off`.
+fn optional_group(
+    addr: Option<SocketAddr>,
+    workers: usize,
+    flag: &str,
+    what: &str,
+) -> anyhow::Result<Vec<Option<std::net::TcpListener>>> {
+    let Some(addr) = addr else {
+        return Ok((0..workers).map(|_| None).collect());
+    };
+    let group = listener::bind_group(addr, workers)
+        .map_err(|e| anyhow::anyhow!("cannot bind {flag} {addr}: {e}"))?;
+    tracing::info!(addr = %group[0].local_addr()?, "{what} listening");
+    Ok(group.into_iter().map(Some).collect())
 }
 
 /// Resolves `host:port` once, at start.

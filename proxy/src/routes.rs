@@ -29,6 +29,10 @@ use crate::worker::Worker;
 /// The device registration route.
 pub const REGISTER_PATH: &str = "/api/client-registry/register";
 
+/// The login route. With a client certificate and no password it is
+/// answered here (mutual-TLS login); otherwise the admin service answers.
+pub const LOGIN_PATH: &str = "/api/login";
+
 /// Settings the connection loop and routes share.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -37,6 +41,8 @@ pub struct ConnConfig {
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
+    /// Time a TLS client has from accept to a finished handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ConnConfig {
@@ -45,6 +51,7 @@ impl Default for ConnConfig {
             limits: Default::default(),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -100,11 +107,13 @@ pub struct App<S> {
     pub shed: ShedConfig,
 }
 
-/// Serves one request, appending the response to `out`.
+/// Serves one request, appending the response to `out`. `client_cert` is
+/// the verified client certificate of an HTTPS connection (DER), if any.
 pub async fn handle<S: Store>(
     worker: &Worker<S>,
     req: &Request<'_>,
     peer: SocketAddr,
+    client_cert: Option<&[u8]>,
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
@@ -130,6 +139,12 @@ pub async fn handle<S: Store>(
                 write_shed(out, keep_alive);
                 return;
             };
+            if let (LOGIN_PATH, "POST", Some(cert)) = (p, req.method, client_cert) {
+                if let Some(login) = CertificateLogin::parse(req.body) {
+                    certificate_login(worker, login, cert, peer, keep_alive, out).await;
+                    return;
+                }
+            }
             let resp = app.forwarder.forward(to_http_request(req), peer).await;
             write_forwarded(out, &resp, keep_alive);
         }
@@ -175,6 +190,131 @@ fn write_rate_limited(out: &mut Vec<u8>, wait: Duration, keep_alive: bool) {
         br#"{"status":"rate_limited","error":"too many polls; wait for Retry-After"}"#,
         keep_alive,
     );
+}
+
+/// The body of a certificate login: no password, and optionally the
+/// username (which must then be the certificate's CN) and the token
+/// lifetime.
+#[derive(Debug, PartialEq, Eq)]
+struct CertificateLogin {
+    username: Option<String>,
+    /// The raw `expireTimeInHours`, range-checked when answering.
+    hours: Option<i64>,
+    /// Why the body is unusable (answered 400).
+    invalid: Option<String>,
+}
+
+impl CertificateLogin {
+    /// `None` when the body carries a password: that is a password login,
+    /// for the admin service, certificate or not.
+    fn parse(body: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(body).unwrap_or("").trim();
+        if text.is_empty() {
+            return Some(CertificateLogin {
+                username: None,
+                hours: None,
+                invalid: None,
+            });
+        }
+        let invalid = |m: &str| {
+            Some(CertificateLogin {
+                username: None,
+                hours: None,
+                invalid: Some(m.to_owned()),
+            })
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) else {
+            return invalid("the body must be empty or a JSON object");
+        };
+        if map.contains_key("password") {
+            return None;
+        }
+        let username = match map.get("username") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) => Some(u.clone()),
+            Some(_) => return invalid("username must be a string"),
+        };
+        let hours = match map.get("expireTimeInHours") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => match v.as_i64() {
+                Some(h) => Some(h),
+                None => return invalid("expireTimeInHours must be an integer"),
+            },
+        };
+        Some(CertificateLogin {
+            username,
+            hours,
+            invalid: None,
+        })
+    }
+}
+
+/// `POST /api/login` over HTTPS with a client certificate and no password:
+/// the certificate's user gets a JWT, as after a password login.
+async fn certificate_login<S: Store>(
+    worker: &Worker<S>,
+    login: CertificateLogin,
+    cert: &[u8],
+    peer: SocketAddr,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
+    let error = |out: &mut Vec<u8>, status: u16, kind: &str, message: &str| {
+        let body = serde_json::json!({"status": kind, "error": message});
+        write_json(out, status, &[], body.to_string().as_bytes(), keep_alive);
+    };
+    if let Some(m) = &login.invalid {
+        return error(out, 400, "invalid", m);
+    }
+    let hours = match login.hours {
+        None => DEFAULT_EXPIRE_HOURS,
+        Some(h) if h >= 1 && h.unsigned_abs() <= MAX_EXPIRE_HOURS => h.unsigned_abs(),
+        Some(_) => {
+            let m = format!("expireTimeInHours must be between 1 and {MAX_EXPIRE_HOURS}");
+            return error(out, 400, "invalid", &m);
+        }
+    };
+    let registry = &worker.app.registry;
+    let now = UnixMillis::now();
+    let metrics = &worker.metrics;
+    match registry.authenticate_certificate(cert, now).await {
+        Err(e) => error(out, 503, "unavailable", &e.to_string()),
+        Ok(Err(rejection)) => {
+            metrics.cert_auth_refused.increment(1);
+            tracing::info!(%peer, reason = rejection.reason(), "certificate login refused");
+            error(
+                out,
+                401,
+                "unauthorized",
+                &format!("client certificate refused: {}", rejection.reason()),
+            );
+        }
+        Ok(Ok(user)) if login.username.as_ref().is_some_and(|u| *u != user.username) => {
+            metrics.cert_auth_refused.increment(1);
+            error(
+                out,
+                401,
+                "unauthorized",
+                "the username is not the client certificate's",
+            );
+        }
+        Ok(Ok(user)) => {
+            metrics.cert_auth_ok.increment(1);
+            let token = registry
+                .tokens()
+                .issue(&user.username, &user.roles, now, hours);
+            tracing::info!(username = %user.username, %peer, hours, "certificate login");
+            let body = serde_json::json!({ "token": token });
+            write_json(
+                out,
+                200,
+                &[("Cache-Control", "no-store")],
+                body.to_string().as_bytes(),
+                keep_alive,
+            );
+        }
+    }
 }
 
 async fn register<S: Store>(

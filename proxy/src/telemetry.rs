@@ -48,16 +48,55 @@ impl Transport {
     }
 }
 
+/// The device listeners, as the `listener` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Listener {
+    Http,
+    Https,
+    Mqtt,
+    Mqtts,
+}
+
+impl Listener {
+    pub const ALL: [Listener; 4] = [
+        Listener::Http,
+        Listener::Https,
+        Listener::Mqtt,
+        Listener::Mqtts,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Http => "http",
+            Listener::Https => "https",
+            Listener::Mqtt => "mqtt",
+            Listener::Mqtts => "mqtts",
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Listener::Https | Listener::Mqtts)
+    }
+}
+
 /// One worker's handles.
 pub struct WorkerMetrics {
     requests: [[Counter; 12]; 2],
     latency: [Histogram; 2],
-    pub open_http: Gauge,
-    pub open_mqtt: Gauge,
-    pub refused_http: Counter,
-    pub refused_mqtt: Counter,
+    /// Per [`Listener`].
+    pub open: [Gauge; 4],
+    /// Per [`Listener`].
+    pub refused: [Counter; 4],
     pub credential_hit: Counter,
     pub credential_miss: Counter,
+    pub tls_full: Counter,
+    pub tls_resumed: Counter,
+    pub tls_failed: Counter,
+    pub tls_handshake_seconds: Histogram,
+    /// Mutual-TLS authentications by result.
+    pub cert_auth_ok: Counter,
+    pub cert_auth_refused: Counter,
 }
 
 impl WorkerMetrics {
@@ -71,12 +110,17 @@ impl WorkerMetrics {
             requests: [per(Transport::Http), per(Transport::Mqtt)],
             latency: [Transport::Http, Transport::Mqtt]
                 .map(|t| histogram!(names::REQUEST_DURATION_SECONDS, "transport" => t.label())),
-            open_http: gauge!(names::OPEN_CONNECTIONS, "listener" => "http"),
-            open_mqtt: gauge!(names::OPEN_CONNECTIONS, "listener" => "mqtt"),
-            refused_http: counter!(names::CONNECTIONS_REFUSED_TOTAL, "listener" => "http"),
-            refused_mqtt: counter!(names::CONNECTIONS_REFUSED_TOTAL, "listener" => "mqtt"),
+            open: Listener::ALL.map(|l| gauge!(names::OPEN_CONNECTIONS, "listener" => l.label())),
+            refused: Listener::ALL
+                .map(|l| counter!(names::CONNECTIONS_REFUSED_TOTAL, "listener" => l.label())),
             credential_hit: counter!(names::CACHE_LOOKUPS_TOTAL, "cache" => "credentials", "result" => "hit"),
             credential_miss: counter!(names::CACHE_LOOKUPS_TOTAL, "cache" => "credentials", "result" => "miss"),
+            tls_full: counter!(names::TLS_HANDSHAKES_TOTAL, "kind" => "full"),
+            tls_resumed: counter!(names::TLS_HANDSHAKES_TOTAL, "kind" => "resumed"),
+            tls_failed: counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL),
+            tls_handshake_seconds: histogram!(names::TLS_HANDSHAKE_DURATION_SECONDS),
+            cert_auth_ok: counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => "success"),
+            cert_auth_refused: counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => "failure"),
         }
     }
 

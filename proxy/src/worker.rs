@@ -32,7 +32,8 @@ use crate::http::response::write_json;
 use crate::mqtt::credentials::CredentialCache;
 use crate::mqtt::session;
 use crate::routes::App;
-use crate::telemetry::WorkerMetrics;
+use crate::telemetry::{Listener, WorkerMetrics};
+use crate::tls::{Handshake, TlsStream, WorkerTls};
 
 /// How long a worker waits for open connections after shutdown begins.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -56,14 +57,11 @@ impl Shutdown {
 /// One worker's listening sockets.
 pub struct WorkerSockets {
     pub http: StdListener,
+    pub https: Option<StdListener>,
     pub mqtt: Option<StdListener>,
-}
-
-/// Which protocol a listener speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Protocol {
-    Http,
-    Mqtt,
+    pub mqtts: Option<StdListener>,
+    /// The TLS configurations (present when `https` or `mqtts` is).
+    pub tls: Option<WorkerTls>,
 }
 
 /// One worker's state, shared by its tasks (never across threads).
@@ -159,12 +157,26 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: 
             credentials: RefCell::new(credentials),
             metrics: WorkerMetrics::new(),
         });
-        let mqtt = sockets
-            .mqtt
-            .map(|l| monoio::spawn(accept_loop(worker.clone(), l, Protocol::Mqtt)));
-        accept_loop(worker.clone(), sockets.http, Protocol::Http).await;
-        if let Some(mqtt) = mqtt {
-            mqtt.await;
+        let tls = sockets.tls.map(Rc::new);
+        let others: Vec<_> = [
+            (sockets.https, Listener::Https),
+            (sockets.mqtt, Listener::Mqtt),
+            (sockets.mqtts, Listener::Mqtts),
+        ]
+        .into_iter()
+        .filter_map(|(socket, listener)| {
+            let socket = socket?;
+            Some(monoio::spawn(accept_loop(
+                worker.clone(),
+                socket,
+                listener,
+                tls.clone(),
+            )))
+        })
+        .collect();
+        accept_loop(worker.clone(), sockets.http, Listener::Http, None).await;
+        for task in others {
+            task.await;
         }
         let deadline = Instant::now() + DRAIN_GRACE;
         while worker.open.get() > 0 && Instant::now() < deadline {
@@ -174,7 +186,12 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: 
     });
 }
 
-async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, protocol: Protocol) {
+async fn accept_loop<S: Store>(
+    worker: Rc<Worker<S>>,
+    listener: StdListener,
+    kind: Listener,
+    tls: Option<Rc<WorkerTls>>,
+) {
     let id = worker.id;
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -183,10 +200,8 @@ async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, pro
             std::process::exit(1);
         }
     };
-    let (open_gauge, refused) = match protocol {
-        Protocol::Http => (&worker.metrics.open_http, &worker.metrics.refused_http),
-        Protocol::Mqtt => (&worker.metrics.open_mqtt, &worker.metrics.refused_mqtt),
-    };
+    let open_gauge = &worker.metrics.open[kind as usize];
+    let refused = &worker.metrics.refused[kind as usize];
     while !worker.shutdown.is_triggered() {
         // Wake at least every 100 ms to notice a shutdown.
         let accepted = monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
@@ -195,7 +210,10 @@ async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, pro
             Ok(Ok((mut stream, peer))) => {
                 if worker.open.get() >= worker.app.shed.max_connections {
                     refused.increment(1);
-                    if protocol == Protocol::Http {
+                    // Plain HTTP gets a 503 it can read; TLS and MQTT
+                    // clients cannot read one before a handshake or a
+                    // CONNECT, so they are closed.
+                    if kind == Listener::Http {
                         monoio::spawn(async move {
                             let mut out = Vec::new();
                             write_json(
@@ -212,18 +230,21 @@ async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, pro
                 }
                 let _ = stream.set_nodelay(true);
                 let w = worker.clone();
+                let tls = tls.clone();
                 w.open.set(w.open.get() + 1);
                 open_gauge.increment(1.0);
                 monoio::spawn(async move {
-                    match protocol {
-                        Protocol::Http => conn::serve(stream, peer, &w).await,
-                        Protocol::Mqtt => session::serve(stream, peer, &w).await,
+                    match kind {
+                        Listener::Http => conn::serve(stream, peer, &w, None).await,
+                        Listener::Mqtt => session::serve(stream, peer, &w, None).await,
+                        Listener::Https | Listener::Mqtts => {
+                            if let Some(tls) = tls {
+                                serve_tls(stream, peer, &w, kind, &tls).await;
+                            }
+                        }
                     }
                     w.open.set(w.open.get() - 1);
-                    match protocol {
-                        Protocol::Http => w.metrics.open_http.decrement(1.0),
-                        Protocol::Mqtt => w.metrics.open_mqtt.decrement(1.0),
-                    }
+                    w.metrics.open[kind as usize].decrement(1.0);
                 });
             }
             Ok(Err(e)) => {
@@ -232,5 +253,56 @@ async fn accept_loop<S: Store>(worker: Rc<Worker<S>>, listener: StdListener, pro
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Runs the TLS handshake under `--tls-handshake-timeout`, counts it, and
+/// serves the connection with the client certificate (if any) attached.
+async fn serve_tls<S: Store>(
+    stream: monoio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    worker: &Worker<S>,
+    kind: Listener,
+    tls: &WorkerTls,
+) {
+    let config = match kind {
+        Listener::Https => tls.https.clone(),
+        _ => tls.mqtts.clone(),
+    };
+    let metrics = &worker.metrics;
+    let started = Instant::now();
+    let connection = match rustls::ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
+    let timeout = worker.app.config.tls_handshake_timeout;
+    let (stream, handshake) =
+        match monoio::time::timeout(timeout, TlsStream::accept(stream, connection)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                metrics.tls_failed.increment(1);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.tls_failed.increment(1);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    metrics
+        .tls_handshake_seconds
+        .record(started.elapsed().as_secs_f64());
+    match handshake {
+        Handshake::Full => metrics.tls_full.increment(1),
+        Handshake::Resumed => metrics.tls_resumed.increment(1),
+    }
+    let client_cert = stream.peer_certificate().map(<[u8]>::to_vec);
+    match kind {
+        Listener::Https => conn::serve(stream, peer, worker, client_cert).await,
+        _ => session::serve(stream, peer, worker, client_cert).await,
     }
 }

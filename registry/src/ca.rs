@@ -203,12 +203,27 @@ impl CertificateAuthority {
         &self.cert_der
     }
 
-    /// Signs `csr_pem` into a client certificate for `username`.
+    /// Signs `csr_pem` into a client certificate for `username`, valid from
+    /// five minutes before `now` (clock skew) for `--cert-validity-days`.
     pub fn issue(
         &self,
         csr_pem: &str,
         username: &str,
         now: UnixMillis,
+    ) -> Result<IssuedCertificate, CaError> {
+        let not_before = UnixMillis(now.0.saturating_sub(5 * 60 * 1000));
+        self.issue_between(csr_pem, username, not_before, now.plus(self.validity))
+    }
+
+    /// Signs `csr_pem` into a client certificate for `username` valid from
+    /// `not_before` to `not_after` (what [`issue`](Self::issue) uses; tests
+    /// use it to make certificates that have already expired).
+    pub fn issue_between(
+        &self,
+        csr_pem: &str,
+        username: &str,
+        not_before: UnixMillis,
+        not_after: UnixMillis,
     ) -> Result<IssuedCertificate, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut params = CertificateParams::default();
@@ -217,10 +232,12 @@ impl CertificateAuthority {
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let start = time::OffsetDateTime::from_unix_timestamp((now.0 / 1000) as i64)
-            .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-        params.not_before = start - time::Duration::minutes(5);
-        params.not_after = start + time::Duration::seconds(self.validity.as_secs() as i64);
+        let at = |t: UnixMillis| {
+            time::OffsetDateTime::from_unix_timestamp((t.0 / 1000) as i64)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        };
+        params.not_before = at(not_before);
+        params.not_after = at(not_after);
         let mut serial = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
         serial[0] &= 0x7f;
@@ -229,9 +246,18 @@ impl CertificateAuthority {
         Ok(IssuedCertificate {
             pem: cert.pem(),
             fingerprint: fingerprint_der(cert.der()),
-            not_after: now.plus(self.validity),
+            // Whole seconds, as in the certificate.
+            not_after: UnixMillis(not_after.0 / 1000 * 1000),
         })
     }
+}
+
+/// The subject common name of a DER certificate (`None` if the bytes do
+/// not parse or there is no CN). Mutual TLS uses it as the username.
+pub fn certificate_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 /// The DER bytes of the first CERTIFICATE block of `pem`.
@@ -322,12 +348,20 @@ mod tests {
         let issued = ca.issue(&csr(Some("dev-01")), "dev-01", now).unwrap();
         assert!(issued.pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(issued.fingerprint.len(), 64);
-        assert_eq!(
-            issued.not_after,
-            now.plus(Duration::from_secs(365 * 86_400))
-        );
+        let expected = now.plus(Duration::from_secs(365 * 86_400));
+        assert_eq!(issued.not_after, UnixMillis(expected.0 / 1000 * 1000));
         let der = pem::parse(&issued.pem).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+        // The recorded expiry is the certificate's own notAfter.
+        assert_eq!(
+            cert.validity().not_after.timestamp() * 1000,
+            issued.not_after.0 as i64
+        );
+        assert_eq!(
+            certificate_common_name(der.contents()).as_deref(),
+            Some("dev-01")
+        );
+        assert_eq!(certificate_common_name(b"not a certificate"), None);
         let cn = cert
             .subject()
             .iter_common_name()

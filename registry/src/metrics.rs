@@ -17,9 +17,17 @@ pub const REQUEST_DURATION_SECONDS: &str = "fleetgate_request_duration_seconds";
 pub const OPEN_CONNECTIONS: &str = "fleetgate_open_connections";
 /// Connections refused at accept because a worker was at its cap, by `listener`.
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "fleetgate_connections_refused_total";
-/// TLS handshakes by `kind` (`full`, `resumed`). TLS listeners arrive with
-/// the certificate work; until then these stay 0.
+/// Completed TLS handshakes on the HTTPS and MQTTS listeners, by `kind`
+/// (`full`, `resumed`).
 pub const TLS_HANDSHAKES_TOTAL: &str = "fleetgate_tls_handshakes_total";
+/// TLS handshakes that failed or timed out (bad client certificate,
+/// protocol error, a client that went away).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "fleetgate_tls_handshake_failures_total";
+/// Time from accept to a completed TLS handshake.
+pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "fleetgate_tls_handshake_duration_seconds";
+/// Mutual-TLS authentications (HTTPS login, MQTTS CONNECT) by `result`
+/// (`success`, `failure`).
+pub const CERTIFICATE_LOGINS_TOTAL: &str = "fleetgate_certificate_logins_total";
 /// Store operations by `op` and `result` (`ok`, `error`).
 pub const STORE_OPERATIONS_TOTAL: &str = "fleetgate_store_operations_total";
 /// Store operation latency by `op`.
@@ -78,12 +86,15 @@ pub mod outcome {
 }
 
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 19] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
     CONNECTIONS_REFUSED_TOTAL,
     TLS_HANDSHAKES_TOTAL,
+    TLS_HANDSHAKE_FAILURES_TOTAL,
+    TLS_HANDSHAKE_DURATION_SECONDS,
+    CERTIFICATE_LOGINS_TOTAL,
     STORE_OPERATIONS_TOTAL,
     STORE_OPERATION_DURATION_SECONDS,
     CACHE_LOOKUPS_TOTAL,
@@ -123,7 +134,20 @@ pub fn describe() {
     );
     describe_counter!(
         TLS_HANDSHAKES_TOTAL,
-        "TLS handshakes by kind (full, resumed)."
+        "Completed TLS handshakes by kind (full, resumed)."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes that failed or timed out."
+    );
+    describe_histogram!(
+        TLS_HANDSHAKE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from accept to a completed TLS handshake."
+    );
+    describe_counter!(
+        CERTIFICATE_LOGINS_TOTAL,
+        "Mutual-TLS authentications (HTTPS login, MQTTS CONNECT) by result."
     );
     describe_counter!(STORE_OPERATIONS_TOTAL, "Store operations by op and result.");
     describe_histogram!(

@@ -85,6 +85,32 @@ pub enum RegisterOutcome {
     Unavailable(String),
 }
 
+/// Why a verified client certificate does not authenticate anyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateRejection {
+    /// The certificate has no subject CN.
+    NoCommonName,
+    /// No user has the CN's name (never granted, or deleted).
+    UnknownUser,
+    /// The user exists but holds another certificate, or none.
+    NotTheUsersCertificate,
+    /// The user's certificate has expired.
+    Expired,
+}
+
+impl CertificateRejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            CertificateRejection::NoCommonName => "the certificate has no subject CN",
+            CertificateRejection::UnknownUser => "no such user",
+            CertificateRejection::NotTheUsersCertificate => {
+                "not the certificate issued to this user"
+            }
+            CertificateRejection::Expired => "the certificate has expired",
+        }
+    }
+}
+
 impl RegisterOutcome {
     /// The short outcome name used in bodies and metrics.
     pub fn name(&self) -> &'static str {
@@ -552,6 +578,34 @@ impl<S: Store> Registry<S> {
     /// admin's password is set to it (rehashing only if it changed). Without,
     /// a missing admin gets a generated password, returned so the caller can
     /// print it once; it is stored only as a hash.
+    /// Authenticates a client certificate that the TLS layer has already
+    /// verified against the client CA (chain, validity, clientAuth): its CN
+    /// names the user, and the user must still exist and hold exactly this
+    /// certificate, unexpired. A deleted user, a superseded certificate or
+    /// an expired one is refused.
+    pub async fn authenticate_certificate(
+        &self,
+        der: &[u8],
+        now: UnixMillis,
+    ) -> Result<Result<UserRecord, CertificateRejection>, StoreError> {
+        let Some(username) = crate::ca::certificate_common_name(der) else {
+            return Ok(Err(CertificateRejection::NoCommonName));
+        };
+        let Some(user) = self.user(&username).await? else {
+            return Ok(Err(CertificateRejection::UnknownUser));
+        };
+        let Some(held) = &user.certificate else {
+            return Ok(Err(CertificateRejection::NotTheUsersCertificate));
+        };
+        if held.fingerprint != crate::ca::fingerprint_der(der) {
+            return Ok(Err(CertificateRejection::NotTheUsersCertificate));
+        }
+        if held.not_after <= now {
+            return Ok(Err(CertificateRejection::Expired));
+        }
+        Ok(Ok(user))
+    }
+
     pub async fn ensure_admin(
         &self,
         password: Option<&str>,

@@ -195,6 +195,10 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub admin: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The HTTPS device API (`None` when started with `--https-listen off`).
+    pub https: Option<SocketAddr>,
+    /// The MQTTS listener (`None` when started with `--mqtts-listen off`).
+    pub mqtts: Option<SocketAddr>,
     /// The proxy's Prometheus endpoint (`GET /metrics`).
     pub metrics: SocketAddr,
     pub data_dir: PathBuf,
@@ -218,10 +222,12 @@ impl Gateway {
     /// faster than a device may, on purpose.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Gateway {
         let data = data_dir.to_str().expect("utf-8 temp path");
-        let defaults: [(&str, &str); 9] = [
+        let defaults: [(&str, &str); 11] = [
             ("--http-listen", "127.0.0.1:0"),
+            ("--https-listen", "127.0.0.1:0"),
             ("--admin-listen", "127.0.0.1:0"),
             ("--mqtt-listen", "127.0.0.1:0"),
+            ("--mqtts-listen", "127.0.0.1:0"),
             ("--metrics-listen", "127.0.0.1:0"),
             ("--workers", "2"),
             ("--data-dir", data),
@@ -240,12 +246,17 @@ impl Gateway {
         let admin = process.logged_addr("admin API listening");
         let http = process.logged_addr("device API listening");
         let mqtt = process.logged_addr("MQTT listening");
+        let off = |flag: &str| args.windows(2).any(|w| w[0] == flag && w[1] == "off");
+        let https = (!off("--https-listen")).then(|| process.logged_addr("HTTPS listening"));
+        let mqtts = (!off("--mqtts-listen")).then(|| process.logged_addr("MQTTS listening"));
         let metrics = process.logged_addr("metrics listening");
         Gateway {
             process,
             http,
             admin,
             mqtt,
+            https,
+            mqtts,
             metrics,
             data_dir: data_dir.to_path_buf(),
             _dir: None,

@@ -28,12 +28,12 @@ use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::request::{Credential, RegisterRequest};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal};
 use super::credentials::{Cached, CredentialCache};
+use crate::io::DeviceIo;
 use crate::limiter::Verdict as LimitVerdict;
 use crate::routes::telemetry_outcome;
 use crate::telemetry::{Outcome, Transport as TelemetryTransport};
@@ -83,8 +83,15 @@ pub enum Verdict {
     Refuse(Refusal),
 }
 
-/// Serves one MQTT connection.
-pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &Worker<S>) {
+/// Serves one MQTT connection, over plain TCP or TLS. `client_cert` is the
+/// verified client certificate of an MQTTS connection (DER), if any: it
+/// then decides who the client is (see [`decide_certificate`]).
+pub async fn serve<S: Store, C: DeviceIo>(
+    mut stream: C,
+    peer: SocketAddr,
+    worker: &Worker<S>,
+    client_cert: Option<Vec<u8>>,
+) {
     let app = &worker.app;
     let config = &app.mqtt;
     let deadline = Instant::now() + config.connect_timeout;
@@ -94,7 +101,8 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
         match parse_connect(&buf, config.max_remaining) {
             Parsed::Complete(connect) => {
                 let started = Instant::now();
-                let decided = decide_limited(worker, &connect, peer, started).await;
+                let decided =
+                    decide_limited(worker, &connect, peer, client_cert.as_deref(), started).await;
                 worker.metrics.request(
                     TelemetryTransport::Mqtt,
                     decided.outcome,
@@ -114,21 +122,17 @@ pub async fn serve<S: Store>(mut stream: TcpStream, peer: SocketAddr, worker: &W
                     .request(TelemetryTransport::Mqtt, Outcome::Invalid, 0.0);
                 if malformed.level == Some(Level::V5) {
                     let _ = stream
-                        .write_all(connack(Level::V5, Refusal::Malformed))
+                        .send_all(connack(Level::V5, Refusal::Malformed))
                         .await;
                 }
-                let _ = stream.shutdown().await;
+                stream.close().await;
                 return;
             }
             Parsed::Incomplete => {}
         }
-        if buf.capacity() - buf.len() < 256 {
-            buf.reserve(1024);
-        }
-        let len = buf.len();
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, stream.read(buf.slice_mut(len..))).await {
-            Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+        match monoio::time::timeout(left, stream.read_more(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
             // EOF, error, or no CONNECT in time: close without a word.
             _ => return,
         }
@@ -160,11 +164,13 @@ impl Decided {
     }
 }
 
-/// Storm control first (rate limits, in-flight bound), then [`decide`].
+/// Storm control first (rate limits, in-flight bound), then [`decide`], or
+/// [`decide_certificate`] when the client presented a certificate.
 async fn decide_limited<S: Store>(
     worker: &Worker<S>,
     connect: &Connect<'_>,
     peer: SocketAddr,
+    client_cert: Option<&[u8]>,
     now: Instant,
 ) -> Decided {
     let limits = &worker.app.rate_limits;
@@ -178,12 +184,56 @@ async fn decide_limited<S: Store>(
     let Some(_slot) = worker.try_begin() else {
         return Decided::refuse(Refusal::Busy, Outcome::Shed);
     };
-    decide(&worker.app.registry, connect, peer, &worker.credentials).await
+    match client_cert {
+        Some(cert) => {
+            let decided = decide_certificate(&worker.app.registry, connect, cert, peer).await;
+            match decided.verdict {
+                Verdict::Pass => worker.metrics.cert_auth_ok.increment(1),
+                Verdict::Refuse(_) => worker.metrics.cert_auth_refused.increment(1),
+            }
+            decided
+        }
+        None => decide(&worker.app.registry, connect, peer, &worker.credentials).await,
+    }
 }
 
-async fn refuse(mut stream: TcpStream, level: Level, refusal: Refusal) {
-    let _ = stream.write_all(connack(level, refusal)).await;
-    let _ = stream.shutdown().await;
+/// Decides a CONNECT that came with a verified client certificate: the
+/// certificate names the user (its CN), and it must be the one the user was
+/// issued, unexpired, and the user must still exist. A username in the
+/// CONNECT, if any, must be that CN; a password is not checked (the
+/// certificate is the credential) and is passed on to the broker as sent.
+/// Refusals are "not authorized" (5 / 0x87); there is no implicit
+/// registration with a certificate.
+pub async fn decide_certificate<S: Store>(
+    registry: &Registry<S>,
+    connect: &Connect<'_>,
+    cert: &[u8],
+    peer: SocketAddr,
+) -> Decided {
+    match registry
+        .authenticate_certificate(cert, UnixMillis::now())
+        .await
+    {
+        Err(_) => Decided::refuse(Refusal::Unavailable, Outcome::Unavailable),
+        Ok(Err(rejection)) => {
+            tracing::info!(%peer, reason = rejection.reason(), "MQTTS certificate refused");
+            Decided::refuse(Refusal::NotAuthorized, Outcome::BadCredentials)
+        }
+        Ok(Ok(user)) if connect.username.is_some_and(|u| u != user.username) => {
+            tracing::info!(%peer, "MQTTS username is not the certificate's CN");
+            Decided::refuse(Refusal::NotAuthorized, Outcome::BadCredentials)
+        }
+        Ok(Ok(_)) => Decided {
+            verdict: Verdict::Pass,
+            outcome: Outcome::Authenticated,
+            cache_hit: None,
+        },
+    }
+}
+
+async fn refuse<C: DeviceIo>(mut stream: C, level: Level, refusal: Refusal) {
+    let _ = stream.send_all(connack(level, refusal)).await;
+    stream.close().await;
 }
 
 /// Decides one CONNECT: authenticate a known user, or register an unknown one.
@@ -302,8 +352,8 @@ async fn register<S: Store>(
 
 /// Forwards the buffered bytes (the CONNECT and anything after it) to the
 /// upstream broker, then copies both ways until either side closes.
-async fn splice(
-    client: TcpStream,
+async fn splice<C: DeviceIo>(
+    client: C,
     buffered: Vec<u8>,
     upstream: SocketAddr,
     level: Level,
@@ -327,17 +377,7 @@ async fn splice(
     if res.is_err() {
         return refuse(client, level, Refusal::Unavailable).await;
     }
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut broker_read, mut broker_write) = broker.into_split();
-    let up = async {
-        let _ = monoio::io::copy(&mut client_read, &mut broker_write).await;
-        let _ = broker_write.shutdown().await;
-    };
-    let down = async {
-        let _ = monoio::io::copy(&mut broker_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-    };
-    monoio::join!(up, down);
+    client.splice(broker).await;
 }
 
 #[cfg(test)]
