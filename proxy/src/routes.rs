@@ -208,14 +208,6 @@ impl CertificateLogin {
     /// `None` when the body carries a password: that is a password login,
     /// for the admin service, certificate or not.
     fn parse(body: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(body).unwrap_or("").trim();
-        if text.is_empty() {
-            return Some(CertificateLogin {
-                username: None,
-                hours: None,
-                invalid: None,
-            });
-        }
         let invalid = |m: &str| {
             Some(CertificateLogin {
                 username: None,
@@ -223,6 +215,16 @@ impl CertificateLogin {
                 invalid: Some(m.to_owned()),
             })
         };
+        let Ok(text) = std::str::from_utf8(body) else {
+            return invalid("the body must be empty or a JSON object");
+        };
+        if text.trim().is_empty() {
+            return Some(CertificateLogin {
+                username: None,
+                hours: None,
+                invalid: None,
+            });
+        }
         let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) else {
             return invalid("the body must be empty or a JSON object");
         };
@@ -509,6 +511,39 @@ mod tests {
         let mut out = Vec::new();
         write_register_outcome(&mut out, &outcome, 5, None, true);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_certificate_login_body_has_no_password() {
+        let plain = |username: Option<&str>, hours| {
+            Some(CertificateLogin {
+                username: username.map(str::to_owned),
+                hours,
+                invalid: None,
+            })
+        };
+        assert_eq!(CertificateLogin::parse(b""), plain(None, None));
+        assert_eq!(CertificateLogin::parse(b" \r\n"), plain(None, None));
+        assert_eq!(CertificateLogin::parse(b"{}"), plain(None, None));
+        assert_eq!(
+            CertificateLogin::parse(br#"{"username":"d","expireTimeInHours":5}"#),
+            plain(Some("d"), Some(5))
+        );
+        // A password makes it a password login, for the admin service.
+        assert_eq!(
+            CertificateLogin::parse(br#"{"username":"d","password":"p"}"#),
+            None
+        );
+        for bad in [
+            &b"[1]"[..],
+            b"{",
+            br#"{"username":7}"#,
+            br#"{"expireTimeInHours":"5"}"#,
+            b"\xff\xfe",
+        ] {
+            let parsed = CertificateLogin::parse(bad).unwrap();
+            assert!(parsed.invalid.is_some(), "{bad:?}");
+        }
     }
 
     #[test]

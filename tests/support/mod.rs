@@ -561,17 +561,50 @@ pub fn mqtt_exchange(addr: SocketAddr, packet: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs a Mosquitto client tool (`mosquitto_pub`, `mosquitto_sub`) to
+/// Runs a command-line tool (`mosquitto_pub`, `curl`, `openssl`, ...) to
 /// completion, returning (exit code, stdout, stderr).
-pub fn mosquitto_tool(tool: &str, args: &[&str]) -> (i32, String, String) {
+pub fn run_tool(tool: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tool)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} (install mosquitto-clients): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {tool} (scripts/test.sh installs it): {e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj SUBJ`:
+/// returns the CSR PEM and writes the key to `dir/<name>.key`.
+pub fn make_csr(dir: &Path, name: &str, subj: &str) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let (code, _, err) = run_tool(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().expect("utf-8 path"),
+            "-out",
+            csr.to_str().expect("utf-8 path"),
+            "-subj",
+            subj,
+        ],
+    );
+    assert_eq!(code, 0, "openssl req: {err}");
+    std::fs::read_to_string(csr).expect("the CSR file")
+}
+
+/// Runs `openssl` with `args`: (success, stdout and stderr together).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let (code, out, err) = run_tool("openssl", args);
+    (code == 0, format!("{out}{err}"))
 }

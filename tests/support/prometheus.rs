@@ -348,3 +348,12 @@ fn wait_ready(process: &mut Process, addr: SocketAddr) -> bool {
 pub fn grafana_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../grafana")
 }
+
+/// The value of one series in a text exposition, named exactly as the
+/// exporter writes it (`name{label="value"}`), or `None` if absent.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

@@ -3,57 +3,8 @@
 //! carries a certificate that `openssl verify` accepts, with the right CN,
 //! extended key usage and validity.
 
-use std::path::Path;
-use std::process::Command;
-
 use fleetgate_tests::*;
 use serde_json::json;
-
-/// `openssl req -new -newkey ec ... -subj SUBJ`: returns the CSR PEM and
-/// writes the key to `dir/<name>.key`.
-fn make_csr(dir: &Path, name: &str, subj: &str) -> String {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args([
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            csr.to_str().unwrap(),
-            "-subj",
-            subj,
-        ])
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(csr).unwrap()
-}
-
-fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn csr_request(username: &str, csr: &str) -> serde_json::Value {
     json!({"username": username, "csr": csr})

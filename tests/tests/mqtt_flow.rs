@@ -62,7 +62,7 @@ fn mosquitto_clients_register_then_pass_through_to_the_broker() {
 
     for (user, version) in [("plc-311", "mqttv311"), ("plc-v5", "mqttv5")] {
         // A new client is refused as not authorised, and becomes pending.
-        let (code, _out, err) = mosquitto_tool(
+        let (code, _out, err) = run_tool(
             "mosquitto_pub",
             &[
                 "-h",
@@ -126,7 +126,7 @@ fn mosquitto_clients_register_then_pass_through_to_the_broker() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut published = 0;
     while Instant::now() < deadline {
-        let (code, _, err) = mosquitto_tool(
+        let (code, _, err) = run_tool(
             "mosquitto_pub",
             &[
                 "-h",
@@ -164,7 +164,7 @@ fn mosquitto_clients_register_then_pass_through_to_the_broker() {
     assert_eq!(stdout.trim(), "plant/line1 through-the-gateway");
 
     // A wrong password for a granted user is refused.
-    let (code, _, err) = mosquitto_tool(
+    let (code, _, err) = run_tool(
         "mosquitto_pub",
         &[
             "-h",

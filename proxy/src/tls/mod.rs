@@ -203,7 +203,7 @@ fn generate(dir: &Path, names: &[String], cert_path: &Path, key_path: &Path) -> 
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
-    let suffix = format!(".{}.tmp", std::process::id());
+    let suffix = format!(".{}-{:016x}.tmp", std::process::id(), rand::random::<u64>());
     let key_tmp = dir.join(format!("{GENERATED_KEY}{suffix}"));
     let cert_tmp = dir.join(format!("{GENERATED_CERT}{suffix}"));
     write_file(&key_tmp, &key.serialize_pem(), 0o600)?;
