@@ -29,9 +29,10 @@ use serde_json::{json, Value};
 /// The histograms among `metrics::ALL`. Prometheus stores each as
 /// `<name>_bucket`, `<name>_sum` and `<name>_count` series, so those
 /// suffixes are stripped from these names only.
-const HISTOGRAMS: [&str; 2] = [
+const HISTOGRAMS: [&str; 3] = [
     metrics::REQUEST_DURATION_SECONDS,
     metrics::STORE_OPERATION_DURATION_SECONDS,
+    metrics::TLS_HANDSHAKE_DURATION_SECONDS,
 ];
 
 /// Labels every panel filters on through dashboard variables; they come
@@ -351,6 +352,11 @@ fn exercise(g: &Gateway) {
         connect(client, "obs-granted");
     }
     connect("obs-4", "obs-mqtt-device");
+
+    // One HTTPS request: a TLS handshake, timed.
+    let url = format!("https://{}/healthz", g.https.expect("HTTPS is on"));
+    let (code, _, err) = run_tool("curl", &["-sSk", &url]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// The gateway's `/metrics` on its metrics port, after [`exercise`].
