@@ -59,7 +59,7 @@ taskset -c 1 "$mosquitto" -c "$work/up.conf" 2>"$work/up.log" & pids+=($!)
 
 start_gateway() {
   : > "$work/gw.log"
-  taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
+  taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
     --mqtt-listen 127.0.0.1:0 --mqtt-upstream "127.0.0.1:$up_port" --data-dir "$work/data" \
     --admin-password bench-admin-pw --rate-limit-per-ip off --rate-limit-per-user off 2>>"$work/gw.log" &
   gw=$!; pids+=($gw)

@@ -30,7 +30,7 @@ LUA
 
 for workers in 1 2; do
   rm -rf "$work/data"
-  ./target/release/fleetgate --http-listen 127.0.0.1:0 --admin-listen off --workers "$workers" \
+  ./target/release/fleetgate --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off --workers "$workers" \
     --data-dir "$work/data" --admin-password bench-admin-pw 2> "$work/log" &
   pid=$!
   for _ in $(seq 100); do grep -q "device API listening" "$work/log" && break; sleep 0.05; done

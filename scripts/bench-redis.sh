@@ -42,14 +42,14 @@ evalshas() { redis-cli -p "$rport" info commandstats | awk -F'[=,]' '/^cmdstat_e
 wait_log "$work/admin.log" "admin API listening"; admin=$(addr_of "$work/admin.log" "admin API listening")
 
 start_proxy() { # name store
-  ./target/release/fleetgate --workers 1 --store "$2" --http-listen 127.0.0.1:0 --admin-listen off \
+  ./target/release/fleetgate --workers 1 --store "$2" --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
     --admin-upstream "http://$admin" --mqtt-listen off --metrics-listen off --data-dir "$work/data-$1" \
     --admin-password bench-admin-pw --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/$1.log" &
   pids+=($!)
   wait_log "$work/$1.log" "device API listening"
 }
 start_embedded() {
-  ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
+  ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
     --mqtt-listen off --metrics-listen off --data-dir "$work/data-embedded" \
     --admin-password bench-admin-pw --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/embedded.log" &
   pids+=($!)

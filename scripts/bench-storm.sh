@@ -61,7 +61,7 @@ cat "$work/count.lua" >> "$work/one.lua"
 
 start() {
   rm -rf "$work/data"; : > "$work/log"
-  taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
+  taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
     --mqtt-listen off --metrics-listen 127.0.0.1:0 --data-dir "$work/data" \
     --admin-password bench-admin-pw --rate-limit-per-ip off "$@" 2> "$work/log" &
   pid=$!

@@ -46,7 +46,7 @@ http {
 NGINX
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & pids+=($!)
 
-taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --admin-listen off \
+taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
   --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & pids+=($!)
 for _ in $(seq 100); do grep -q "device API listening" "$work/gw.log" && break; sleep 0.05; done
