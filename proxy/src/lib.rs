@@ -24,9 +24,9 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
-pub mod io;
 pub mod forward;
 pub mod http;
+pub mod io;
 pub mod limiter;
 pub mod listener;
 pub mod mqtt;

@@ -63,7 +63,12 @@ struct Cli {
 
     /// Names (DNS or IP) a generated TLS certificate is valid for,
     /// comma-separated. Used only when the certificate is generated.
-    #[arg(long, env = "FLEETGATE_TLS_NAMES", default_value = "localhost,127.0.0.1,::1", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FLEETGATE_TLS_NAMES",
+        default_value = "localhost,127.0.0.1,::1",
+        value_delimiter = ','
+    )]
     tls_names: Vec<String>,
 
     /// TLS sessions each worker keeps for stateful resumption (TLS 1.2

@@ -120,9 +120,11 @@ fn an_expired_certificate_is_refused() {
     assert_eq!(verdict.unwrap_err(), CertificateRejection::Expired);
     // A day before expiry it is still fine.
     let before = now.plus(Duration::from_secs(29 * 86_400));
-    assert!(block_on(registry.authenticate_certificate(&der(&pem), before))
-        .unwrap()
-        .is_ok());
+    assert!(
+        block_on(registry.authenticate_certificate(&der(&pem), before))
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[test]

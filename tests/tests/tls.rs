@@ -149,7 +149,10 @@ fn a_csr_device_registers_over_https_and_logs_in_with_its_certificate() {
     let (ok, out) = openssl(&["verify", "-CAfile", device.ca.to_str().unwrap(), cert]);
     assert!(ok, "{out}");
     let (_, text) = openssl(&["x509", "-in", cert, "-noout", "-text"]);
-    assert!(text.contains("CN=tls-dev-1") || text.contains("CN = tls-dev-1"), "{text}");
+    assert!(
+        text.contains("CN=tls-dev-1") || text.contains("CN = tls-dev-1"),
+        "{text}"
+    );
     assert!(text.contains("TLS Web Client Authentication"), "{text}");
     let (valid_29, _) = openssl(&["x509", "-in", cert, "-noout", "-checkend", "2505600"]);
     let (valid_31, _) = openssl(&["x509", "-in", cert, "-noout", "-checkend", "2678400"]);
@@ -212,11 +215,17 @@ fn a_csr_device_registers_over_https_and_logs_in_with_its_certificate() {
     assert_eq!(status, 200);
 
     assert_eq!(
-        metric(&g, r#"fleetgate_certificate_logins_total{result="success"}"#),
+        metric(
+            &g,
+            r#"fleetgate_certificate_logins_total{result="success"}"#
+        ),
         2.0
     );
     assert_eq!(
-        metric(&g, r#"fleetgate_certificate_logins_total{result="failure"}"#),
+        metric(
+            &g,
+            r#"fleetgate_certificate_logins_total{result="failure"}"#
+        ),
         1.0
     );
 
@@ -288,7 +297,19 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
     let sub = std::thread::spawn(move || {
         run_tool(
             "mosquitto_sub",
-            &["-h", "127.0.0.1", "-p", &bport, "-t", "fleet/#", "-C", "2", "-W", "20", "-v"],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &bport,
+                "-t",
+                "fleet/#",
+                "-C",
+                "2",
+                "-W",
+                "20",
+                "-v",
+            ],
         )
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -357,11 +378,17 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
     assert_ne!(code, 0);
     assert!(err.contains("not authorised"), "{err}");
     assert_eq!(
-        metric(&g, r#"fleetgate_certificate_logins_total{result="success"}"#),
+        metric(
+            &g,
+            r#"fleetgate_certificate_logins_total{result="success"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric(&g, r#"fleetgate_certificate_logins_total{result="failure"}"#),
+        metric(
+            &g,
+            r#"fleetgate_certificate_logins_total{result="failure"}"#
+        ),
         2.0
     );
 }
@@ -468,7 +495,14 @@ fn resumed_sessions_are_counted_as_resumed() {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let mut child = Command::new("openssl")
-            .args(["s_client", "-connect", &addr, "-servername", "localhost", "-ign_eof"])
+            .args([
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "localhost",
+                "-ign_eof",
+            ])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -544,11 +578,21 @@ fn a_given_server_certificate_is_served_and_a_generated_one_is_kept() {
     let url = format!("https://gw.test:{port}/healthz");
     let (code, out, err) = run_tool(
         "curl",
-        &["-sS", "--cacert", cert.to_str().unwrap(), "--resolve", &resolve, &url],
+        &[
+            "-sS",
+            "--cacert",
+            cert.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &url,
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok"), "{out}");
-    assert!(!server_cert(&g).exists(), "nothing is generated when a certificate is given");
+    assert!(
+        !server_cert(&g).exists(),
+        "nothing is generated when a certificate is given"
+    );
 
     // Generated once, then reused after a restart.
     let data = tempfile::tempdir().unwrap();
@@ -556,7 +600,10 @@ fn a_given_server_certificate_is_served_and_a_generated_one_is_kept() {
     let generated = std::fs::read_to_string(server_cert(&first)).unwrap();
     first.process.terminate(Duration::from_secs(10));
     let again = Gateway::start_in(data.path(), &[]);
-    assert_eq!(std::fs::read_to_string(server_cert(&again)).unwrap(), generated);
+    assert_eq!(
+        std::fs::read_to_string(server_cert(&again)).unwrap(),
+        generated
+    );
     let (status, _) = curl(&again, "GET", "/healthz", None, &[]).unwrap();
     assert_eq!(status, 200);
 
@@ -621,14 +668,19 @@ fn silent_and_garbage_tls_clients_are_closed_and_counted() {
         .unwrap();
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
-    assert!(!answer.starts_with(b"HTTP/"), "no HTTP answer on the TLS port");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "no HTTP answer on the TLS port"
+    );
 
     // A truncated ClientHello on MQTTS, then silence: timed out too.
     let mut partial = std::net::TcpStream::connect(mqtts(&g)).unwrap();
     partial
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
     assert_eq!(partial.read(&mut buf).unwrap_or(0), 0);
 
     // Counted once each, after the closes.

@@ -194,7 +194,12 @@ fn load_or_generate(
     Ok((read_certs(&cert_path)?, read_key(&key_path)?))
 }
 
-fn generate(dir: &Path, names: &[String], cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+fn generate(
+    dir: &Path,
+    names: &[String],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), TlsError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     let mut dn = rcgen::DistinguishedName::new();

@@ -52,7 +52,10 @@ fn half_a_pair_is_an_error_that_names_the_files() {
     TlsSetup::new(&options(dir.path())).unwrap();
     std::fs::remove_file(dir.path().join(GENERATED_CERT)).unwrap();
     let err = TlsSetup::new(&options(dir.path())).unwrap_err().to_string();
-    assert!(err.contains(GENERATED_CERT) && err.contains(GENERATED_KEY), "{err}");
+    assert!(
+        err.contains(GENERATED_CERT) && err.contains(GENERATED_KEY),
+        "{err}"
+    );
 }
 
 #[test]
