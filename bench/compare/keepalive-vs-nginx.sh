@@ -38,7 +38,7 @@ http {
     listen 127.0.0.1:$nport;
     location / {
       default_type application/json;
-      add_header Retry-After 5;
+      add_header Retry-After 5 always;
       return 202 '$body';
     }
   }

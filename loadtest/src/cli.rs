@@ -1,4 +1,5 @@
-//! The command line: one subcommand per scenario, plus `mqtt-storm`.
+//! The command line: one subcommand per scenario, plus `mqtt-storm` and
+//! `tls-storm`.
 //!
 //! Goose normally parses the process's own arguments. It never sees ours:
 //! [`crate::attack`] builds goose's configuration from these flags, and only
@@ -35,6 +36,10 @@ pub enum Command {
     /// MQTT CONNECT storm: fresh TCP connections, one CONNECT each, CONNACK
     /// latency and counts per return code.
     MqttStorm(MqttStormArgs),
+    /// TLS new-connection storm: every poll opens a new TLS connection (as
+    /// curl does), sends one request with `Connection: close` and reads the
+    /// answer to EOF. Counts full and resumed handshakes apart.
+    TlsStorm(TlsStormArgs),
 }
 
 /// Where the load goes: a given gateway, or one this process starts.
@@ -251,6 +256,113 @@ pub struct MqttStormArgs {
     pub gateway_args: Vec<String>,
 }
 
+/// Whether `tls-storm` lets TLS resume sessions.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Every handshake is a full one (the client keeps no session).
+    Off,
+    /// One in-memory session cache shared by every connection: after the
+    /// first handshakes, connections resume with the server's TLS 1.3
+    /// tickets.
+    On,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TlsStormArgs {
+    /// The TLS listener, `https://host:port`.
+    #[arg(long, value_name = "URL", value_parser = parse_https_url)]
+    pub url: reqwest::Url,
+
+    /// The path every request is sent to.
+    #[arg(long, default_value = crate::device::REGISTER_PATH, value_parser = parse_path)]
+    pub path: String,
+
+    /// Connections in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+
+    /// How long the storm runs (`10s`, `1m`); connections in flight at the
+    /// end are finished, none are started after it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// `off`: every handshake is full; `on`: connections resume sessions
+    /// from a cache they all share.
+    #[arg(long, value_enum, default_value = "off")]
+    pub resume: Resume,
+
+    /// Usernames cycle over `<prefix>-0 … <prefix>-<devices-1>`; with 1,
+    /// every request polls the same (pending) request.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub devices: u64,
+
+    /// The username prefix.
+    #[arg(long, default_value = "bench-device")]
+    pub prefix: String,
+
+    /// The password every request carries.
+    #[arg(long, default_value = "s3cret-pass")]
+    pub password: String,
+
+    /// Verify the server's certificate against the PEM certificates in
+    /// this file (default: any certificate is accepted, like
+    /// `curl --insecure`). A self-signed server certificate must not be a
+    /// CA (webpki refuses one as the server's): `openssl req -x509` makes
+    /// one unless given `-addext basicConstraints=critical,CA:FALSE`.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+
+    /// Do not verify the server's handshake signature (CertificateVerify,
+    /// or the TLS 1.2 key exchange signature). The server signs all the
+    /// same, so its work is unchanged; the client saves a P-256 verify per
+    /// full handshake, about a fifth of its own CPU, and is less likely to
+    /// be what limits the rate. A load tool's shortcut, not what curl
+    /// does.
+    #[arg(long)]
+    pub skip_signature_check: bool,
+
+    /// Longest one connection (connect, handshake, request, answer to EOF)
+    /// may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Statuses that are allowed, e.g. `202` or `202,429`. Any other
+    /// status, or an error, makes the run exit 1. Default: everything
+    /// allowed.
+    #[arg(long, value_delimiter = ',')]
+    pub expect: Vec<u16>,
+
+    /// Also write the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// No once-a-second progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `https://host[:port]`, nothing after the authority but `/`.
+fn parse_https_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{e}"))?;
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err("an https://host:port URL".to_owned());
+    }
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err("only https://host:port (the path is --path)".to_owned());
+    }
+    Ok(url)
+}
+
+/// An origin-form request target: `/` then visible ASCII, so it cannot
+/// break the request line.
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.len() <= 2048 && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err("a path starting with /, visible ASCII only".to_owned())
+    }
+}
+
 /// `60s`, `1m30s`, `250ms`: humantime's syntax.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 60s, 2m, 250ms)"))
@@ -352,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn tls_storm_defaults_poll_one_pending_request_without_resumption() {
+        let cli =
+            Cli::try_parse_from(["x", "tls-storm", "--url", "https://127.0.0.1:8443"]).unwrap();
+        let Command::TlsStorm(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.url.port(), Some(8443));
+        assert_eq!(a.path, "/api/client-registry/register");
+        assert_eq!((a.concurrency, a.devices), (32, 1));
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.resume, Resume::Off);
+        let cli = Cli::try_parse_from([
+            "x",
+            "tls-storm",
+            "--url",
+            "https://localhost",
+            "--resume",
+            "on",
+            "--expect",
+            "202,429",
+        ])
+        .unwrap();
+        let Command::TlsStorm(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.url.port_or_known_default(), Some(443));
+        assert_eq!(a.resume, Resume::On);
+        assert_eq!(a.expect, [202, 429]);
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for args in [
             &["x", "locked-storm", "--devices", "0"][..],
@@ -360,6 +503,27 @@ mod tests {
             &["x", "locked-storm", "--run-id", "has-dash"],
             &["x", "mqtt-storm", "--rate", "0"],
             &["x", "mqtt-storm", "--expect", "0x1ff"],
+            &["x", "tls-storm"],
+            &["x", "tls-storm", "--url", "http://127.0.0.1:80"],
+            &["x", "tls-storm", "--url", "https://127.0.0.1:1/api"],
+            &["x", "tls-storm", "--url", "https://h:1", "--path", "/a b"],
+            &[
+                "x",
+                "tls-storm",
+                "--url",
+                "https://h:1",
+                "--path",
+                "/a\r\nX: y",
+            ],
+            &["x", "tls-storm", "--url", "https://h:1", "--resume", "yes"],
+            &[
+                "x",
+                "tls-storm",
+                "--url",
+                "https://h:1",
+                "--concurrency",
+                "0",
+            ],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

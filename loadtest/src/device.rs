@@ -109,9 +109,7 @@ pub fn device_client(
 /// what a real one costs) and resumes sessions only when asked.
 pub fn tls_config(resumption: bool) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AcceptAnyCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(AcceptAnyCertificate::new(&provider));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
@@ -129,8 +127,17 @@ pub fn tls_config(resumption: bool) -> rustls::ClientConfig {
 /// Trusts every certificate chain: a load test's gateway uses a self-signed
 /// one. Handshake signatures are checked as usual.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+pub struct AcceptAnyCertificate {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl AcceptAnyCertificate {
+    /// Checks handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: &rustls::crypto::CryptoProvider) -> AcceptAnyCertificate {
+        AcceptAnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
 }
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {

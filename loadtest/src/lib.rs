@@ -6,7 +6,8 @@
 //! writes its own HTML and JSON reports; on top of them each scenario counts
 //! every status it saw, checks them against the set the contract allows
 //! (docs/API.md), and writes `summary.json`. The MQTT storm is a plain tokio
-//! program, because goose speaks only HTTP.
+//! program, because goose speaks only HTTP; so is the TLS storm, a lean
+//! client that opens a TLS connection per poll.
 //!
 //! A scenario runs against a gateway it starts itself (the all-in-one
 //! `fleetgate` from the same target directory, on free loopback ports, with
@@ -36,6 +37,12 @@
 //! - [`mqtt_packet`]: the CONNECT packet the MQTT storm sends and the CONNACK
 //!   it expects, as pure functions over bytes.
 //! - [`mqtt_storm`]: the MQTT CONNECT storm (`mqtt-storm`).
+//! - [`tls_client`]: the TLS client configuration of the TLS storm (any
+//!   certificate or a CA file, resumption off or from a shared session
+//!   pool).
+//! - [`tls_storm`]: new-connection polls over TLS, full and resumed
+//!   handshakes counted apart (`tls-storm`), the load of
+//!   `bench/compare/tls-vs-nginx.sh`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -48,6 +55,8 @@ pub mod outcome;
 pub mod scenarios;
 pub mod summary;
 pub mod target;
+pub mod tls_client;
+pub mod tls_storm;
 
 /// Why a run could not be carried out (as opposed to a run that found
 /// unexpected answers, which is a [`Verdict`]).

@@ -12,13 +12,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fleetgate_loadtest::cli::{Cli, Command};
-use fleetgate_loadtest::{mqtt_storm, scenarios, Verdict};
+use fleetgate_loadtest::{mqtt_storm, scenarios, tls_storm, Verdict};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         // One thread: the gateway under test keeps the other cores.
         Command::MqttStorm(args) => mqtt_storm::run(args),
+        Command::TlsStorm(args) => tls_storm::run(args),
         command => multi_threaded().and_then(|rt| {
             rt.block_on(async {
                 match command {
@@ -26,7 +27,9 @@ fn main() -> ExitCode {
                     Command::LockedStorm(a) => scenarios::locked_storm::run(a).await,
                     Command::LoginStorm(a) => scenarios::login_storm::run(a).await,
                     Command::TlsReconnect(a) => scenarios::tls_reconnect::run(a).await,
-                    Command::MqttStorm(_) => unreachable!("handled above"),
+                    Command::MqttStorm(_) | Command::TlsStorm(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }),

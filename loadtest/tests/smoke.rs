@@ -23,6 +23,8 @@ use fleetgate_loadtest::mqtt_storm::MqttSummary;
 use fleetgate_loadtest::summary::RunSummary;
 use fleetgate_loadtest::target::{Gateway, GatewayOptions};
 
+mod support;
+
 /// The longest one smoke run may take before the test kills it (by PID).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -348,17 +350,7 @@ struct TlsTerminator {
 
 impl TlsTerminator {
     fn start(upstream: SocketAddr) -> TlsTerminator {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.cert.der().clone()], key)
-                .unwrap(),
-        );
+        let (config, _) = support::self_signed_server(&["localhost"]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicU64::new(0));
@@ -393,7 +385,7 @@ fn terminate(
         tls.conn.complete_io(&mut tls.sock)?;
     }
     handshakes.fetch_add(1, Ordering::Relaxed);
-    let request = read_request(&mut tls)?;
+    let request = support::read_request(&mut tls)?;
     let mut up = TcpStream::connect(upstream)?;
     up.set_read_timeout(Some(Duration::from_secs(10)))?;
     up.write_all(&request)?;
@@ -406,28 +398,4 @@ fn terminate(
     tls.flush()?;
     let _ = tls.sock.shutdown(Shutdown::Write);
     Ok(())
-}
-
-/// Reads one HTTP/1.1 request (head and `Content-Length` body).
-fn read_request(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return Ok(buf);
-            }
-        }
-        let n = r.read(&mut chunk)?;
-        if n == 0 || buf.len() > 64 * 1024 {
-            return Err(std::io::Error::other("incomplete request"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
