@@ -19,7 +19,7 @@ use fleetgate_proxy::limiter::{Limiter, RateSetting};
 use fleetgate_proxy::listener;
 use fleetgate_proxy::mqtt::session::MqttConfig;
 use fleetgate_proxy::pacing::{Pacer, PacingConfig};
-use fleetgate_proxy::routes::{App, ConnConfig, RateLimits, ShedConfig};
+use fleetgate_proxy::routes::{App, ConnConfig, IoDriver, RateLimits, ShedConfig};
 use fleetgate_proxy::tls::{TlsOptions, TlsSetup};
 use fleetgate_proxy::worker::{self, Shutdown, WorkerSockets};
 use fleetgate_registry::store::Store;
@@ -150,6 +150,12 @@ struct Cli {
     /// without an admin of its own.
     #[arg(long, env = "FLEETGATE_ADMIN_UPSTREAM", value_parser = parse_upstream)]
     admin_upstream: Option<http::Uri>,
+
+    /// The workers' I/O driver: `epoll`, `io-uring`, or `auto` (io_uring
+    /// where the kernel allows it, else epoll). epoll is the default because
+    /// it measured faster here (docs/BENCHMARKS.md).
+    #[arg(long, env = "FLEETGATE_IO_DRIVER", default_value = "epoll", value_parser = IoDriver::parse)]
+    io_driver: IoDriver,
 
     /// Number of proxy worker threads (default: the number of cores).
     #[arg(long, env = "FLEETGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -380,6 +386,7 @@ fn serve<S: Store>(
             request_timeout: cli.request_timeout,
             idle_timeout: cli.idle_timeout,
             tls_handshake_timeout: cli.tls_handshake_timeout,
+            io_driver: cli.io_driver,
             ..ConnConfig::default()
         },
         mqtt: MqttConfig {

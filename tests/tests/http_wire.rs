@@ -116,6 +116,9 @@ fn bad_config_exits_2_with_one_line() {
         (vec!["--http-listen", "nowhere"], "--http-listen"),
         (vec!["--pending-ttl", "0s"], "--pending-ttl"),
         (vec!["--store", "cassandra://x"], "--store"),
+        (vec!["--io-driver", "kqueue"], "--io-driver"),
+        (vec!["--tls-session-cache", "0"], "--tls-session-cache"),
+        (vec!["--https-listen", "nowhere"], "--https-listen"),
     ] {
         let mut p = spawn("fleetgate", &args, &[]);
         let status = p.child.wait().unwrap();
@@ -137,16 +140,26 @@ fn environment_variables_configure_flags() {
             ("FLEETGATE_ADMIN_LISTEN", "off"),
             ("FLEETGATE_WORKERS", "1"),
             ("FLEETGATE_MQTT_LISTEN", "off"),
+            ("FLEETGATE_HTTPS_LISTEN", "off"),
+            ("FLEETGATE_MQTTS_LISTEN", "off"),
             ("FLEETGATE_METRICS_LISTEN", "off"),
             ("FLEETGATE_DATA_DIR", dir.path().to_str().unwrap()),
             ("FLEETGATE_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            // The io_uring path where the kernel has it (the other tests
+            // run on the default, epoll).
+            ("FLEETGATE_IO_DRIVER", "auto"),
         ],
     );
     let http = p.logged_addr("device API listening");
     p.wait_for_line("admin API listener off", Duration::from_secs(5));
     let line = p.wait_for_line("worker started", Duration::from_secs(5));
-    assert!(line.contains("driver="), "{line}");
+    assert!(
+        line.contains("driver=\"io_uring\"") || line.contains("driver=\"epoll\""),
+        "{line}"
+    );
     login(http, "admin", ADMIN_PASSWORD);
+    let r = register(http, &creds("env-device", "secret-pw"));
+    assert_eq!(r.status, 423, "{}", r.text());
 }
 
 #[test]
@@ -158,6 +171,14 @@ fn a_generated_admin_password_is_printed_once_and_works() {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
+        "--https-listen",
+        "off",
+        "--mqtt-listen",
+        "off",
+        "--mqtts-listen",
+        "off",
+        "--metrics-listen",
+        "off",
         "--data-dir",
         &data,
     ];
