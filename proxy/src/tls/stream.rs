@@ -10,8 +10,9 @@
 //! goes straight into the caller's buffer.
 //!
 //! Writes are lazy: after the handshake, TLS 1.3 session tickets stay queued
-//! until the first response, so a one-request connection (a polling device)
-//! sends its tickets and its answer in one `write`.
+//! until the next write, or until the connection has to wait for input. A
+//! polling device whose request arrives with its last handshake flight gets
+//! its tickets and its answer in one `write`.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
