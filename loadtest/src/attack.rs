@@ -178,7 +178,9 @@ impl Run {
             path: report_dir.clone(),
             source,
         })?;
-        let target = Target::resolve(&common.target, false)?;
+        // tls-reconnect measures TLS handshakes: a started gateway is
+        // polled on its HTTPS listener.
+        let target = Target::resolve(&common.target, false, scenario == "tls-reconnect")?;
         match &target.gateway {
             Some(g) => eprintln!(
                 "{scenario}: started fleetgate (pid {}) at {} (admin {})",

@@ -339,6 +339,7 @@ pub fn run(args: &MqttStormArgs) -> Result<Verdict, Error> {
                 bin: args.gateway_bin.clone(),
                 extra_args: args.gateway_args.clone(),
                 mqtt: true,
+                https: false,
             })?;
             eprintln!(
                 "mqtt-storm: started fleetgate (pid {}), MQTT at {}",

@@ -61,6 +61,9 @@ pub struct GatewayOptions {
     pub extra_args: Vec<String>,
     /// Open the MQTT listener (on a free loopback port).
     pub mqtt: bool,
+    /// Open the HTTPS listener (on a free loopback port, with the
+    /// certificate the gateway generates into its data dir).
+    pub https: bool,
 }
 
 /// A running all-in-one `fleetgate` that this process started.
@@ -73,6 +76,8 @@ pub struct Gateway {
     pub admin: Option<SocketAddr>,
     /// The MQTT listener, when asked for.
     pub mqtt: Option<SocketAddr>,
+    /// The HTTPS listener, when asked for.
+    pub https: Option<SocketAddr>,
     /// The random password of the `admin` user.
     pub admin_password: String,
     /// Holds `data/` (the embedded store) and `gateway.log`; removed on drop.
@@ -100,10 +105,15 @@ impl Gateway {
 
         let data_arg = data.display().to_string();
         let mqtt_listen = if opts.mqtt { "127.0.0.1:0" } else { "off" };
-        let defaults: [(&str, &str); 7] = [
+        let https_listen = if opts.https { "127.0.0.1:0" } else { "off" };
+        // Every listener is on a free loopback port or off: never the
+        // defaults (0.0.0.0:8443, ...), which parallel runs would share.
+        let defaults: [(&str, &str); 9] = [
             ("--http-listen", "127.0.0.1:0"),
+            ("--https-listen", https_listen),
             ("--admin-listen", "127.0.0.1:0"),
             ("--mqtt-listen", mqtt_listen),
+            ("--mqtts-listen", "off"),
             ("--metrics-listen", "off"),
             ("--data-dir", &data_arg),
             ("--admin-password", &admin_password),
@@ -135,6 +145,7 @@ impl Gateway {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
             mqtt: None,
+            https: None,
             admin_password,
             dir,
         };
@@ -143,6 +154,9 @@ impl Gateway {
         gateway.admin = logged_addr(&gateway.read_log(), "admin API listening");
         if opts.mqtt {
             gateway.mqtt = Some(gateway.wait_for_addr("MQTT listening")?);
+        }
+        if opts.https && !has_flag(&opts.extra_args, "--https-listen") {
+            gateway.https = Some(gateway.wait_for_addr("HTTPS listening")?);
         }
         Ok(gateway)
     }
@@ -275,8 +289,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// The given `--url`, or a gateway started now.
-    pub fn resolve(args: &TargetArgs, mqtt: bool) -> Result<Target, TargetError> {
+    /// The given `--url`, or a gateway started now. With `https`, a started
+    /// gateway's HTTPS listener is the target.
+    pub fn resolve(args: &TargetArgs, mqtt: bool, https: bool) -> Result<Target, TargetError> {
         match &args.url {
             Some(url) => {
                 let url = check_url(url)?;
@@ -296,8 +311,12 @@ impl Target {
                     bin: args.gateway_bin.clone(),
                     extra_args: args.gateway_args.clone(),
                     mqtt,
+                    https,
                 })?;
-                let url = format!("http://{}", gateway.http);
+                let url = match gateway.https {
+                    Some(a) => format!("https://{a}"),
+                    None => format!("http://{}", gateway.http),
+                };
                 let admin_url = match gateway.admin {
                     Some(a) => format!("http://{a}"),
                     None => url.clone(),

@@ -221,7 +221,7 @@ fn login_storm_granted_devices_log_in() {
 }
 
 #[test]
-fn tls_reconnect_over_plain_http_polls_pending_requests() {
+fn tls_reconnect_against_a_started_gateway_polls_its_https_listener() {
     let s = http_scenario(
         "tls-reconnect",
         &[
@@ -235,6 +235,7 @@ fn tls_reconnect_over_plain_http_polls_pending_requests() {
             "0.02",
         ],
     );
+    assert!(s.target.starts_with("https://"), "{s:#?}");
     assert_only(&s, &[202, 423, 429]);
     assert!(s.status_counts().contains_key(&202), "unlocked: {s:#?}");
     assert!(s.requests >= 30, "{s:#?}");
@@ -249,6 +250,7 @@ fn tls_reconnect_over_https_is_a_handshake_per_poll() {
         bin: Some(fleetgate_bin()),
         extra_args: vec!["--workers=1".into()],
         mqtt: false,
+        https: false,
     })
     .expect("start fleetgate");
     let tls = TlsTerminator::start(gateway.http);

@@ -2,9 +2,9 @@
 //! the client keeps no idle connection and sends `Connection: close`. On an
 //! `https://` URL every poll is a new TLS handshake (a full one, unless
 //! `--tls-resumption`), with any certificate accepted, as a load test's
-//! gateway has a self-signed one. On `http://` it is a new TCP connection
-//! per poll, which is what a started gateway offers (it has no
-//! certificate).
+//! gateway has a self-signed one. A gateway the tool starts itself is
+//! polled on its HTTPS listener (with the certificate it generates). On an
+//! `http://` URL it is a new TCP connection per poll.
 //!
 //! When the admin password is known (always, for a started gateway), the
 //! registry is unlocked for the run, so polls are of a pending request
