@@ -608,3 +608,46 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
     let (code, out, err) = run_tool("openssl", args);
     (code == 0, format!("{out}{err}"))
 }
+
+/// An HTTPS request with `curl`. With `cacert`, the server certificate is
+/// verified against it by the name `localhost`; without, any certificate is
+/// accepted (`--insecure`, as the reference documentation does). Returns the
+/// status and body, or curl's error when no HTTP answer came (for example a
+/// refused handshake).
+pub fn curl_https(
+    addr: SocketAddr,
+    cacert: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[&str],
+) -> Result<(u16, String), String> {
+    let url = match cacert {
+        Some(_) => format!("https://localhost:{}{path}", addr.port()),
+        None => format!("https://{addr}{path}"),
+    };
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ];
+    match cacert {
+        Some(ca) => args.extend(["--cacert", ca.to_str().expect("utf-8 path")]),
+        None => args.push("--insecure"),
+    }
+    if let Some(b) = body {
+        args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let (code, out, err) = run_tool("curl", &args);
+    if code != 0 {
+        return Err(format!("curl exit {code}: {err}"));
+    }
+    let (text, status) = out.rsplit_once('\n').expect("the status line");
+    Ok((status.parse().expect("a status"), text.to_owned()))
+}

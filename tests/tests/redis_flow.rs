@@ -15,6 +15,11 @@ struct Deployment {
     admin: Process,
     admin_addr: SocketAddr,
     proxies: Vec<(Process, SocketAddr, SocketAddr)>,
+    /// Each proxy's HTTPS listener.
+    https: Vec<SocketAddr>,
+    /// The data dir both proxies share (each generates the TLS certificate
+    /// there only if the other has not: one pair wins).
+    data_dir: tempfile::TempDir,
 }
 
 fn deploy(url: &str) -> Deployment {
@@ -35,6 +40,9 @@ fn deploy(url: &str) -> Deployment {
     );
     let admin_addr = admin.logged_addr("admin API listening");
     let upstream = format!("http://{admin_addr}");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let data = data_dir.path().to_str().expect("utf-8 path").to_owned();
+    let mut https = Vec::new();
     let proxies = (0..2)
         .map(|_| {
             let mut p = spawn(
@@ -53,9 +61,11 @@ fn deploy(url: &str) -> Deployment {
                     "--mqtt-listen",
                     "127.0.0.1:0",
                     "--https-listen",
-                    "off",
+                    "127.0.0.1:0",
                     "--mqtts-listen",
                     "off",
+                    "--data-dir",
+                    &data,
                     "--metrics-listen",
                     "off",
                     "--workers",
@@ -71,6 +81,7 @@ fn deploy(url: &str) -> Deployment {
             );
             let http = p.logged_addr("device API listening");
             let mqtt = p.logged_addr("MQTT listening");
+            https.push(p.logged_addr("HTTPS listening"));
             (p, http, mqtt)
         })
         .collect();
@@ -78,6 +89,8 @@ fn deploy(url: &str) -> Deployment {
         admin,
         admin_addr,
         proxies,
+        https,
+        data_dir,
     }
 }
 
@@ -148,6 +161,46 @@ fn shared_state_across_instances(url: &str) {
         mqtt_exchange(d.proxies[1].2, &wrong),
         [0x20, 0x02, 0x00, 0x04]
     );
+
+    // A CSR device over HTTPS: registered on proxy 1, granted by the admin
+    // (which signs with the CA shared through the store), collected on
+    // proxy 2, and logged in with its certificate on proxy 1.
+    let (h1, h2) = (d.https[0], d.https[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let csr = make_csr(dir.path(), "plc-cert-1", "/CN=plc-cert-1");
+    let body = serde_json::json!({"username": "plc-cert-1", "csr": csr}).to_string();
+    let path = "/api/client-registry/register";
+    let (status, text) = curl_https(h1, None, "POST", path, Some(&body), &[]).unwrap();
+    assert_eq!(status, 202, "{text}");
+    let r = authed(
+        d.admin_addr,
+        &token,
+        "POST",
+        "/api/client-registry/requests/plc-cert-1/grant",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, text) = curl_https(h2, None, "POST", path, Some(&body), &[]).unwrap();
+    assert_eq!(status, 201, "{text}");
+    let granted: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cert = dir.path().join("plc-cert-1.crt");
+    std::fs::write(&cert, granted["certificate"].as_str().unwrap()).unwrap();
+    let key = dir.path().join("plc-cert-1.key");
+    let cert_args = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let (status, text) = curl_https(h1, None, "POST", "/api/login", None, &cert_args).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"token\""), "{text}");
+    // Both proxies present the one certificate they generated between them.
+    let generated = d.data_dir.path().join("tls-cert.pem");
+    for h in [h1, h2] {
+        let (status, _) = curl_https(h, Some(&generated), "GET", "/healthz", None, &[]).unwrap();
+        assert_eq!(status, 200);
+    }
     drop(d.admin);
 }
 

@@ -27,9 +27,8 @@ fn mqtts(g: &Gateway) -> SocketAddr {
     g.mqtts.expect("the MQTTS listener is on")
 }
 
-/// An HTTPS request with curl, verifying the server certificate by name
-/// (`localhost`). Returns the status and body, or `None` and curl's error
-/// when no HTTP answer came (a refused handshake).
+/// An HTTPS request with curl, verifying the generated server certificate
+/// by name (`localhost`).
 fn curl(
     g: &Gateway,
     method: &str,
@@ -37,30 +36,7 @@ fn curl(
     body: Option<&str>,
     extra: &[&str],
 ) -> Result<(u16, String), String> {
-    let url = format!("https://localhost:{}{path}", https(g).port());
-    let cacert = server_cert(g);
-    let mut args = vec![
-        "-sS",
-        "--max-time",
-        "20",
-        "--cacert",
-        cacert.to_str().unwrap(),
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ];
-    if let Some(b) = body {
-        args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let (code, out, err) = run_tool("curl", &args);
-    if code != 0 {
-        return Err(format!("curl exit {code}: {err}"));
-    }
-    let (text, status) = out.rsplit_once('\n').expect("the status line");
-    Ok((status.parse().expect("a status"), text.to_owned()))
+    curl_https(https(g), Some(&server_cert(g)), method, path, body, extra)
 }
 
 fn register_https(g: &Gateway, body: &Value) -> (u16, Value) {
