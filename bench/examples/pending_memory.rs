@@ -19,8 +19,8 @@ use fleetgate_bench::pending::{
     now_or_never, plain_poll, unlocked_store, DeviceName, XorShift64, MAX_DEVICES, SEALED_LEN,
 };
 use fleetgate_bench::rss::vm_rss_bytes;
+use fleetgate_registry::embedded::open::{CompactString, OpenRequest, SEALED_INLINE};
 use fleetgate_registry::fingerprint::{CredentialKind, Fingerprint};
-use fleetgate_registry::model::RequestRecord;
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{SealOnCreate, Store};
 use fleetgate_registry::UnixMillis;
@@ -113,29 +113,37 @@ fn main() {
 
     // Where the bytes go.
     let name_len = sample.username.len();
-    let key = size_of::<String>();
-    let record = size_of::<RequestRecord>();
+    let key = size_of::<CompactString>();
+    let record = size_of::<OpenRequest>();
     let inline = key + record;
-    let heap_key = malloc_chunk(name_len);
-    let heap_username = malloc_chunk(name_len);
-    let heap_sealed = malloc_chunk(SEALED_LEN);
-    let heap = heap_key + heap_username + heap_sealed;
+    // Keys up to 24 bytes and sealed secrets up to SEALED_INLINE bytes live
+    // inside the entry; longer ones take a heap chunk.
+    let heap_key = if name_len > key {
+        malloc_chunk(name_len)
+    } else {
+        0
+    };
+    let heap_sealed = if SEALED_LEN > SEALED_INLINE {
+        malloc_chunk(SEALED_LEN)
+    } else {
+        0
+    };
+    let heap = heap_key + heap_sealed;
     let leaf_node = BTREE_CAPACITY * inline + 16;
     println!();
     println!("breakdown (sizes from the types and glibc's malloc chunk rounding):");
     for (what, bytes) in [
-        ("map key String (inline)".to_string(), key),
-        ("RequestRecord (inline)".to_string(), record),
         (
-            format!("map key's heap copy of the username ({name_len} B)"),
+            format!("map key CompactString, inline ({name_len} B name)"),
+            key,
+        ),
+        ("OpenRequest (inline)".to_string(), record),
+        (
+            "the key's heap copy (names over 24 B only)".to_string(),
             heap_key,
         ),
         (
-            "RequestRecord.username, a second heap copy".to_string(),
-            heap_username,
-        ),
-        (
-            format!("sealed secret ({SEALED_LEN} B) on the heap"),
+            format!("sealed secret ({SEALED_LEN} B), heap only over {SEALED_INLINE} B"),
             heap_sealed,
         ),
     ] {

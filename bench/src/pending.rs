@@ -18,9 +18,10 @@ use fleetgate_registry::model::Transport;
 use fleetgate_registry::store::{Poll, SealOnCreate, Store};
 use fleetgate_registry::UnixMillis;
 
-/// Length of a sealed 12-byte password: the plaintext plus the 16-byte
-/// Poly1305 tag (the nonce is derived from the fingerprint, not stored).
-pub const SEALED_LEN: usize = 12 + 16;
+/// Length of a sealed 12-byte password: the credential-kind tag byte, the
+/// plaintext, and the 16-byte Poly1305 tag (the nonce is derived from the
+/// fingerprint, not stored).
+pub const SEALED_LEN: usize = 1 + 12 + 16;
 
 /// Devices are numbered below this; [`DeviceName`] has six digits.
 pub const MAX_DEVICES: u32 = 1_000_000;

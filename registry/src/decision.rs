@@ -34,18 +34,50 @@ impl Default for Windows {
 }
 
 impl Windows {
-    /// When `record` stops counting, given its state.
-    pub fn expires_at(&self, record: &RequestRecord) -> UnixMillis {
-        match record.state {
-            RequestState::Pending => record.last_seen.plus(self.pending_ttl),
+    /// When a request in `state`, last polled at `last_seen`, stops counting.
+    pub fn expiry(&self, state: RequestState, last_seen: UnixMillis) -> UnixMillis {
+        match state {
+            RequestState::Pending => last_seen.plus(self.pending_ttl),
             RequestState::Granted { granted_at } => granted_at.plus(self.collect_window),
             RequestState::Denied { denied_at } => denied_at.plus(self.deny_window),
         }
     }
 
+    /// When `record` stops counting, given its state.
+    pub fn expires_at(&self, record: &RequestRecord) -> UnixMillis {
+        self.expiry(record.state, record.last_seen)
+    }
+
     /// Whether `record` still counts at `now`.
     pub fn is_live(&self, record: &RequestRecord, now: UnixMillis) -> bool {
         now < self.expires_at(record)
+    }
+}
+
+/// The parts of a stored request the decision reads. Stores that keep
+/// requests in their own layout (the embedded store's compact pending
+/// entries) hand this over instead of a whole [`RequestRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestSummary<'a> {
+    pub fingerprint: &'a Fingerprint,
+    pub state: RequestState,
+    pub last_seen: UnixMillis,
+}
+
+impl RequestSummary<'_> {
+    /// Whether the request still counts at `now`.
+    pub fn is_live(&self, windows: &Windows, now: UnixMillis) -> bool {
+        now < windows.expiry(self.state, self.last_seen)
+    }
+}
+
+impl<'a> From<&'a RequestRecord> for RequestSummary<'a> {
+    fn from(r: &'a RequestRecord) -> Self {
+        RequestSummary {
+            fingerprint: &r.fingerprint,
+            state: r.state,
+            last_seen: r.last_seen,
+        }
     }
 }
 
@@ -71,9 +103,9 @@ impl LockState {
 pub struct Known<'a> {
     /// A user with this username exists.
     pub user_exists: bool,
-    /// The request record for this username, if any (possibly expired; the
+    /// The request for this username, if any (possibly expired; the
     /// decision checks that against the clock).
-    pub request: Option<&'a RequestRecord>,
+    pub request: Option<RequestSummary<'a>>,
 }
 
 /// The outcome of steps 3 to 5, and the state change it implies.
@@ -115,8 +147,8 @@ pub fn decide(
     now: UnixMillis,
     windows: &Windows,
 ) -> Decision {
-    let request = known.request.filter(|r| windows.is_live(r, now));
-    let same = request.is_some_and(|r| r.fingerprint == *fp);
+    let request = known.request.filter(|r| r.is_live(windows, now));
+    let same = request.is_some_and(|r| r.fingerprint == fp);
 
     // 3. The username belongs to an existing user: only the collection of
     // the very request that was granted succeeds.
@@ -199,7 +231,7 @@ mod tests {
             &fp(f),
             Known {
                 user_exists: user,
-                request: req,
+                request: req.map(Into::into),
             },
             lock,
             now,

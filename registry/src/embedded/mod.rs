@@ -22,6 +22,7 @@
 //! merge shards in username order for keyset pagination.
 
 pub mod journal;
+pub mod open;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -36,6 +37,7 @@ use crate::store::{
     DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
 };
 use journal::{Journal, JournalError, JournalRecord};
+use open::{CompactString, OpenRequest};
 
 /// Number of shards. A power of two well above the worker count keeps the
 /// chance that two workers want the same shard at once small.
@@ -43,8 +45,8 @@ pub const SHARDS: usize = 64;
 
 #[derive(Default, Debug)]
 struct Shard {
-    /// Pending and denied requests.
-    open: BTreeMap<String, RequestRecord>,
+    /// Pending and denied requests, in their compact layout.
+    open: BTreeMap<CompactString, OpenRequest>,
     /// Granted requests still inside (or not yet swept past) their window.
     granted: BTreeMap<String, RequestRecord>,
     users: BTreeMap<String, UserRecord>,
@@ -200,10 +202,10 @@ impl EmbeddedStore {
             let windows = self.windows;
             let mut pending_removed = 0;
             s.open.retain(|_, r| {
-                let live = windows.is_live(r, now);
+                let live = r.is_live(&windows, now);
                 if !live {
                     removed += 1;
-                    if r.state == RequestState::Pending {
+                    if r.is_pending() {
                         pending_removed += 1;
                     }
                 }
@@ -240,25 +242,21 @@ impl EmbeddedStore {
         let mut open_entry = open.get_mut(poll.username);
         let known = Known {
             user_exists: users.contains_key(poll.username),
-            request: granted_entry.or(open_entry.as_deref()),
+            request: granted_entry
+                .map(Into::into)
+                .or(open_entry.as_deref().map(OpenRequest::summary)),
         };
         let decision = decide(&poll.fingerprint, known, lock_state, now, &self.windows);
         match decision {
             Decision::Collect => Ok((decision, granted_entry.cloned())),
             Decision::StillPending | Decision::PendingWhileLocked => {
                 let r = open_entry.take().expect("decide saw a pending request");
-                r.last_seen = now;
-                r.polls += 1;
-                if poll.source_addr.is_some() {
-                    r.source_addr = poll.source_addr;
-                }
+                r.refresh(now, poll.source_addr);
                 Ok((decision, None))
             }
             Decision::Create => {
                 // An expired record may still sit here; it is replaced.
-                let replaced_pending = open_entry
-                    .as_ref()
-                    .is_some_and(|r| r.state == RequestState::Pending);
+                let replaced_pending = open_entry.as_ref().is_some_and(|r| r.is_pending());
                 granted.remove(poll.username);
                 if !replaced_pending {
                     // Reserve a slot under the cap without a global lock.
@@ -274,7 +272,7 @@ impl EmbeddedStore {
                     }
                 }
                 let record = RequestRecord {
-                    username: poll.username.to_owned(),
+                    username: String::new(),
                     fingerprint: poll.fingerprint,
                     state: RequestState::Pending,
                     transport: poll.transport,
@@ -289,7 +287,10 @@ impl EmbeddedStore {
                     polls: 1,
                     certificate: None,
                 };
-                open.insert(poll.username.to_owned(), record);
+                open.insert(
+                    CompactString::from(poll.username),
+                    OpenRequest::from_record(record),
+                );
                 Ok((decision, None))
             }
             Decision::Conflict | Decision::Denied | Decision::Locked => Ok((decision, None)),
@@ -307,20 +308,22 @@ impl EmbeddedStore {
 
     fn get_request_sync(&self, username: &str, now: UnixMillis) -> Option<RequestRecord> {
         let s = self.shard(username);
-        s.granted
+        if let Some(g) = s.granted.get(username) {
+            return self.windows.is_live(g, now).then(|| g.clone());
+        }
+        s.open
             .get(username)
-            .or_else(|| s.open.get(username))
-            .filter(|r| self.windows.is_live(r, now))
-            .cloned()
+            .filter(|r| r.is_live(&self.windows, now))
+            .map(|r| r.to_record(username))
     }
 
     /// Keyset pagination over all shards: each shard contributes its first
     /// `limit + 1` matching keys after the cursor; the merged, sorted keys are
     /// cut to `limit`, and only those records are cloned.
-    fn list_keys<T>(
+    fn list_keys<K: std::borrow::Borrow<str> + Ord, T>(
         &self,
         query: &ListQuery,
-        map: impl Fn(&Shard) -> &BTreeMap<String, T>,
+        map: impl Fn(&Shard) -> &BTreeMap<K, T>,
         keep: impl Fn(&T) -> bool,
     ) -> (Vec<String>, bool) {
         let limit = query.limit.clamp(1, crate::store::MAX_PAGE);
@@ -334,11 +337,12 @@ impl EmbeddedStore {
             };
             let mut taken = 0;
             for (k, v) in map(&s).range::<str, _>((start, Bound::Unbounded)) {
+                let k: &str = k.borrow();
                 if !k.starts_with(prefix) || taken > limit {
                     break;
                 }
                 if keep(v) {
-                    keys.push(k.clone());
+                    keys.push(k.to_owned());
                     taken += 1;
                 }
             }
@@ -391,7 +395,7 @@ impl Store for EmbeddedStore {
             ListState::Pending => self.list_keys(
                 query,
                 |s| &s.open,
-                |r| r.state == RequestState::Pending && windows.is_live(r, now),
+                |r| r.is_pending() && r.is_live(&windows, now),
             ),
             ListState::Granted => {
                 self.list_keys(query, |s| &s.granted, |r| windows.is_live(r, now))
@@ -434,7 +438,7 @@ impl Store for EmbeddedStore {
             match s
                 .open
                 .get(username)
-                .filter(|r| self.windows.is_live(r, now))
+                .filter(|r| r.is_live(&self.windows, now))
             {
                 None => return Ok(GrantResult::NotFound),
                 Some(r) if r.fingerprint != grant.fingerprint => {
@@ -442,10 +446,10 @@ impl Store for EmbeddedStore {
                         "the pending request changed since it was read; read it again",
                     ))
                 }
-                Some(r) if r.state != RequestState::Pending => {
+                Some(r) if !r.is_pending() => {
                     return Ok(GrantResult::Conflict("the request was denied"))
                 }
-                Some(r) => r.clone(),
+                Some(r) => r.to_record(username),
             }
         };
         let mut granted = record;
@@ -466,10 +470,7 @@ impl Store for EmbeddedStore {
             },
         )?;
         let mut s = self.shard(username);
-        let was_pending = s
-            .open
-            .remove(username)
-            .is_some_and(|r| r.state == RequestState::Pending);
+        let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());
         s.users.insert(grant.user.username.clone(), grant.user);
         s.granted.insert(username.to_owned(), granted.clone());
         drop(s);
@@ -487,16 +488,16 @@ impl Store for EmbeddedStore {
         {
             return Ok(DenyResult::AlreadyGranted);
         }
+        let windows = self.windows;
         let Some(r) = s
             .open
             .get_mut(username)
-            .filter(|r| self.windows.is_live(r, now))
+            .filter(|r| r.is_live(&windows, now))
         else {
             return Ok(DenyResult::NotFound);
         };
-        if r.state == RequestState::Pending {
-            r.state = RequestState::Denied { denied_at: now };
-            r.sealed = Vec::new();
+        if r.is_pending() {
+            r.deny(now);
             drop(s);
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
