@@ -165,6 +165,31 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
+/// Prints `[  3.0s] N <what>, R/s` to stderr once a second, from the
+/// counter `done`, until the returned task is aborted (the progress line of
+/// the tokio storm tools, `mqtt-storm` and `tls-storm`).
+pub fn spawn_progress(
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    start: std::time::Instant,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            let n = done.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "[{:>5.1}s] {n} {what}, {}/s",
+                start.elapsed().as_secs_f64(),
+                n - last
+            );
+            last = n;
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,24 +300,9 @@ pub async fn storm(cfg: Storm) -> StormResult {
     let connector = TlsConnector::from(cfg.tls.clone());
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let progress = cfg.progress.then(|| {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            let mut last = 0;
-            loop {
-                tick.tick().await;
-                let n = done.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>5.1}s] {n} operations, {}/s",
-                    start.elapsed().as_secs_f64(),
-                    n - last
-                );
-                last = n;
-            }
-        })
-    });
+    let progress = cfg
+        .progress
+        .then(|| crate::summary::spawn_progress(done.clone(), start, "operations"));
     let mut tasks = Vec::new();
     for _ in 0..cfg.concurrency {
         let (cfg, connector, next, done) =

@@ -251,60 +251,34 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
     let device = enrol(&g, &token, dir.path(), "tls-mqtt-1");
     let cafile = server_cert(&g);
     let port = mqtts(&g).port().to_string();
-    let tls_args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "-h",
-            "localhost",
-            "-p",
-            &port,
-            "--cafile",
-            cafile.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+    let cafile = cafile.to_str().unwrap();
+    // mosquitto_pub through the MQTTS listener, pinning the server
+    // certificate; `with_cert` adds the device's certificate and key.
+    let publish = |extra: &[&str]| {
+        let mut args = vec!["-h", "localhost", "-p", &port, "--cafile", cafile];
+        args.extend_from_slice(extra);
+        run_tool("mosquitto_pub", &args)
+    };
+    let with_cert = |extra: &[&str]| {
+        let mut args = device.cert_args().to_vec();
+        args.extend_from_slice(extra);
+        publish(&args)
     };
 
     // A subscriber on the upstream broker sees what the device publishes
     // through the gateway.
     let bport = broker.addr.port().to_string();
     let sub = std::thread::spawn(move || {
-        run_tool(
-            "mosquitto_sub",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &bport,
-                "-t",
-                "fleet/#",
-                "-C",
-                "2",
-                "-W",
-                "20",
-                "-v",
-            ],
-        )
+        let args = ["-h", "127.0.0.1", "-p", &bport, "-t", "fleet/#"];
+        let wait = ["-C", "2", "-W", "20", "-v"];
+        run_tool("mosquitto_sub", &[&args[..], &wait[..]].concat())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let cert_pub = tls_args(&[
-        "--cert",
-        device.cert.to_str().unwrap(),
-        "--key",
-        device.key.to_str().unwrap(),
-        "-t",
-        "fleet/tls-mqtt-1",
-        "-m",
-        "hello-over-mtls",
-    ]);
-    let args: Vec<&str> = cert_pub.iter().map(String::as_str).collect();
-    let (code, _, err) = run_tool("mosquitto_pub", &args);
+    let (code, _, err) = with_cert(&["-t", "fleet/tls-mqtt-1", "-m", "hello-over-mtls"]);
     assert_eq!(code, 0, "{err}");
 
     // A password device over MQTTS: implicit registration, then granted.
-    let pw_pub = tls_args(&[
+    let password_device = [
         "-u",
         "tls-mqtt-pw",
         "-P",
@@ -315,13 +289,12 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
         "fleet/tls-mqtt-pw",
         "-m",
         "hello-over-tls",
-    ]);
-    let pw_args: Vec<&str> = pw_pub.iter().map(String::as_str).collect();
-    let (code, _, err) = run_tool("mosquitto_pub", &pw_args);
+    ];
+    let (code, _, err) = publish(&password_device);
     assert_ne!(code, 0, "pending must be refused: {err}");
     assert!(err.contains("not authorised"), "{err}");
     grant(&g, &token, "tls-mqtt-pw");
-    let (code, _, err) = run_tool("mosquitto_pub", &pw_args);
+    let (code, _, err) = publish(&password_device);
     assert_eq!(code, 0, "{err}");
 
     let (code, out, err) = sub.join().unwrap();
@@ -330,27 +303,14 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
     assert!(out.contains("fleet/tls-mqtt-pw hello-over-tls"), "{out}");
 
     // The certificate with another username in the CONNECT: not authorised.
-    let other = tls_args(&[
-        "--cert",
-        device.cert.to_str().unwrap(),
-        "--key",
-        device.key.to_str().unwrap(),
-        "-u",
-        "someone-else",
-        "-t",
-        "fleet/x",
-        "-m",
-        "x",
-    ]);
-    let other: Vec<&str> = other.iter().map(String::as_str).collect();
-    let (code, _, err) = run_tool("mosquitto_pub", &other);
+    let (code, _, err) = with_cert(&["-u", "someone-else", "-t", "fleet/x", "-m", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("not authorised"), "{err}");
 
     // Deleting the user revokes the certificate on MQTTS too.
     let r = authed(g.admin, &token, "DELETE", "/api/users/tls-mqtt-1", b"");
     assert_eq!(r.status, 204);
-    let (code, _, err) = run_tool("mosquitto_pub", &args);
+    let (code, _, err) = with_cert(&["-t", "fleet/tls-mqtt-1", "-m", "after-delete"]);
     assert_ne!(code, 0);
     assert!(err.contains("not authorised"), "{err}");
     assert_eq!(
