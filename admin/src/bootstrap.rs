@@ -69,13 +69,9 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             std::fs::create_dir_all(dir).map_err(data_dir_err)?;
             let secrets = Secrets::load_or_create(dir).map_err(data_dir_err)?;
             let store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
-            let ca = match (&args.ca_cert, &args.ca_key) {
-                (Some(c), Some(k)) => CertificateAuthority::from_pem(
-                    &read_pem(c)?,
-                    &read_pem(k)?,
-                    args.cert_validity_days,
-                )?,
-                _ => CertificateAuthority::load_or_generate(
+            let ca = match ca_from_flags(args)? {
+                Some(ca) => ca,
+                None => CertificateAuthority::load_or_generate(
                     &dir.join("ca-cert.pem"),
                     &dir.join("ca-key.pem"),
                     args.cert_validity_days,
@@ -102,13 +98,9 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             })
             .await?;
             let secrets = Secrets::derive(&redis.load_or_create_secret().await?);
-            let ca = match (&args.ca_cert, &args.ca_key) {
-                (Some(c), Some(k)) => CertificateAuthority::from_pem(
-                    &read_pem(c)?,
-                    &read_pem(k)?,
-                    args.cert_validity_days,
-                )?,
-                _ => {
+            let ca = match ca_from_flags(args)? {
+                Some(ca) => ca,
+                None => {
                     // Shared through Redis: the first instance's CA wins.
                     let fresh = CertificateAuthority::generate(args.cert_validity_days)?;
                     let candidate = format!("{}\n{}", fresh.cert_pem(), fresh.key_pem());
@@ -143,6 +135,17 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             Ok(Opened::Redis(registry))
         }
     }
+}
+
+/// The CA given by `--ca-cert` and `--ca-key`, if both are set.
+fn ca_from_flags(
+    args: &StoreArgs,
+) -> Result<Option<CertificateAuthority>, fleetgate_registry::ca::CaError> {
+    let (Some(cert), Some(key)) = (&args.ca_cert, &args.ca_key) else {
+        return Ok(None);
+    };
+    CertificateAuthority::from_pem(&read_pem(cert)?, &read_pem(key)?, args.cert_validity_days)
+        .map(Some)
 }
 
 fn read_pem(path: &std::path::Path) -> Result<String, fleetgate_registry::ca::CaError> {
