@@ -164,8 +164,9 @@ pub struct Run {
 
 impl Run {
     /// Picks the run id and report folder, and resolves the target
-    /// (starting a gateway when no `--url` was given).
-    pub fn prepare(scenario: &'static str, common: &CommonArgs) -> Result<Run, Error> {
+    /// (starting a gateway when no `--url` was given; with `https`, the
+    /// started gateway is polled on its HTTPS listener).
+    pub fn prepare(scenario: &'static str, common: &CommonArgs, https: bool) -> Result<Run, Error> {
         let run_id = common.run_id.clone().unwrap_or_else(|| {
             Alphanumeric
                 .sample_string(&mut rand::thread_rng(), 6)
@@ -178,9 +179,7 @@ impl Run {
             path: report_dir.clone(),
             source,
         })?;
-        // tls-reconnect measures TLS handshakes: a started gateway is
-        // polled on its HTTPS listener.
-        let target = Target::resolve(&common.target, false, scenario == "tls-reconnect")?;
+        let target = Target::resolve(&common.target, false, https)?;
         match &target.gateway {
             Some(g) => eprintln!(
                 "{scenario}: started fleetgate (pid {}) at {} (admin {})",

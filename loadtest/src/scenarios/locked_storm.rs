@@ -19,7 +19,7 @@ pub const EXPECTED: &[u16] = &[423, 429];
 
 pub async fn run(args: &LockedStormArgs) -> Result<Verdict, Error> {
     let common = &args.common;
-    let run = Run::prepare("locked-storm", common)?;
+    let run = Run::prepare("locked-storm", common, false)?;
     if run.target.admin_password.is_some() {
         let admin = Admin::login(
             run.admin_client()?,

@@ -20,7 +20,7 @@ pub const EXPECTED: &[u16] = &[200];
 
 pub async fn run(args: &LoginStormArgs) -> Result<Verdict, Error> {
     let common = &args.common;
-    let run = Run::prepare("login-storm", common)?;
+    let run = Run::prepare("login-storm", common, false)?;
     let admin = Admin::login(
         run.admin_client()?,
         &run.target.admin_url,

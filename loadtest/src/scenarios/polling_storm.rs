@@ -33,7 +33,7 @@ pub const EXPECTED: &[u16] = &[201, 202, 423, 429];
 
 pub async fn run(args: &PollingStormArgs) -> Result<Verdict, Error> {
     let common = &args.common;
-    let run = Run::prepare("polling-storm", common)?;
+    let run = Run::prepare("polling-storm", common, false)?;
     let admin = Arc::new(
         Admin::login(
             run.admin_client()?,

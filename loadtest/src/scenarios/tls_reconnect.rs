@@ -25,7 +25,9 @@ pub const EXPECTED: &[u16] = &[202, 423, 429];
 
 pub async fn run(args: &TlsReconnectArgs) -> Result<Verdict, Error> {
     let common = &args.common;
-    let run = Run::prepare("tls-reconnect", common)?;
+    // TLS handshakes are what this scenario measures: a started gateway is
+    // polled on its HTTPS listener.
+    let run = Run::prepare("tls-reconnect", common, true)?;
     let admin = match run.target.admin_password.as_deref() {
         Some(pw) => Some(Admin::login(run.admin_client()?, &run.target.admin_url, Some(pw)).await?),
         None => None,
