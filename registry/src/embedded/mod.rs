@@ -271,26 +271,8 @@ impl EmbeddedStore {
                         });
                     }
                 }
-                let record = RequestRecord {
-                    username: String::new(),
-                    fingerprint: poll.fingerprint,
-                    state: RequestState::Pending,
-                    transport: poll.transport,
-                    sealed: poll.secret.into_sealed(),
-                    roles: poll.roles.to_vec(),
-                    permissions: poll.permissions.to_vec(),
-                    context: poll.context.map(str::to_owned),
-                    source_addr: poll.source_addr,
-                    client_id: poll.client_id.map(str::to_owned),
-                    first_seen: now,
-                    last_seen: now,
-                    polls: 1,
-                    certificate: None,
-                };
-                open.insert(
-                    CompactString::from(poll.username),
-                    OpenRequest::from_record(record),
-                );
+                let username = CompactString::from(poll.username);
+                open.insert(username, OpenRequest::created(poll, now));
                 Ok((decision, None))
             }
             Decision::Conflict | Decision::Denied | Decision::Locked => Ok((decision, None)),

@@ -24,6 +24,7 @@ use crate::clock::UnixMillis;
 use crate::decision::{RequestSummary, Windows};
 use crate::fingerprint::Fingerprint;
 use crate::model::{Permission, RequestRecord, RequestState, Transport};
+use crate::store::Poll;
 
 /// A pending or denied request, without its username (the map key).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,8 +75,30 @@ impl OpenRequest {
         self.state == RequestState::Pending
     }
 
-    /// The compact form of `record` (its username becomes the map key).
-    pub fn from_record(record: RequestRecord) -> Self {
+    /// The pending request `poll` creates at `now`.
+    pub fn created(poll: Poll<'_>, now: UnixMillis) -> Self {
+        OpenRequest {
+            fingerprint: poll.fingerprint,
+            state: RequestState::Pending,
+            first_seen: now,
+            last_seen: now,
+            origin: Origin::new(poll.transport, poll.source_addr),
+            extras: Extras {
+                roles: poll.roles.to_vec(),
+                permissions: poll.permissions.to_vec(),
+                context: poll.context.map(str::to_owned),
+                client_id: poll.client_id.map(str::to_owned),
+            }
+            .boxed(),
+            polls: 1,
+            sealed: Sealed::from(poll.secret.into_sealed()),
+        }
+    }
+
+    /// The compact form of `record` (its username becomes the map key):
+    /// the inverse of [`to_record`](Self::to_record), which the tests check.
+    #[cfg(test)]
+    fn from_record(record: RequestRecord) -> Self {
         let RequestRecord {
             username: _,
             fingerprint,
