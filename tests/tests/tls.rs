@@ -101,6 +101,36 @@ fn enrol(g: &Gateway, token: &str, dir: &Path, username: &str) -> Enrolled {
     }
 }
 
+/// A self-signed ECDSA P-256 certificate for `/CN=<cn>`, valid 30 days,
+/// with `-addext` for each of `exts`: (certificate, key) paths in `dir`.
+fn self_signed(dir: &Path, cn: &str, exts: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let subj = format!("/CN={cn}");
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        &subj,
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ];
+    for ext in exts {
+        args.extend(["-addext", ext]);
+    }
+    let (ok, out) = openssl(&args);
+    assert!(ok, "{out}");
+    (cert, key)
+}
+
 fn metric(g: &Gateway, series: &str) -> f64 {
     let text = scrape(g.metrics);
     sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
@@ -355,26 +385,7 @@ fn expired_and_foreign_certificates_are_refused_in_the_handshake() {
     std::fs::write(&expired_path, &expired.pem).unwrap();
     let old_key = dir.path().join("old-dev.key");
     // A self-signed certificate no CA of ours issued.
-    let foreign_key = dir.path().join("foreign.key");
-    let foreign_cert = dir.path().join("foreign.crt");
-    let (ok, out) = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=foreign",
-        "-keyout",
-        foreign_key.to_str().unwrap(),
-        "-out",
-        foreign_cert.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    let (foreign_cert, foreign_key) = self_signed(dir.path(), "foreign", &[]);
 
     let failures = "fleetgate_tls_handshake_failures_total";
     let before = metric(&g, failures);
@@ -482,27 +493,7 @@ fn resumed_sessions_are_counted_as_resumed() {
 #[test]
 fn a_given_server_certificate_is_served_and_a_generated_one_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
-    let (ok, out) = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=gw.test",
-        "-addext",
-        "subjectAltName=DNS:gw.test",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    let (cert, key) = self_signed(dir.path(), "gw.test", &["subjectAltName=DNS:gw.test"]);
     let g = Gateway::start(&[
         "--tls-cert",
         cert.to_str().unwrap(),
