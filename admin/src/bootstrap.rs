@@ -118,10 +118,10 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
                 cache.clone(),
                 redis.subscribe_events(),
             );
-            fleetgate_store_redis::cache::spawn_lock_refresher(
+            fleetgate_store_redis::cache::spawn_refresher(
                 cache.clone(),
                 redis.clone(),
-                Duration::from_secs(1),
+                fleetgate_store_redis::cache::REVALIDATE_EVERY,
             );
             let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
             let store = CachedStore::new(Arc::new(bridge), cache);

@@ -74,6 +74,12 @@ pub struct StoreArgs {
     #[arg(long, env = "FLEETGATE_POLL_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub poll_cache_ttl: Duration,
 
+    /// The roles a device may ask for in its register request,
+    /// comma-separated; asking for any other role is 422. Unset: any role
+    /// but `admin`, which a device may never ask for.
+    #[arg(long, env = "FLEETGATE_REQUESTABLE_ROLES", value_delimiter = ',', value_parser = parse_role)]
+    pub requestable_roles: Option<Vec<String>>,
+
     /// After grants and user changes, `WAIT` for this many Redis replicas
     /// (0: do not wait).
     #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
@@ -102,6 +108,21 @@ fn parse_store(s: &str) -> Result<StoreKind, String> {
     }
 }
 
+/// One role name of `--requestable-roles`: 1 to 64 bytes, and not `admin`.
+fn parse_role(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > fleetgate_registry::request::ROLE_MAX {
+        return Err(format!(
+            "a role name is 1 to {} bytes long",
+            fleetgate_registry::request::ROLE_MAX
+        ));
+    }
+    if s == fleetgate_registry::model::ADMIN_ROLE {
+        return Err("`admin` can never be requested by a device".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// Parses `15m`, `90s`, `1h 30m`, … (humantime syntax), refusing zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. `90s` or `15m`)"))?;
@@ -121,6 +142,7 @@ impl StoreArgs {
                 deny_window: self.deny_window,
             },
             max_pending: self.max_pending as usize,
+            requestable_roles: self.requestable_roles.clone(),
             ..RegistryConfig::default()
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! Time limits: a request must arrive whole within `request_timeout` of its
 //! first byte (a slow sender gets 408 and is closed); an idle keep-alive
-//! connection is closed after `idle_timeout`.
+//! connection is closed after `idle_timeout`; every write must finish within
+//! `write_timeout` (a client that sends but never reads is closed).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use fleetgate_registry::store::Store;
 
 use crate::http::codec::{self, Parsed};
 use crate::http::response::write_json;
-use crate::io::{DeviceIo, READ_CHUNK};
+use crate::io::{close_within, send_within, DeviceIo, READ_CHUNK};
 use crate::routes;
 use crate::worker::Worker;
 
@@ -66,7 +67,7 @@ pub async fn serve<S: Store, C: DeviceIo>(
             started = None;
         }
         if !out.is_empty() {
-            let (res, o) = stream.send_all(out).await;
+            let (res, o) = send_within(&mut stream, out, config.write_timeout).await;
             out = o;
             out.clear();
             if res.is_err() {
@@ -74,7 +75,7 @@ pub async fn serve<S: Store, C: DeviceIo>(
             }
         }
         if close {
-            stream.close().await;
+            close_within(&mut stream, config.write_timeout).await;
             return;
         }
         // Wait for more bytes, under the right deadline.
@@ -107,9 +108,9 @@ pub async fn serve<S: Store, C: DeviceIo>(
                         br#"{"status":"invalid","error":"request not received in time"}"#,
                         false,
                     );
-                    let _ = stream.send_all(out).await;
+                    let _ = send_within(&mut stream, out, config.write_timeout).await;
                 }
-                stream.close().await;
+                close_within(&mut stream, config.write_timeout).await;
                 return;
             }
         }

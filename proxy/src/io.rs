@@ -7,9 +7,17 @@
 //! The calls follow monoio's owned-buffer style: a buffer goes in by value
 //! and comes back with the result, so an io_uring read can own it while the
 //! kernel fills it.
+//!
+//! **Every write has a deadline** (`--write-timeout`): [`send_within`] and
+//! [`close_within`] wrap the trait's calls, and [`DeviceIo::splice`] bounds
+//! each write in both directions. A client that pipelines requests and never
+//! reads its responses is closed once one write has waited that long, and
+//! its connection slot is freed.
 
 use std::future::Future;
 use std::io;
+use std::pin::pin;
+use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
@@ -31,8 +39,85 @@ pub trait DeviceIo {
     fn close(&mut self) -> impl Future<Output = ()>;
 
     /// Joins the connection to the MQTT upstream `broker`: copies both ways
-    /// until either side closes.
-    fn splice(self, broker: TcpStream) -> impl Future<Output = ()>;
+    /// until either side closes, or until one write (either way) has waited
+    /// `write_timeout`, which ends the whole splice.
+    fn splice(self, broker: TcpStream, write_timeout: Duration) -> impl Future<Output = ()>;
+}
+
+/// [`DeviceIo::send_all`] within `limit`. A write that does not finish in
+/// time is an error (`TimedOut`), and the caller must close the connection
+/// (the buffer was dropped with the write; a fresh one comes back).
+pub async fn send_within<C: DeviceIo>(
+    stream: &mut C,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    match monoio::time::timeout(limit, stream.send_all(buf)).await {
+        Ok(done) => done,
+        Err(_) => (
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write deadline passed",
+            )),
+            Vec::new(),
+        ),
+    }
+}
+
+/// [`DeviceIo::close`] within `limit` (a TLS `close_notify` is a write).
+pub async fn close_within<C: DeviceIo>(stream: &mut C, limit: Duration) {
+    let _ = monoio::time::timeout(limit, stream.close()).await;
+}
+
+/// Copies `from` to `to` until `from` ends (`Ok`), a read or write fails, or
+/// one write waits longer than `write_timeout` (both `Err`).
+pub async fn copy_with_deadline<R, W>(
+    from: &mut R,
+    to: &mut W,
+    write_timeout: Duration,
+) -> io::Result<()>
+where
+    R: AsyncReadRent,
+    W: AsyncWriteRent,
+{
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        buf.clear();
+        let (res, b) = from.read(buf).await;
+        buf = b;
+        if res? == 0 {
+            return Ok(());
+        }
+        match monoio::time::timeout(write_timeout, to.write_all(buf)).await {
+            Ok((res, b)) => {
+                res?;
+                buf = b;
+            }
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "write deadline passed",
+                ))
+            }
+        }
+    }
+}
+
+/// Runs the two directions of a splice. When one ends cleanly (its reader
+/// hit end of stream) the other goes on, as a half-closed TCP connection
+/// does; when one fails (including a write past its deadline), the other is
+/// dropped and the splice ends at once.
+pub async fn join_directions<A, B>(up: A, down: B)
+where
+    A: Future<Output = io::Result<()>>,
+    B: Future<Output = io::Result<()>>,
+{
+    let mut up = pin!(up);
+    let mut down = pin!(down);
+    monoio::select! {
+        r = &mut up => if r.is_ok() { let _ = down.await; },
+        r = &mut down => if r.is_ok() { let _ = up.await; },
+    }
 }
 
 impl DeviceIo for TcpStream {
@@ -54,17 +139,19 @@ impl DeviceIo for TcpStream {
         let _ = self.shutdown().await;
     }
 
-    async fn splice(self, broker: TcpStream) {
+    async fn splice(self, broker: TcpStream, write_timeout: Duration) {
         let (mut client_read, mut client_write) = self.into_split();
         let (mut broker_read, mut broker_write) = broker.into_split();
         let up = async {
-            let _ = monoio::io::copy(&mut client_read, &mut broker_write).await;
-            let _ = broker_write.shutdown().await;
+            let r = copy_with_deadline(&mut client_read, &mut broker_write, write_timeout).await;
+            let _ = monoio::time::timeout(write_timeout, broker_write.shutdown()).await;
+            r
         };
         let down = async {
-            let _ = monoio::io::copy(&mut broker_read, &mut client_write).await;
-            let _ = client_write.shutdown().await;
+            let r = copy_with_deadline(&mut broker_read, &mut client_write, write_timeout).await;
+            let _ = monoio::time::timeout(write_timeout, client_write.shutdown()).await;
+            r
         };
-        monoio::join!(up, down);
+        join_directions(up, down).await;
     }
 }

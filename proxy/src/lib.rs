@@ -15,7 +15,9 @@
 //! - [`http`]: the sans-IO HTTP/1.1 request codec and response writer.
 //! - [`routes`]: what each request gets: the register poll, health checks,
 //!   or forwarding to the admin service.
-//! - [`limiter`]: per-username and per-IP rate limits (GCRA), no store access.
+//! - [`limiter`]: per-device and per-source rate limits (GCRA), no store
+//!   access, on fixed-size keyed-hash keys.
+//! - [`sources`]: the per-source cap on open connections.
 //! - [`pacing`]: the `Retry-After` advice, growing with load, jittered.
 //! - [`telemetry`]: per-worker metric handles.
 //! - [`forward`]: the hand-over of `/api/*` requests to the admin service.
@@ -32,6 +34,7 @@ pub mod listener;
 pub mod mqtt;
 pub mod pacing;
 pub mod routes;
+pub mod sources;
 pub mod telemetry;
 pub mod tls;
 pub mod worker;

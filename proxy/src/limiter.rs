@@ -1,11 +1,24 @@
 //! Per-device rate limiting in the proxy: no store round trip.
 //!
 //! Two limiters run on every register poll and MQTT CONNECT: one keyed by
-//! username, one by source IP. The per-IP budget is larger, because many
-//! devices can sit behind one NAT. Each key has a GCRA bucket ("generic cell
-//! rate algorithm"): a single theoretical-arrival time per key allows
-//! `limit` requests per `window`, as a burst or spread out, and says exactly
-//! how long a refused client should wait.
+//! the device's identity, one by its source network. The per-source budget
+//! is larger, because many devices can sit behind one NAT. Each key has a
+//! GCRA bucket ("generic cell rate algorithm"): a single theoretical-arrival
+//! time per key allows `limit` requests per `window`, as a burst or spread
+//! out, and says exactly how long a refused client should wait.
+//!
+//! # Keys
+//! Keys are never the attacker's bytes themselves: every key is a 64-bit
+//! SipHash under a per-process random key ([`Limiter::check`] takes anything
+//! `Hash`), so an entry has a fixed size whatever a client sends, and nobody
+//! outside the process can aim two keys at one bucket.
+//! - The per-device key is (username, credential): see [`device_key`]. A
+//!   poll or CONNECT with someone else's username but the wrong password or
+//!   CSR is charged to its own bucket (and to its source's), never to the
+//!   owner's, so knowing a device's name is not enough to starve it.
+//! - The per-source key is the IPv4 address, or the IPv6 /64 ([`source_key`]):
+//!   one IPv6 host usually holds a whole /64, so per-address limits would
+//!   give it 2^64 budgets.
 //!
 //! # Accuracy
 //! The buckets are shared by all workers of one process, in 64 shards each
@@ -17,15 +30,19 @@
 //! which is what the limiter exists to avoid.
 //!
 //! # Memory
-//! Each shard holds at most `max_keys / 64` keys. A full shard first drops
-//! keys whose bucket has refilled (they carry no information). If it is
-//! still full, it is cleared: the limiter fails open for those keys rather
-//! than growing without bound or refusing unknown devices.
+//! Each shard holds at most `max_keys / 64` keys in a
+//! [`GenerationalMap`]: when it is full, the keys untouched for longest are
+//! forgotten (they have usually refilled and carry no information), while a
+//! device that keeps polling keeps its bucket. A rotating attacker therefore
+//! cannot reset legitimate buckets by flooding fresh keys; forgetting fails
+//! open only for keys nobody used during a whole generation.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use fleetgate_registry::bounded::GenerationalMap;
 
 const SHARDS: usize = 64;
 
@@ -87,24 +104,44 @@ pub enum Verdict {
     },
 }
 
-/// A sharded GCRA limiter over keys of type `K`.
-pub struct Limiter<K> {
-    rate: Rate,
-    shards: Box<[Mutex<HashMap<K, Instant>>]>,
-    max_per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
-    /// The reference instant; times are stored relative to it.
-    _epoch: Instant,
+/// The per-device key: a device is its username *and* its credential (the
+/// password, or the CSR), so that another client's wrong credentials never
+/// spend the owner's budget.
+pub fn device_key<'a>(username: &'a str, credential: &'a [u8]) -> impl Hash + 'a {
+    (username, credential)
 }
 
-impl<K: Hash + Eq + Clone> Limiter<K> {
+/// The per-source key: an IPv4 address (also when it arrives IPv4-mapped
+/// in IPv6), or the /64 network of an IPv6 address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+/// A sharded GCRA limiter. Keys are held as keyed 64-bit hashes.
+pub struct Limiter {
+    rate: Rate,
+    shards: Box<[Mutex<GenerationalMap<u64, Instant>>]>,
+    /// Per-process random SipHash keys: the stored key of a client's input.
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Limiter {
     pub fn new(rate: Rate, max_keys: usize) -> Self {
+        let per_shard = (max_keys / SHARDS).max(2);
         Limiter {
             rate,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            max_per_shard: (max_keys / SHARDS).max(1),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(GenerationalMap::new(per_shard)))
+                .collect(),
             hasher: Default::default(),
-            _epoch: Instant::now(),
         }
     }
 
@@ -113,30 +150,24 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Checks one request for `key` at `now`, consuming budget if allowed.
-    pub fn check<Q>(&self, key: &Q, now: Instant) -> Verdict
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        let shard = (self.hasher.hash_one(key) as usize) % SHARDS;
-        let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+    pub fn check<Q: Hash + ?Sized>(&self, key: &Q, now: Instant) -> Verdict {
+        let hash = self.hasher.hash_one(key);
+        let mut map = self.shards[(hash as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let interval = self.rate.interval();
         // How far ahead of `now` the theoretical arrival time may run.
         let tolerance = self.rate.window.saturating_sub(interval);
-        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        // A refused request counts as a touch too: a device that keeps
+        // trying keeps its (empty) bucket.
+        let tat = map.get_mut(&hash).map_or(now, |t| (*t).max(now));
         let ahead = tat - now;
         if ahead > tolerance {
             return Verdict::Deny {
                 retry_after: ahead - tolerance,
             };
         }
-        if !map.contains_key(key) && map.len() >= self.max_per_shard {
-            map.retain(|_, t| *t > now);
-            if map.len() >= self.max_per_shard {
-                map.clear();
-            }
-        }
-        map.insert(key.to_owned(), tat + interval);
+        map.insert(hash, tat + interval);
         Verdict::Allow
     }
 
@@ -176,7 +207,7 @@ mod tests {
 
     #[test]
     fn five_per_ten_seconds_exactly() {
-        let l: Limiter<String> = Limiter::new(rate(5, 10), 1000);
+        let l = Limiter::new(rate(5, 10), 1000);
         let t0 = Instant::now();
         for i in 0..5 {
             assert_eq!(l.check("dev1", t0), Verdict::Allow, "request {i}");
@@ -202,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_refused_request_consumes_nothing() {
-        let l: Limiter<String> = Limiter::new(rate(1, 10), 1000);
+        let l = Limiter::new(rate(1, 10), 1000);
         let t0 = Instant::now();
         assert_eq!(l.check("d", t0), Verdict::Allow);
         for _ in 0..100 {
@@ -213,7 +244,7 @@ mod tests {
 
     #[test]
     fn keys_are_bounded() {
-        let l: Limiter<String> = Limiter::new(rate(1, 10), 64 * 4);
+        let l = Limiter::new(rate(1, 10), 64 * 4);
         let t0 = Instant::now();
         for i in 0..10_000 {
             l.check(&format!("dev{i}") as &str, t0);
@@ -222,9 +253,68 @@ mod tests {
     }
 
     #[test]
+    fn a_rotating_flood_does_not_reset_a_device_in_use() {
+        // 64 * 16 keys in all: 16 per shard, generations of 8.
+        let l = Limiter::new(rate(5, 10), 64 * 16);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.check("owner", t0), Verdict::Allow);
+        }
+        // 100,000 fresh keys, with the owner polling (and being refused)
+        // all along: it stays refused, its bucket is never forgotten.
+        for i in 0..100_000 {
+            l.check(&format!("attacker-{i}") as &str, t0);
+            if i % 50 == 0 {
+                assert!(
+                    matches!(l.check("owner", t0), Verdict::Deny { .. }),
+                    "owner's bucket was reset after {i} attacker keys"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_credentials_spend_their_own_budget() {
+        let l = Limiter::new(rate(5, 10), 1000);
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            l.check(&device_key("dev1", b"guess"), t0);
+        }
+        assert!(matches!(
+            l.check(&device_key("dev1", b"guess"), t0),
+            Verdict::Deny { .. }
+        ));
+        assert_eq!(
+            l.check(&device_key("dev1", b"owner-pass"), t0),
+            Verdict::Allow
+        );
+        // The key is the pair, not a concatenation.
+        assert_eq!(l.check(&device_key("dev1g", b"uess"), t0), Verdict::Allow);
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_key(ip("2001:db8:1:2::1")),
+            source_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            source_key(ip("2001:db8:1:2::1")),
+            source_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
     fn shared_across_threads_counts_exactly() {
         // Two "workers" poll the same device: the process-wide total holds.
-        let l = std::sync::Arc::new(Limiter::<String>::new(rate(100, 3600), 1000));
+        let l = std::sync::Arc::new(Limiter::new(rate(100, 3600), 1000));
         let t0 = Instant::now();
         let allowed: usize = (0..2)
             .map(|_| {

@@ -145,6 +145,16 @@ struct Cli {
     #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_connections: u64,
 
+    /// Open connections one source (IPv4 address, or IPv6 /64) may hold
+    /// over all workers; more are answered 503 (TLS and MQTT: closed).
+    #[arg(long, env = "FLEETGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
+
+    /// Longest one socket write may take; a client that stops reading is
+    /// closed after it.
+    #[arg(long, env = "FLEETGATE_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
+
     /// Forward `/api/*` to this admin service (`http://host:port`) instead
     /// of the in-process one; use with `--admin-listen off` to run a proxy
     /// without an admin of its own.
@@ -385,6 +395,7 @@ fn serve<S: Store>(
         config: ConnConfig {
             request_timeout: cli.request_timeout,
             idle_timeout: cli.idle_timeout,
+            write_timeout: cli.write_timeout,
             tls_handshake_timeout: cli.tls_handshake_timeout,
             io_driver: cli.io_driver,
             ..ConnConfig::default()
@@ -414,6 +425,7 @@ fn serve<S: Store>(
             max_inflight: cli.max_inflight as usize,
             max_connections: cli.max_connections as usize,
         },
+        sources: fleetgate_proxy::sources::SourceConnections::new(cli.max_connections_per_ip),
     });
     {
         let app = app.clone();

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
-use fleetgate_registry::request::{RegisterRequest, RequestError};
+use fleetgate_registry::request::{Credential, RegisterRequest, RequestError};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
 
 use crate::forward::Forwarder;
 use crate::http::codec::Request;
 use crate::http::response::{write_forwarded, write_json};
-use crate::limiter::{Limiter, Verdict};
+use crate::limiter::{device_key, source_key, Limiter, Verdict};
 use crate::pacing::Pacer;
 use crate::telemetry::{Outcome, Transport as TelemetryTransport};
 use crate::worker::Worker;
@@ -41,6 +41,9 @@ pub struct ConnConfig {
     pub request_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
+    /// Longest any one socket write may take (`--write-timeout`); a client
+    /// that does not read its responses is closed after it.
+    pub write_timeout: Duration,
     /// Time a TLS client has from accept to a finished handshake.
     pub tls_handshake_timeout: Duration,
     /// The I/O driver of the worker runtimes.
@@ -78,6 +81,7 @@ impl Default for ConnConfig {
             limits: Default::default(),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             io_driver: IoDriver::Epoll,
         }
@@ -104,23 +108,26 @@ impl Default for ShedConfig {
 
 /// The two rate limiters; `None` when a limit is `off`.
 pub struct RateLimits {
-    pub per_user: Option<Limiter<String>>,
-    pub per_ip: Option<Limiter<IpAddr>>,
+    /// Keyed by (username, credential): [`crate::limiter::device_key`].
+    pub per_user: Option<Limiter>,
+    /// Keyed by IPv4 address or IPv6 /64: [`crate::limiter::source_key`].
+    pub per_ip: Option<Limiter>,
 }
 
 impl RateLimits {
-    /// Checks the per-IP limit (before anything is parsed).
+    /// Checks the per-source limit (before anything is parsed).
     pub fn check_ip(&self, ip: IpAddr, now: Instant) -> Verdict {
         self.per_ip
             .as_ref()
-            .map_or(Verdict::Allow, |l| l.check(&ip, now))
+            .map_or(Verdict::Allow, |l| l.check(&source_key(ip), now))
     }
 
-    /// Checks the per-username limit.
-    pub fn check_user(&self, username: &str, now: Instant) -> Verdict {
-        self.per_user
-            .as_ref()
-            .map_or(Verdict::Allow, |l| l.check(username, now))
+    /// Checks the per-device limit of `username` presenting `credential`
+    /// (a password, or a CSR): only the same credentials share a budget.
+    pub fn check_user(&self, username: &str, credential: &[u8], now: Instant) -> Verdict {
+        self.per_user.as_ref().map_or(Verdict::Allow, |l| {
+            l.check(&device_key(username, credential), now)
+        })
     }
 }
 
@@ -133,6 +140,8 @@ pub struct App<S> {
     pub rate_limits: RateLimits,
     pub pacer: Pacer,
     pub shed: ShedConfig,
+    /// Open connections per source, over every worker and listener.
+    pub sources: Arc<crate::sources::SourceConnections>,
 }
 
 /// Serves one request, appending the response to `out`. `client_cert` is
@@ -402,7 +411,14 @@ async fn register_outcome<S: Store>(
             return Answer::Outcome(RegisterOutcome::Policy { rule, message })
         }
     };
-    if let Verdict::Deny { retry_after } = app.rate_limits.check_user(&request.username, now) {
+    let credential = match &request.credential {
+        Credential::Password(p) => p.as_bytes(),
+        Credential::Csr(c) => c.as_bytes(),
+    };
+    if let Verdict::Deny { retry_after } =
+        app.rate_limits
+            .check_user(&request.username, credential, now)
+    {
         return Answer::RateLimited(retry_after);
     }
     let Some(_slot) = worker.try_begin() else {

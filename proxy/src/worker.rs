@@ -10,9 +10,11 @@
 //! io_uring, or `auto` (io_uring where the kernel allows it). Which one a
 //! worker got is logged at start.
 //!
-//! Load bounds, per worker: at most `max_connections` open connections (a
-//! new one past it is answered 503 on HTTP, or closed on MQTT, and counted
-//! in `fleetgate_connections_refused_total`), and at most `max_inflight`
+//! Load bounds, per worker: at most `max_connections` open connections, and
+//! per source (IPv4 address or IPv6 /64, over the whole process) at most
+//! `--max-connections-per-ip` (a new one past either is answered 503 on
+//! HTTP, or closed on TLS and MQTT, and counted in
+//! `fleetgate_connections_refused_total`), and at most `max_inflight`
 //! requests waiting on the store or the admin service (new ones past it
 //! are shed: 503, or CONNACK 3 / 0x89).
 
@@ -218,27 +220,23 @@ async fn accept_loop<S: Store>(
         let accepted = monoio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         match accepted {
             Err(_) => continue,
-            Ok(Ok((mut stream, peer))) => {
-                if worker.open.get() >= worker.app.shed.max_connections {
+            Ok(Ok((stream, peer))) => {
+                let slot = if worker.open.get() >= worker.app.shed.max_connections {
+                    None
+                } else {
+                    worker.app.sources.try_open(peer.ip())
+                };
+                let Some(slot) = slot else {
                     refused.increment(1);
                     // Plain HTTP gets a 503 it can read; TLS and MQTT
                     // clients cannot read one before a handshake or a
                     // CONNECT, so they are closed.
                     if kind == Listener::Http {
-                        monoio::spawn(async move {
-                            let mut out = Vec::new();
-                            write_json(
-                                &mut out,
-                                503,
-                                &[("Retry-After", "1")],
-                                br#"{"status":"unavailable","error":"too many connections; retry later"}"#,
-                                false,
-                            );
-                            let _ = stream.write_all(out).await;
-                        });
+                        let write_timeout = worker.app.config.write_timeout;
+                        monoio::spawn(refuse_connection(stream, write_timeout));
                     }
                     continue;
-                }
+                };
                 let _ = stream.set_nodelay(true);
                 let w = worker.clone();
                 let tls = tls.clone();
@@ -254,6 +252,7 @@ async fn accept_loop<S: Store>(
                             }
                         }
                     }
+                    drop(slot);
                     w.open.set(w.open.get() - 1);
                     w.metrics.open[kind as usize].decrement(1.0);
                 });
@@ -265,6 +264,20 @@ async fn accept_loop<S: Store>(
             }
         }
     }
+}
+
+/// The 503 for a connection past `--max-connections` or
+/// `--max-connections-per-ip`, written within the write deadline.
+async fn refuse_connection(mut stream: monoio::net::TcpStream, write_timeout: Duration) {
+    let mut out = Vec::new();
+    write_json(
+        &mut out,
+        503,
+        &[("Retry-After", "1")],
+        br#"{"status":"unavailable","error":"too many connections; retry later"}"#,
+        false,
+    );
+    let _ = monoio::time::timeout(write_timeout, stream.write_all(out)).await;
 }
 
 /// Runs the TLS handshake under `--tls-handshake-timeout`, counts it, and

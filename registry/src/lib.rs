@@ -7,6 +7,8 @@
 //! later MQTT) and the admin service are thin shells around it.
 //!
 //! # Layout
+//! - [`bounded`]: `GenerationalMap`, the size-capped map with generational
+//!   eviction behind every map keyed by attacker-chosen input.
 //! - [`ca`]: the client-certificate authority and CSR checks.
 //! - [`clock`]: milliseconds since the Unix epoch, the one time type.
 //! - [`metrics`]: the name of every exported metric, in one place.
@@ -29,6 +31,7 @@
 //!   operations the proxy and the admin service call.
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod ca;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]

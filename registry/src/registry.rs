@@ -36,6 +36,9 @@ pub struct RegistryConfig {
     pub default_unlock: Duration,
     /// Longest unlock an admin may ask for.
     pub max_unlock: Duration,
+    /// The roles a device may ask for (`--requestable-roles`). `None`: any
+    /// role but `admin`, which no device may ever ask for.
+    pub requestable_roles: Option<Vec<String>>,
 }
 
 impl Default for RegistryConfig {
@@ -45,6 +48,7 @@ impl Default for RegistryConfig {
             max_pending: 1_000_000,
             default_unlock: Duration::from_secs(300),
             max_unlock: Duration::from_secs(24 * 3600),
+            requestable_roles: None,
         }
     }
 }
@@ -320,6 +324,17 @@ impl<S: Store> Registry<S> {
         &self.tokens
     }
 
+    /// Whether a device may ask for `role`: never `admin`, and with
+    /// `--requestable-roles`, only a listed role.
+    pub fn requestable(&self, role: &str) -> bool {
+        role != ADMIN_ROLE
+            && self
+                .config
+                .requestable_roles
+                .as_ref()
+                .is_none_or(|allowed| allowed.iter().any(|r| r == role))
+    }
+
     /// The fingerprint of a validated request.
     pub fn fingerprint(&self, req: &RegisterRequest<'_>) -> Fingerprint {
         let (kind, secret) = match &req.credential {
@@ -359,6 +374,19 @@ impl<S: Store> Registry<S> {
         ctx: PollContext<'_>,
         now: UnixMillis,
     ) -> RegisterOutcome {
+        if let Some(role) = req.roles.iter().find(|r| !self.requestable(r)) {
+            return RegisterOutcome::Policy {
+                rule: "requestable_roles",
+                message: format!(
+                    "the role `{role}` cannot be requested; requestable roles: {}",
+                    self.config
+                        .requestable_roles
+                        .as_deref()
+                        .unwrap_or_default()
+                        .join(", ")
+                ),
+            };
+        }
         let fp = self.fingerprint(req);
         let (kind, secret) = match &req.credential {
             Credential::Password(p) => (CredentialKind::Password, p.as_bytes()),
@@ -527,7 +555,18 @@ impl<S: Store> Registry<S> {
                 fingerprint: c.fingerprint.clone(),
                 not_after: c.not_after,
             }),
-            roles: overrides.roles.unwrap_or_else(|| record.roles.clone()),
+            // Without an override, the user gets what the device asked for,
+            // less anything a device may not ask for (a request stored
+            // before a policy change, or by an older version): `admin` is
+            // only ever given by an admin naming it.
+            roles: overrides.roles.unwrap_or_else(|| {
+                record
+                    .roles
+                    .iter()
+                    .filter(|r| self.requestable(r))
+                    .cloned()
+                    .collect()
+            }),
             permissions: overrides
                 .permissions
                 .unwrap_or_else(|| record.permissions.clone()),

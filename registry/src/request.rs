@@ -165,6 +165,12 @@ impl<'a> RegisterRequest<'a> {
                 ),
             ));
         }
+        if self.roles.iter().any(|r| r == crate::model::ADMIN_ROLE) {
+            return Err(RequestError::policy(
+                "admin_role",
+                "a device may not ask for the `admin` role; only an administrator can give it",
+            ));
+        }
         if self.permissions.len() > PERMISSIONS_MAX {
             return Err(RequestError::policy(
                 "permissions_count",

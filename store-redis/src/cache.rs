@@ -22,8 +22,17 @@
 //!   even if no event arrives. It is also re-read from the store once a
 //!   second, in case a lock event was lost while the subscriber stayed
 //!   connected.
-//! - **`ttl`**: even with every event lost, an entry is trusted for at most
-//!   `ttl`.
+//! - **Bucket epochs** ([`spawn_refresher`]): every transition that
+//!   publishes a per-user event also bumps its bucket's epoch in the same
+//!   script. Every [`REVALIDATE_EVERY`] the refresher reads the 64 epochs and
+//!   drops the cache shard of every bucket whose epoch moved (the cache's
+//!   shards are the store's buckets). An entry is answered from only while
+//!   the last successful reading started less than [`STALE_BOUND`] ago. So
+//!   an event lost without a reconnect (dropped on a cluster bus during a
+//!   failover, or by a subscriber on a node that never got it) leaves a
+//!   stale answer for at most [`STALE_BOUND`], not for the whole `ttl`.
+//! - **`ttl`**: how long an entry is trusted without a store round trip at
+//!   all (the poll that passes it refreshes `last_seen`).
 //!
 //! The cost: `polls` and `lastSeen` in the admin's view count only the polls
 //! that reached the store (at most one per device per `ttl`). A cached
@@ -32,15 +41,14 @@
 //! MQTT path asks that first).
 //!
 //! The cache is one per process, in 64 mutex-guarded shards shared by every
-//! worker. The event task can then invalidate it directly, and a device
+//! worker, one per store bucket ([`crate::keys::bucket_of`]). The event task can then invalidate it directly, and a device
 //! whose connections land on different workers hits the same entry.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fleetgate_registry::bounded::GenerationalMap;
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::metrics as names;
@@ -52,8 +60,25 @@ use fleetgate_registry::UnixMillis;
 use tokio::sync::mpsc;
 
 use crate::events::StoreEvent;
+use crate::keys::{bucket_of, BUCKETS};
+use crate::RedisStore;
 
-const SHARDS: usize = 64;
+/// One cache shard per store bucket, so that a bucket whose epoch moved
+/// drops exactly its own shard.
+const SHARDS: usize = BUCKETS;
+
+/// The longest a proxy answers from its cache after a grant, deny or user
+/// change it did not hear about: entries are used only while the last
+/// successful epoch reading started less than this long ago. This is the
+/// documented worst case (docs/ARCHITECTURE.md, docs/API.md); with events
+/// arriving, visibility takes about a millisecond (docs/BENCHMARKS.md).
+pub const STALE_BOUND: Duration = Duration::from_secs(1);
+
+/// How often the refresher re-reads the lock state and the 64 bucket
+/// epochs: 65 small reads, four times a second, per proxy process. A quarter
+/// of [`STALE_BOUND`], so that one slow or failed reading does not yet
+/// disable the cache.
+pub const REVALIDATE_EVERY: Duration = Duration::from_millis(250);
 
 struct Entry {
     fingerprint: Fingerprint,
@@ -63,14 +88,19 @@ struct Entry {
 
 /// The shared cache state.
 pub struct PollCache {
-    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+    shards: Box<[Mutex<GenerationalMap<String, Entry>>]>,
     /// Per shard, bumped by every `forget`: a poll that was in flight at the
     /// store while its username was forgotten (a grant landed meanwhile)
     /// must not put back the answer it got from before the grant.
     epochs: Box<[AtomicU64]>,
-    hasher: std::collections::hash_map::RandomState,
+    /// The store's bucket epochs at the last successful reading (`None`
+    /// before the first one).
+    store_epochs: Mutex<Option<Vec<u64>>>,
+    /// When the last successful epoch reading started, in µs after `base`
+    /// (0: never). Entries are trusted only within [`STALE_BOUND`] of it.
+    validated_at: AtomicU64,
+    base: Instant,
     ttl: Duration,
-    max_per_shard: usize,
     /// Cached `unlocked_until` in ms (0: locked).
     unlocked_until: AtomicU64,
     /// Whether the lock state has been read at least once.
@@ -87,11 +117,14 @@ impl PollCache {
     /// A cache trusting entries for `ttl`, holding at most `max_entries`.
     pub fn new(ttl: Duration, max_entries: usize) -> Arc<Self> {
         Arc::new(PollCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(GenerationalMap::new((max_entries / SHARDS).max(2))))
+                .collect(),
             epochs: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
-            hasher: Default::default(),
+            store_epochs: Mutex::new(None),
+            validated_at: AtomicU64::new(0),
+            base: Instant::now(),
             ttl,
-            max_per_shard: (max_entries / SHARDS).max(1),
             unlocked_until: AtomicU64::new(0),
             lock_known: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
@@ -101,10 +134,10 @@ impl PollCache {
     }
 
     fn index(&self, username: &str) -> usize {
-        (self.hasher.hash_one(username) as usize) % SHARDS
+        bucket_of(username)
     }
 
-    fn shard(&self, username: &str) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn shard(&self, username: &str) -> std::sync::MutexGuard<'_, GenerationalMap<String, Entry>> {
         self.shards[self.index(username)]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -150,13 +183,9 @@ impl PollCache {
         if self.epoch(username) != epoch {
             return;
         }
-        if shard.len() >= self.max_per_shard && !shard.contains_key(username) {
-            let ttl = self.ttl;
-            shard.retain(|_, e| now.duration_since(e.refreshed) < ttl);
-            if shard.len() >= self.max_per_shard {
-                shard.clear();
-            }
-        }
+        // A full shard forgets the entries untouched for longest (see
+        // `GenerationalMap`); a forgotten entry only costs one store round
+        // trip on that device's next poll.
         shard.insert(
             username.to_owned(),
             Entry {
@@ -173,23 +202,66 @@ impl PollCache {
         shard.remove(username);
     }
 
+    /// Forgets every entry of one shard (its bucket changed in the store).
+    fn forget_shard(&self, index: usize) {
+        let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
+        self.epochs[index].fetch_add(1, Ordering::AcqRel);
+        shard.clear();
+    }
+
     /// Forgets everything (events may have been missed).
     pub fn clear(&self) {
-        for (s, e) in self.shards.iter().zip(self.epochs.iter()) {
-            let mut shard = s.lock().unwrap_or_else(|p| p.into_inner());
-            e.fetch_add(1, Ordering::AcqRel);
-            shard.clear();
+        for index in 0..SHARDS {
+            self.forget_shard(index);
         }
         self.lock_known.store(false, Ordering::Release);
+    }
+
+    /// Applies one reading of the store's bucket epochs, taken by a call
+    /// that started at `started`: drops the shard of every bucket whose
+    /// epoch differs from the previous reading (all of them at the first
+    /// reading), then trusts the remaining entries until `started` +
+    /// [`STALE_BOUND`]. A change committed before `started` moved its
+    /// bucket's epoch before the reading saw it, so it is never missed.
+    pub fn apply_epochs(&self, epochs: &[u64], started: Instant) {
+        let mut seen = self.store_epochs.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.as_deref() {
+            Some(previous) if previous.len() == epochs.len() => {
+                for (index, (old, new)) in previous.iter().zip(epochs).enumerate() {
+                    if old != new {
+                        self.forget_shard(index);
+                    }
+                }
+            }
+            _ => {
+                for index in 0..SHARDS {
+                    self.forget_shard(index);
+                }
+            }
+        }
+        *seen = Some(epochs.to_vec());
+        let at = started.saturating_duration_since(self.base).as_micros() as u64 + 1;
+        self.validated_at.fetch_max(at, Ordering::AcqRel);
+    }
+
+    /// Whether the last epoch reading is recent enough to answer from the
+    /// cache at `now`.
+    fn validated(&self, now: Instant) -> bool {
+        let at = self.validated_at.load(Ordering::Acquire);
+        if at == 0 {
+            return false;
+        }
+        let now = now.saturating_duration_since(self.base).as_micros() as u64 + 1;
+        now.saturating_sub(at) < STALE_BOUND.as_micros() as u64
     }
 
     /// Whether a fresh pending entry with this fingerprint exists (and the
     /// store is answering).
     fn fresh(&self, username: &str, fingerprint: Option<&Fingerprint>, now: Instant) -> bool {
-        if !self.healthy.load(Ordering::Acquire) {
+        if !self.healthy.load(Ordering::Acquire) || !self.validated(now) {
             return false;
         }
-        self.shard(username).get(username).is_some_and(|e| {
+        self.shard(username).get_mut(username).is_some_and(|e| {
             now.duration_since(e.refreshed) < self.ttl
                 && fingerprint.is_none_or(|fp| e.fingerprint == *fp)
         })
@@ -230,17 +302,22 @@ pub fn spawn_event_listener(cache: Arc<PollCache>, mut events: mpsc::Receiver<St
     });
 }
 
-/// Re-reads the lock state from `store` every `every` (covers a lock event
-/// lost while the subscriber stayed connected), and marks the cache unusable
-/// while the store does not answer. Runs on tokio.
-pub fn spawn_lock_refresher<S: Store>(cache: Arc<PollCache>, store: Arc<S>, every: Duration) {
+/// Every `every` (normally [`REVALIDATE_EVERY`]), re-reads the lock state
+/// (covers a lock event lost while the subscriber stayed connected) and the
+/// bucket epochs (covers a lost grant, deny or user event; see
+/// [`PollCache::apply_epochs`]), and marks the cache unusable while the store
+/// does not answer. Runs on tokio.
+pub fn spawn_refresher(cache: Arc<PollCache>, store: Arc<RedisStore>, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match store.lock_state().await {
-                Ok(state) => {
+            let started = Instant::now();
+            match tokio::try_join!(store.lock_state(), store.bucket_epochs()) {
+                Ok((state, epochs)) => {
                     cache.set_lock(state);
+                    cache.apply_epochs(&epochs, started);
                     cache.set_healthy(true);
                 }
                 Err(_) => cache.set_healthy(false),
@@ -418,10 +495,18 @@ mod tests {
 
     const T0: UnixMillis = UnixMillis(1_800_000_000_000);
 
+    /// A cache whose epochs were just read (as the refresher does four
+    /// times a second).
+    fn validated_cache(ttl: Duration, max_entries: usize) -> Arc<PollCache> {
+        let c = PollCache::new(ttl, max_entries);
+        c.apply_epochs(&[0; BUCKETS], Instant::now());
+        c
+    }
+
     fn cached() -> CachedStore<EmbeddedStore> {
         CachedStore::new(
             Arc::new(EmbeddedStore::in_memory(Windows::default(), 100)),
-            PollCache::new(Duration::from_secs(60), 1000),
+            validated_cache(Duration::from_secs(60), 1000),
         )
     }
 
@@ -532,7 +617,7 @@ mod tests {
 
     #[test]
     fn an_unhealthy_store_disables_the_cache() {
-        let c = PollCache::new(Duration::from_secs(60), 1000);
+        let c = validated_cache(Duration::from_secs(60), 1000);
         let t = Instant::now();
         c.remember("d1", Fingerprint([1; 32]), t, c.epoch("d1"));
         assert!(c.fresh("d1", None, t));
@@ -544,7 +629,7 @@ mod tests {
 
     #[test]
     fn a_forget_during_a_store_call_wins() {
-        let c = PollCache::new(Duration::from_secs(60), 1000);
+        let c = validated_cache(Duration::from_secs(60), 1000);
         let t = Instant::now();
         let before = c.epoch("d1");
         // The grant's event arrives while the poll is at the store...
@@ -565,5 +650,66 @@ mod tests {
             c.remember(&name, Fingerprint([0; 32]), t, c.epoch(&name));
         }
         assert!(c.len() <= 128, "{}", c.len());
+    }
+
+    #[test]
+    fn a_moved_bucket_epoch_drops_exactly_that_bucket() {
+        // Two usernames in different buckets.
+        let (a, b) = (
+            "dev-a",
+            (0..)
+                .map(|i| format!("dev-{i}"))
+                .find(|n| bucket_of(n) != bucket_of("dev-a"))
+                .unwrap(),
+        );
+        let c = validated_cache(Duration::from_secs(60), 1000);
+        let t = Instant::now();
+        c.remember(a, Fingerprint([1; 32]), t, c.epoch(a));
+        c.remember(&b, Fingerprint([2; 32]), t, c.epoch(&b));
+        // a's bucket changed in the store (its event was lost).
+        let mut epochs = vec![0; BUCKETS];
+        epochs[bucket_of(a)] = 1;
+        let before = c.epoch(a);
+        c.apply_epochs(&epochs, Instant::now());
+        assert!(!c.fresh(a, None, Instant::now()), "stale entry kept");
+        assert!(
+            c.fresh(&b, None, Instant::now()),
+            "unchanged bucket dropped"
+        );
+        // A poll of a that was at the store during the reading cannot put
+        // its answer back.
+        c.remember(a, Fingerprint([1; 32]), t, before);
+        assert!(!c.fresh(a, None, Instant::now()));
+        // The same reading again changes nothing.
+        c.remember(a, Fingerprint([1; 32]), t, c.epoch(a));
+        c.apply_epochs(&epochs, Instant::now());
+        assert!(c.fresh(a, None, Instant::now()));
+    }
+
+    #[test]
+    fn the_first_epoch_reading_drops_everything() {
+        let c = PollCache::new(Duration::from_secs(60), 1000);
+        let t = Instant::now();
+        c.remember("d1", Fingerprint([1; 32]), t, c.epoch("d1"));
+        c.apply_epochs(&[7; BUCKETS], Instant::now());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_answered_without_a_recent_epoch_reading() {
+        let c = PollCache::new(Duration::from_secs(60), 1000);
+        let t = Instant::now();
+        c.remember("d1", Fingerprint([1; 32]), t, c.epoch("d1"));
+        // Never validated: not trusted, though well within the ttl.
+        assert!(!c.fresh("d1", None, t));
+        c.apply_epochs(&[0; BUCKETS], t);
+        c.remember("d1", Fingerprint([1; 32]), t, c.epoch("d1"));
+        assert!(c.fresh("d1", None, t));
+        assert!(c.fresh("d1", None, t + STALE_BOUND - Duration::from_millis(1)));
+        // The refresher stopped reading: after the bound the entry is no
+        // longer used, though its ttl has 59 s to go.
+        assert!(!c.fresh("d1", None, t + STALE_BOUND));
+        c.apply_epochs(&[0; BUCKETS], t + STALE_BOUND);
+        assert!(c.fresh("d1", None, t + STALE_BOUND));
     }
 }

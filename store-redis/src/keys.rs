@@ -75,6 +75,11 @@ pub struct BucketKeys {
     /// (`<version>:<unlocked_until ms>`; missing means locked), so the
     /// register script reads the lock in its own slot.
     pub lock: String,
+    /// `{t}:epoch`: counter bumped by every transition that publishes a
+    /// per-user event (grant, deny, put user, delete user), in the same
+    /// script. Proxies re-read the 64 epochs a few times a second, so a
+    /// change whose event was lost still reaches their caches.
+    pub epoch: String,
 }
 
 impl KeySpace {
@@ -119,6 +124,7 @@ impl KeySpace {
             granted_expiry: format!("{tag}:gexp"),
             users: format!("{tag}:users"),
             lock: format!("{tag}:lock"),
+            epoch: format!("{tag}:epoch"),
         }
     }
 
@@ -186,7 +192,7 @@ mod tests {
         let b = ks.bucket_keys_of("dev01");
         let tag = format!("{{fg:b{:02}}}", bucket_of("dev01"));
         for k in [
-            &u.request, &u.user, &b.pending, &b.granted, &b.users, &b.lock,
+            &u.request, &u.user, &b.pending, &b.granted, &b.users, &b.lock, &b.epoch,
         ] {
             assert!(k.starts_with(&tag), "{k} lacks {tag}");
         }

@@ -281,6 +281,33 @@ impl RedisStore {
         .await
     }
 
+    /// The 64 buckets' change epochs (`{t}:epoch`; a missing key reads 0),
+    /// read concurrently. Every grant, deny and user change bumps its
+    /// bucket's epoch in the same script that publishes its event, so a
+    /// cache that compares two readings finds every bucket that changed in
+    /// between, whether or not the event arrived.
+    pub async fn bucket_epochs(&self) -> Result<Vec<u64>, StoreError> {
+        self.bounded("bucket_epochs", async {
+            let reads = (0..BUCKETS).map(|b| {
+                let key = self.keys.bucket_keys(b).epoch;
+                let mut conn = self.conn();
+                async move {
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<u64>>(&mut conn)
+                        .await
+                }
+            });
+            join_all(reads)
+                .await
+                .into_iter()
+                .map(|r| r.map(Option::unwrap_or_default))
+                .collect::<Result<Vec<u64>, _>>()
+                .map_err(|e| unavailable("GET epoch", e))
+        })
+        .await
+    }
+
     /// Subscribes to the events channel. The receiver first gets
     /// [`StoreEvent::Resync`], then every event; after a reconnection,
     /// `Resync` again. The background task ends when the receiver is

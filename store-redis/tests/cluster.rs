@@ -241,3 +241,10 @@ async fn acknowledged_grants_survive_a_master_failover() {
         "no grant on the promoted master's slots after the failover"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_event_reaches_the_cache_within_the_stale_bound_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let slowest = support::lost_events_reach_the_cache_within_the_bound(&cluster.url()).await;
+    eprintln!("slowest visibility without events: {slowest:?}");
+}

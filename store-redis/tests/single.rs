@@ -819,3 +819,10 @@ async fn listing_stays_fast_with_a_million_pending() {
         t.elapsed() / 1000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_event_reaches_the_cache_within_the_stale_bound() {
+    let server = RedisServer::start();
+    let slowest = support::lost_events_reach_the_cache_within_the_bound(&server.url()).await;
+    eprintln!("slowest visibility without events: {slowest:?}");
+}

@@ -24,6 +24,37 @@ use serde_json::Value;
 /// The admin password the tests start gateways with.
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
+/// How long a test waits for a grant, deny or user change acknowledged on
+/// one instance to show on another: the documented worst case (1 s, the
+/// poll cache's `STALE_BOUND`; docs/API.md "Right after a decision") plus a
+/// margin for a loaded 2-core machine. Visibility normally takes about a
+/// millisecond; a test that asserted the very next answer would race the
+/// pub/sub event.
+pub const VISIBILITY_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Calls `attempt` every 10 ms until `done` accepts its answer, and returns
+/// that answer with the time it took. Panics with the last answer when
+/// `deadline` passes first, so a change that never shows fails the test.
+pub fn poll_until<T: std::fmt::Debug>(
+    deadline: Duration,
+    mut attempt: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        let answer = attempt();
+        if done(&answer) {
+            return (answer, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "still {answer:?} after {:?} (deadline {deadline:?})",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The directory the workspace's binaries are built into, building them
 /// (once per test process) in the same profile as the tests.
 pub fn bin_dir() -> &'static Path {

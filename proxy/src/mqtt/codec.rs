@@ -279,7 +279,15 @@ pub enum Refusal {
     RateLimited,
     /// 5 only: 0x81 Malformed packet.
     Malformed,
+    /// 3.x: 2 identifier rejected; 5: 0x85 Client Identifier not valid
+    /// (a client id longer than [`MAX_CLIENT_ID`]).
+    IdentifierRejected,
 }
+
+/// Longest MQTT client id accepted, in bytes. The id is stored with a
+/// pending request and shown to the admin, so it has a cap like every other
+/// device-supplied field.
+pub const MAX_CLIENT_ID: usize = 256;
 
 impl Refusal {
     /// The return code for 3.1/3.1.1, or the reason code for 5.
@@ -291,6 +299,8 @@ impl Refusal {
             (Refusal::Busy, Level::V5) => 0x89,
             (Refusal::RateLimited, Level::V5) => 0x9F,
             (Refusal::Malformed, Level::V5) => 0x81,
+            (Refusal::IdentifierRejected, Level::V5) => 0x85,
+            (Refusal::IdentifierRejected, _) => 2,
             (Refusal::NotAuthorized, _) => 5,
             (Refusal::BadCredentials, _) => 4,
             (Refusal::Unavailable | Refusal::Busy | Refusal::RateLimited, _) => 3,
@@ -513,6 +523,14 @@ mod tests {
         assert_eq!(
             connack(Level::V5, Refusal::Busy),
             [0x20, 0x03, 0x00, 0x89, 0x00]
+        );
+        assert_eq!(
+            connack(Level::V311, Refusal::IdentifierRejected),
+            [0x20, 0x02, 0x00, 0x02]
+        );
+        assert_eq!(
+            connack(Level::V5, Refusal::IdentifierRejected),
+            [0x20, 0x03, 0x00, 0x85, 0x00]
         );
     }
 }

@@ -3,24 +3,29 @@
 //! Verifying a device password costs about 0.35 ms of CPU (see
 //! `docs/SECURITY.md`). A fleet reconnecting after a broker restart presents
 //! the same credentials again and again, so each worker remembers:
-//! - **verified** credentials: username → (digest of the password, identity
-//!   of the stored hash), for `ttl`;
-//! - **refused** credentials: (username, digest of the wrong password), for
-//!   `negative_ttl`, so a storm of one wrong password reaches argon2 once.
+//! - **verified** credentials: digest of (username, password) → identity of
+//!   the stored hash, for `ttl`;
+//! - **refused** credentials: digest of (username, wrong password) →
+//!   identity, for `negative_ttl`, so a storm of one wrong password reaches
+//!   argon2 once.
 //!
 //! The digest is HMAC-SHA256 under a per-process random key, so no cache
-//! holds a clear-text password or anything usable outside this process.
+//! holds a clear-text password or anything usable outside this process, and
+//! every key is 32 bytes whatever the client sent.
 //!
 //! **Invalidation.** Every entry records the identity of the stored PHC
 //! string it was checked against, and every CONNECT reads the current user
 //! record from the store. A changed password has a new PHC string, and a
 //! deleted user has no record, so a stale entry can never authenticate, on
-//! any worker. Entries are bounded (`capacity` each); when a map is full,
-//! expired entries are swept, and if it is still full, it is cleared.
+//! any worker. Entries are bounded (`capacity` each) in
+//! [`GenerationalMap`]s: a full map forgets the entries untouched for
+//! longest, so a flood of fresh wrong passwords cannot push out the verified
+//! credentials of devices that keep reconnecting.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
+
+use fleetgate_registry::bounded::GenerationalMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -41,11 +46,11 @@ pub enum Cached {
 /// The per-worker credential caches.
 pub struct CredentialCache {
     key: [u8; 32],
-    verified: HashMap<String, (Digest, u64, Instant)>,
-    refused: HashMap<(String, Digest), (u64, Instant)>,
+    /// (username, password) digest → (stored-hash identity, valid until).
+    verified: GenerationalMap<Digest, (u64, Instant)>,
+    refused: GenerationalMap<Digest, (u64, Instant)>,
     ttl: Duration,
     negative_ttl: Duration,
-    capacity: usize,
 }
 
 /// A fingerprint of a stored PHC string: changes when the password does.
@@ -59,11 +64,10 @@ impl CredentialCache {
     pub fn new(key: [u8; 32], ttl: Duration, negative_ttl: Duration, capacity: usize) -> Self {
         CredentialCache {
             key,
-            verified: HashMap::new(),
-            refused: HashMap::new(),
+            verified: GenerationalMap::new(capacity.max(2)),
+            refused: GenerationalMap::new(capacity.max(2)),
             ttl,
             negative_ttl,
-            capacity: capacity.max(1),
         }
     }
 
@@ -76,18 +80,19 @@ impl CredentialCache {
     }
 
     /// Looks a credential up against the user's current stored hash.
-    pub fn lookup(&self, username: &str, password: &[u8], phc: &str, now: Instant) -> Cached {
+    /// A hit counts as a use, so a device that keeps reconnecting keeps
+    /// its entry.
+    pub fn lookup(&mut self, username: &str, password: &[u8], phc: &str, now: Instant) -> Cached {
         let digest = self.digest(username, password);
         let identity = hash_identity(phc);
-        if let Some((d, id, until)) = self.verified.get(username) {
-            if *d == digest && *id == identity && now < *until {
-                return Cached::Verified;
-            }
+        let current = |e: Option<&mut (u64, Instant)>| {
+            e.is_some_and(|(id, until)| *id == identity && now < *until)
+        };
+        if current(self.verified.get_mut(&digest)) {
+            return Cached::Verified;
         }
-        if let Some((id, until)) = self.refused.get(&(username.to_owned(), digest)) {
-            if *id == identity && now < *until {
-                return Cached::Refused;
-            }
+        if current(self.refused.get_mut(&digest)) {
+            return Cached::Refused;
         }
         Cached::Unknown
     }
@@ -97,26 +102,11 @@ impl CredentialCache {
         let digest = self.digest(username, password);
         let identity = hash_identity(phc);
         if ok {
-            if self.verified.len() >= self.capacity && !self.verified.contains_key(username) {
-                self.verified.retain(|_, (_, _, until)| now < *until);
-                if self.verified.len() >= self.capacity {
-                    self.verified.clear();
-                }
-            }
-            self.verified
-                .insert(username.to_owned(), (digest, identity, now + self.ttl));
-            self.refused.remove(&(username.to_owned(), digest));
+            self.verified.insert(digest, (identity, now + self.ttl));
+            self.refused.remove(&digest);
         } else {
-            if self.refused.len() >= self.capacity {
-                self.refused.retain(|_, (_, until)| now < *until);
-                if self.refused.len() >= self.capacity {
-                    self.refused.clear();
-                }
-            }
-            self.refused.insert(
-                (username.to_owned(), digest),
-                (identity, now + self.negative_ttl),
-            );
+            self.refused
+                .insert(digest, (identity, now + self.negative_ttl));
         }
     }
 

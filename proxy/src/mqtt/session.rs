@@ -13,6 +13,7 @@
 //! | rate limited (per username or per source IP) | 3 | 0x9F |
 //! | the worker is past its in-flight bound (shed) | 3 | 0x89 |
 //! | malformed CONNECT | closed | 0x81, then closed |
+//! | client id longer than 256 bytes | 2 | 0x85 |
 //!
 //! A granted user's CONNECT, and every byte the client sent after it, are
 //! forwarded unchanged to `--mqtt-upstream`, and the two sockets are then
@@ -25,15 +26,15 @@ use std::time::{Duration, Instant};
 
 use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
-use fleetgate_registry::request::{Credential, RegisterRequest};
+use fleetgate_registry::request::{check_username, Credential, RegisterRequest, PASSWORD_MAX};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal};
+use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID};
 use super::credentials::{Cached, CredentialCache};
-use crate::io::DeviceIo;
+use crate::io::{close_within, send_within, DeviceIo};
 use crate::limiter::Verdict as LimitVerdict;
 use crate::routes::telemetry_outcome;
 use crate::telemetry::{Outcome, Transport as TelemetryTransport};
@@ -120,12 +121,12 @@ pub async fn serve<S: Store, C: DeviceIo>(
                 worker
                     .metrics
                     .request(TelemetryTransport::Mqtt, Outcome::Invalid, 0.0);
+                let write_timeout = app.config.write_timeout;
                 if malformed.level == Some(Level::V5) {
-                    let _ = stream
-                        .send_all(connack(Level::V5, Refusal::Malformed))
-                        .await;
+                    let packet = connack(Level::V5, Refusal::Malformed);
+                    let _ = send_within(&mut stream, packet, write_timeout).await;
                 }
-                stream.close().await;
+                close_within(&mut stream, write_timeout).await;
                 return;
             }
             Parsed::Incomplete => {}
@@ -138,10 +139,13 @@ pub async fn serve<S: Store, C: DeviceIo>(
         }
     };
     let _ = started;
+    let write_timeout = app.config.write_timeout;
     match (verdict, config.upstream) {
-        (Verdict::Pass, Some(upstream)) => splice(stream, buf, upstream, level, config).await,
-        (Verdict::Pass, None) => refuse(stream, level, Refusal::Unavailable).await,
-        (Verdict::Refuse(r), _) => refuse(stream, level, r).await,
+        (Verdict::Pass, Some(upstream)) => {
+            splice(stream, buf, upstream, level, config, write_timeout).await
+        }
+        (Verdict::Pass, None) => refuse(stream, level, Refusal::Unavailable, write_timeout).await,
+        (Verdict::Refuse(r), _) => refuse(stream, level, r, write_timeout).await,
     }
 }
 
@@ -174,12 +178,32 @@ async fn decide_limited<S: Store>(
     now: Instant,
 ) -> Decided {
     let limits = &worker.app.rate_limits;
-    let limited = matches!(limits.check_ip(peer.ip(), now), LimitVerdict::Deny { .. })
-        || connect
-            .username
-            .is_some_and(|u| matches!(limits.check_user(u, now), LimitVerdict::Deny { .. }));
-    if limited {
+    if matches!(limits.check_ip(peer.ip(), now), LimitVerdict::Deny { .. }) {
         return Decided::refuse(Refusal::RateLimited, Outcome::RateLimited);
+    }
+    // Device-supplied fields are checked against their caps before anything
+    // is keyed by them or stored.
+    if connect.client_id.len() > MAX_CLIENT_ID {
+        return Decided::refuse(Refusal::IdentifierRejected, Outcome::Policy);
+    }
+    if let Some(username) = connect.username {
+        // The username rule of an HTTP register body, and the password's
+        // length cap (a longer password can never be right). A certificate
+        // client's password is not a credential (it is passed on as sent),
+        // so only its username is checked. A refusal here is "fails policy":
+        // 5 / 0x87, as in the table above.
+        let password_ok =
+            client_cert.is_some() || connect.password.is_none_or(|p| p.len() <= PASSWORD_MAX);
+        if check_username(username).is_err() || !password_ok {
+            return Decided::refuse(Refusal::NotAuthorized, Outcome::Policy);
+        }
+        let credential = connect.password.unwrap_or_default();
+        if matches!(
+            limits.check_user(username, credential, now),
+            LimitVerdict::Deny { .. }
+        ) {
+            return Decided::refuse(Refusal::RateLimited, Outcome::RateLimited);
+        }
     }
     let Some(_slot) = worker.try_begin() else {
         return Decided::refuse(Refusal::Busy, Outcome::Shed);
@@ -231,9 +255,14 @@ pub async fn decide_certificate<S: Store>(
     }
 }
 
-async fn refuse<C: DeviceIo>(mut stream: C, level: Level, refusal: Refusal) {
-    let _ = stream.send_all(connack(level, refusal)).await;
-    stream.close().await;
+async fn refuse<C: DeviceIo>(
+    mut stream: C,
+    level: Level,
+    refusal: Refusal,
+    write_timeout: Duration,
+) {
+    let _ = send_within(&mut stream, connack(level, refusal), write_timeout).await;
+    close_within(&mut stream, write_timeout).await;
 }
 
 /// Decides one CONNECT: authenticate a known user, or register an unknown one.
@@ -290,7 +319,8 @@ fn authenticate<S: Store>(
         outcome,
         cache_hit: Some(true),
     };
-    match cache.borrow().lookup(username, password, phc, now) {
+    let cached = cache.borrow_mut().lookup(username, password, phc, now);
+    match cached {
         Cached::Verified => return hit(Verdict::Pass, Outcome::Authenticated),
         Cached::Refused => {
             return hit(
@@ -358,6 +388,7 @@ async fn splice<C: DeviceIo>(
     upstream: SocketAddr,
     level: Level,
     config: &super::session::MqttConfig,
+    write_timeout: Duration,
 ) {
     let connected =
         monoio::time::timeout(config.upstream_timeout, TcpStream::connect(upstream)).await;
@@ -365,19 +396,19 @@ async fn splice<C: DeviceIo>(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(%upstream, error = %e, "cannot reach the MQTT upstream");
-            return refuse(client, level, Refusal::Unavailable).await;
+            return refuse(client, level, Refusal::Unavailable, write_timeout).await;
         }
         Err(_) => {
             tracing::warn!(%upstream, "MQTT upstream connect timed out");
-            return refuse(client, level, Refusal::Unavailable).await;
+            return refuse(client, level, Refusal::Unavailable, write_timeout).await;
         }
     };
     let _ = broker.set_nodelay(true);
-    let (res, _) = broker.write_all(buffered).await;
-    if res.is_err() {
-        return refuse(client, level, Refusal::Unavailable).await;
+    let written = monoio::time::timeout(write_timeout, broker.write_all(buffered)).await;
+    if !matches!(written, Ok((Ok(_), _))) {
+        return refuse(client, level, Refusal::Unavailable, write_timeout).await;
     }
-    client.splice(broker).await;
+    client.splice(broker, write_timeout).await;
 }
 
 #[cfg(test)]

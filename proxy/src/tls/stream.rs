@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
+use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
@@ -208,7 +209,7 @@ impl DeviceIo for TlsStream {
     /// order, through a bounded queue (backpressure on the broker side); an
     /// empty chunk tells it to close. No read is ever cancelled, so no
     /// bytes are lost in flight.
-    async fn splice(self, broker: TcpStream) {
+    async fn splice(self, broker: TcpStream, write_timeout: Duration) {
         let TlsStream {
             tcp,
             mut tls,
@@ -244,11 +245,17 @@ impl DeviceIo for TlsStream {
                         match got {
                             Ok(Some(0)) | Err(_) => break 'copy,
                             Ok(Some(_)) => {
-                                let (res, p) = broker_write.write_all(plain).await;
-                                plain = p;
-                                plain.clear();
-                                if res.is_err() {
-                                    break 'copy;
+                                match monoio::time::timeout(
+                                    write_timeout,
+                                    broker_write.write_all(plain),
+                                )
+                                .await
+                                {
+                                    Ok((Ok(_), p)) => {
+                                        plain = p;
+                                        plain.clear();
+                                    }
+                                    _ => break 'copy,
                                 }
                             }
                             Ok(None) => break,
@@ -272,7 +279,7 @@ impl DeviceIo for TlsStream {
                         _ => break,
                     }
                 }
-                let _ = broker_write.shutdown().await;
+                let _ = monoio::time::timeout(write_timeout, broker_write.shutdown()).await;
             }
         };
         let down = {
@@ -309,18 +316,36 @@ impl DeviceIo for TlsStream {
                 let _ = records.send(Vec::new()).await;
             }
         };
+        // Ok: the broker side ended (end marker); Err: a write to the
+        // client failed or passed its deadline, which ends the splice.
         let writer = async move {
+            let mut result = Ok(());
             while let Some(chunk) = outbox.recv().await {
                 if chunk.is_empty() {
                     break;
                 }
-                let (res, _) = client_write.write_all(chunk).await;
-                if res.is_err() {
-                    break;
+                match monoio::time::timeout(write_timeout, client_write.write_all(chunk)).await {
+                    Ok((Ok(_), _)) => {}
+                    Ok((Err(e), _)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Err(_) => {
+                        result = Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "write deadline passed",
+                        ));
+                        break;
+                    }
                 }
             }
-            let _ = client_write.shutdown().await;
+            let _ = monoio::time::timeout(write_timeout, client_write.shutdown()).await;
+            result
         };
-        monoio::join!(up, down, writer);
+        let readers = async move {
+            monoio::join!(up, down);
+            Ok(())
+        };
+        crate::io::join_directions(readers, writer).await;
     }
 }

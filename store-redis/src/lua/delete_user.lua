@@ -17,5 +17,6 @@ if redis.call('HGET', KEYS[3], 'state') == 'granted' then
 end
 redis.call('ZREM', KEYS[4], username)
 redis.call('ZREM', KEYS[5], username)
+bump_epoch(KEYS[1])
 redis.call('PUBLISH', ARGV[2], 'delete:' .. username)
 return 1

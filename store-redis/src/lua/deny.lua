@@ -26,5 +26,6 @@ redis.call('ZREM', KEYS[3], username)
 redis.call('HSET', KEYS[1], 'state', 'denied', 'at', int(now))
 redis.call('HDEL', KEYS[1], 'sealed')
 expire_at(KEYS[1], now + deny, now)
+bump_epoch(KEYS[1])
 redis.call('PUBLISH', ARGV[6], 'deny:' .. username)
 return { 'denied', swept }

@@ -53,5 +53,6 @@ redis.call('ZADD', KEYS[5], 0, username)
 redis.call('ZADD', KEYS[6], int(expires), username)
 redis.call('SET', KEYS[2], ARGV[8])
 redis.call('ZADD', KEYS[7], 0, username)
+bump_epoch(KEYS[1])
 redis.call('PUBLISH', ARGV[11], 'grant:' .. username)
 return reply

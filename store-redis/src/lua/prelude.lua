@@ -38,6 +38,14 @@ local function read_request(key, now, ttl, collect, deny)
   return r, now < r.expires
 end
 
+-- Bumps the change epoch of the bucket that `key` belongs to
+-- (`{<prefix>:bNN}:epoch`, in the same slot). Every transition that publishes
+-- a per-user event bumps it in the same script, so a proxy that lost the event
+-- still sees the change when it re-reads the 64 epochs (see `cache.rs`).
+local function bump_epoch(key)
+  redis.call('INCR', string.match(key, '^{[^}]*}') .. ':epoch')
+end
+
 -- Sets the key's Redis TTL so that it disappears when it stops counting.
 -- Redis frees the memory; correctness never depends on it, because every
 -- read checks `expires` against the caller's clock.
