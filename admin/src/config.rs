@@ -80,6 +80,12 @@ pub struct StoreArgs {
     #[arg(long, env = "FLEETGATE_REQUESTABLE_ROLES", value_delimiter = ',', value_parser = parse_role)]
     pub requestable_roles: Option<Vec<String>>,
 
+    /// Peers whose `X-Forwarded-For` header names the real client, for the
+    /// login throttle and the logs (proxies forwarding with
+    /// --admin-upstream), comma-separated. Anyone else's header is ignored.
+    #[arg(long, env = "FLEETGATE_TRUSTED_FORWARDERS", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    pub trusted_forwarders: Vec<std::net::IpAddr>,
+
     /// After grants and user changes, `WAIT` for this many Redis replicas
     /// (0: do not wait).
     #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]

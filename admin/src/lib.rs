@@ -2,8 +2,10 @@
 //! registry, grant or deny pending requests, manage users and log in.
 //!
 //! It runs on tokio + hyper, either on its own (`fleetgate-admin`) or inside
-//! the all-in-one `fleetgate` process, where the proxy forwards every
-//! `/api/*` request it does not serve itself to [`AdminService::handle`].
+//! the all-in-one `fleetgate` process, where the proxy forwards the `/api/*`
+//! requests it does not serve itself (by default only login and the CA
+//! certificate; the whole API with `--admin-on-device-port on`) to
+//! [`AdminService::handle`].
 //!
 //! # Layout
 //! - [`config`]: the flags shared by both binaries (store, data dir, limits).
@@ -13,6 +15,8 @@
 //! - [`telemetry`]: the Prometheus recorder, `/metrics`, and the gauge ticker.
 //! - [`server`]: serving [`AdminService`] over HTTP/1.1 with hyper.
 //! - [`query`]: percent-decoding of query strings and path segments.
+//! - [`throttle`]: the login failure budgets per (username, source) and
+//!   per source.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -21,5 +25,6 @@ pub mod query;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod throttle;
 
 pub use service::AdminService;

@@ -135,7 +135,11 @@ async fn serve<S: Store>(
     tracing::info!(addr = %addr, "admin API listening");
 
     telemetry::spawn_ticker(registry.clone(), metrics.clone(), |_, _| {});
-    let service = Arc::new(AdminService::new(registry).with_metrics(telemetry::renderer(metrics)));
+    let service = Arc::new(
+        AdminService::new(registry)
+            .with_metrics(telemetry::renderer(metrics))
+            .with_trusted_forwarders(cli.store.trusted_forwarders.clone()),
+    );
     match server::serve(listener, service, signals.recv(), DRAIN_GRACE).await {
         Ok(()) => {
             tracing::info!("admin API stopped");

@@ -26,7 +26,8 @@
 //! 19 MiB, so unbounded concurrent logins would be a cheap way to exhaust
 //! memory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,11 +43,14 @@ use fleetgate_registry::password::Scheme;
 use fleetgate_registry::registry::{
     DenyError, GrantError, GrantOverrides, RegistryStatus, ADMIN_USERNAME,
 };
-use fleetgate_registry::store::{ListQuery, ListState, Page, Store, StoreError, MAX_PAGE};
+use fleetgate_registry::store::{
+    ForgetResult, ListQuery, ListState, Page, Store, StoreError, MAX_PAGE,
+};
 use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
 use fleetgate_registry::{Registry, UnixMillis};
 
 use crate::query::{percent_decode, DecodeError, Plus, QueryParams};
+use crate::throttle::{LoginLimits, LoginThrottle};
 
 /// Largest request body any admin route accepts; larger is 413 `too_large`.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -90,6 +94,14 @@ pub enum ApiError {
     /// 409: the change conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 429 with `Retry-After`: too many failed logins from this source
+    /// (see [`crate::throttle`]).
+    #[error("too many failed logins; try again in {} s", retry_secs(.0))]
+    TooManyLogins(Duration),
+    /// 503 with `Retry-After`: the login queue is full (a login flood);
+    /// grants have their own hashing slots and are not delayed.
+    #[error("too many logins at once; retry shortly")]
+    LoginsBusy,
     /// 413: the body is larger than [`MAX_BODY`].
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
@@ -111,6 +123,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyLogins(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LoginsBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +142,8 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyLogins(_) => "rate_limited",
+            ApiError::LoginsBusy => "unavailable",
             ApiError::TooLarge => "too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -160,10 +176,21 @@ impl ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
             }
+            ApiError::TooManyLogins(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(&wait)));
+            }
+            ApiError::LoginsBusy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response
     }
+}
+
+/// A wait in whole seconds, rounded up, at least 1 (for `Retry-After`).
+fn retry_secs(wait: &Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<DecodeError> for ApiError {
@@ -233,8 +260,8 @@ impl Route {
             | Route::CaCertificate
             | Route::RegistryStatus
             | Route::Requests
-            | Route::Request(_)
             | Route::Users => "GET",
+            Route::Request(_) => "GET, DELETE",
             Route::Login | Route::Unlock | Route::Lock | Route::Grant(_) | Route::Deny(_) => "POST",
             Route::User(_) => "GET, DELETE",
         }
@@ -260,11 +287,24 @@ pub struct AdminService<S> {
     registry: Arc<Registry<S>>,
     /// Serves `GET /metrics` (unauthenticated, like `/healthz`) when set.
     metrics: Option<MetricsRenderer>,
-    /// Caps concurrent password hashing (see the module docs). Owned
-    /// permits travel into the blocking task, so a request that is dropped
-    /// mid-hash still holds its slot until the hash really ends.
+    /// Caps concurrent password hashing for grants (see the module docs).
+    /// Owned permits travel into the blocking task, so a request that is
+    /// dropped mid-hash still holds its slot until the hash really ends.
     hashing_slots: Arc<Semaphore>,
+    /// The login queue: its own hashing slots, so a login flood never
+    /// delays a grant, and at most [`MAX_LOGINS_WAITING`] logins waiting
+    /// for one (more are 503 at once). A login whose request is dropped
+    /// (the forwarding proxy timed out) leaves the queue without hashing.
+    login_slots: Arc<Semaphore>,
+    logins_waiting: AtomicUsize,
+    throttle: LoginThrottle,
+    /// Peers whose `X-Forwarded-For` names the real client (the proxies
+    /// forwarding with `--admin-upstream`); anyone else's is ignored.
+    trusted_forwarders: Vec<IpAddr>,
 }
+
+/// Logins that may wait for a hashing slot at once.
+pub const MAX_LOGINS_WAITING: usize = 64;
 
 impl<S> std::fmt::Debug for AdminService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,7 +320,42 @@ impl<S: Store> AdminService<S> {
             registry,
             metrics: None,
             hashing_slots: Arc::new(Semaphore::new(max_hashing())),
+            login_slots: Arc::new(Semaphore::new(max_hashing())),
+            logins_waiting: AtomicUsize::new(0),
+            throttle: LoginThrottle::new(LoginLimits::default()),
+            trusted_forwarders: vec![
+                IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         }
+    }
+
+    /// Replaces the login failure budgets.
+    pub fn with_login_limits(mut self, limits: LoginLimits) -> Self {
+        self.throttle = LoginThrottle::new(limits);
+        self
+    }
+
+    /// Replaces the peers whose `X-Forwarded-For` is believed (default:
+    /// loopback, where `fleetgate --admin-upstream` proxies usually run).
+    pub fn with_trusted_forwarders(mut self, peers: Vec<IpAddr>) -> Self {
+        self.trusted_forwarders = peers;
+        self
+    }
+
+    /// The client's address: the socket peer, or the last
+    /// `X-Forwarded-For` entry when the peer is a trusted forwarder.
+    fn client_addr(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<SocketAddr> {
+        let peer = peer?;
+        if !self.trusted_forwarders.contains(&peer.ip()) {
+            return Some(peer);
+        }
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        Some(forwarded.map_or(peer, |ip| SocketAddr::new(ip, 0)))
     }
 
     /// Serves `GET /metrics` from `render`.
@@ -296,6 +371,7 @@ impl<S: Store> AdminService<S> {
     /// Handles one complete request (body already read, at most
     /// [`MAX_BODY`] bytes). `peer` is the client address if known.
     pub async fn handle(&self, req: Request<Bytes>, peer: Option<SocketAddr>) -> Response<Bytes> {
+        let peer = self.client_addr(req.headers(), peer);
         let response = match self.dispatch(&req, peer).await {
             Ok(response) => response,
             Err(e) => {
@@ -434,6 +510,18 @@ impl<S: Store> AdminService<S> {
                     &PageView::from_page(page, |r| r.view()),
                 ))
             }
+            Route::Request(username) if req.method() == Method::DELETE => {
+                match registry.store().forget_request(&username, now).await? {
+                    ForgetResult::Forgotten => {
+                        tracing::info!(username = %username, "request forgotten");
+                        Ok(no_content())
+                    }
+                    ForgetResult::NotFound => Err(no_request(&username)),
+                    ForgetResult::Granted => Err(ApiError::Conflict(
+                        "the request was granted; delete the user instead".into(),
+                    )),
+                }
+            }
             Route::Request(username) => {
                 let record = registry
                     .store()
@@ -443,12 +531,20 @@ impl<S: Store> AdminService<S> {
                 Ok(json_response(StatusCode::OK, &record.view()))
             }
             Route::Grant(username) => self.grant(username, body, now).await,
-            Route::Deny(username) => match registry.deny(&username, now).await {
-                Ok(()) => Ok(no_content()),
-                Err(DenyError::NotFound) => Err(no_request(&username)),
-                Err(e @ DenyError::AlreadyGranted) => Err(ApiError::Conflict(e.to_string())),
-                Err(DenyError::Store(e)) => Err(e.into()),
-            },
+            Route::Deny(username) => {
+                let decision: DecisionBody = parse_optional_json(body)?;
+                match registry
+                    .deny(&username, decision.pairing_id.as_deref(), now)
+                    .await
+                {
+                    Ok(()) => Ok(no_content()),
+                    Err(DenyError::NotFound) => Err(no_request(&username)),
+                    Err(e @ (DenyError::AlreadyGranted | DenyError::PairingMismatch)) => {
+                        Err(ApiError::Conflict(e.to_string()))
+                    }
+                    Err(DenyError::Store(e)) => Err(e.into()),
+                }
+            }
             Route::Users => {
                 // `state` is ignored by `list_users`.
                 let page = registry
@@ -522,9 +618,9 @@ impl<S: Store> AdminService<S> {
             .get_user(&claims.sub)
             .await?
             .ok_or(ApiError::Unauthorized("the token's user no longer exists"))?;
-        if claims.iat < user.created_at.as_secs() {
+        if claims.gen != user.created_at.0 {
             return Err(ApiError::Unauthorized(
-                "the token was issued before its user was created",
+                "the token was issued to an earlier user of this name",
             ));
         }
         if !user.is_admin() {
@@ -551,15 +647,29 @@ impl<S: Store> AdminService<S> {
                 )))
             }
         };
+        let source = peer.map(|p| p.ip());
+        if let Some(wait) = self
+            .throttle
+            .check(&login.username, source, std::time::Instant::now())
+        {
+            metrics::counter!(LOGINS_TOTAL, "result" => "throttled").increment(1);
+            return Err(ApiError::TooManyLogins(wait));
+        }
         let user = self.registry.store().get_user(&login.username).await?;
         let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let verified = self.verify_password(login.password, stored_hash).await?;
+        if verified {
+            self.throttle.succeeded(&login.username, source);
+        } else {
+            self.throttle
+                .failed(&login.username, source, std::time::Instant::now());
+        }
         match user {
             Some(user) if verified => {
                 let token = self
                     .registry
                     .tokens()
-                    .issue(&user.username, &user.roles, now, hours);
+                    .issue_for(&user, now, hours);
                 tracing::info!(username = %user.username, peer = ?peer, hours, "login");
                 metrics::counter!(LOGINS_TOTAL, "result" => "success").increment(1);
                 let mut response = json_response(StatusCode::OK, &LoginView { token });
@@ -586,7 +696,7 @@ impl<S: Store> AdminService<S> {
         password: String,
         stored: Option<String>,
     ) -> Result<bool, ApiError> {
-        let permit = self.hashing_permit().await?;
+        let permit = self.login_permit().await?;
         let registry = Arc::clone(&self.registry);
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -619,6 +729,7 @@ impl<S: Store> AdminService<S> {
         let overrides = GrantOverrides {
             roles: grant.roles,
             permissions: grant.permissions,
+            pairing_id: grant.pairing_id,
         };
         // `Registry::grant` hashes the device secret (0.35 ms of CPU), so it
         // runs on the blocking pool. `Handle::block_on` from a blocking-pool
@@ -644,6 +755,27 @@ impl<S: Store> AdminService<S> {
             Err(GrantError::Store(e)) => Err(e.into()),
             Err(GrantError::Internal(why)) => Err(ApiError::Internal(why)),
         }
+    }
+
+    /// A slot of the login queue, or `LoginsBusy` when it is full.
+    async fn login_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        /// Leaves the waiting count however the wait ends (also when the
+        /// request is dropped while waiting).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if self.logins_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_LOGINS_WAITING {
+            self.logins_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::LoginsBusy);
+        }
+        let _waiting = Waiting(&self.logins_waiting);
+        Arc::clone(&self.login_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("login slots closed".into()))
     }
 
     async fn hashing_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
@@ -794,6 +926,18 @@ struct GrantBody {
     roles: Option<Vec<String>>,
     #[serde(default)]
     permissions: Option<Vec<Permission>>,
+    /// The pairing id the admin compared with the device (409 if the
+    /// request now has another).
+    #[serde(default, rename = "pairingId")]
+    pairing_id: Option<String>,
+}
+
+/// `POST .../deny`: optionally the pairing id the admin saw.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default, rename = "pairingId")]
+    pairing_id: Option<String>,
 }
 
 /// The registry's lock state and pending count.

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fleetgate_bench::pending::DeviceName;
-use fleetgate_proxy::limiter::{Limiter, Rate, Verdict};
+use fleetgate_proxy::limiter::{device_key, Limiter, Rate, Verdict};
+
+/// Every device's password (the per-device key is username + credential).
+const PASSWORD: &[u8] = b"s3cret-pass";
 
 /// The proxy's default `--rate-limit-per-user`.
 const PER_USER: Rate = Rate {
@@ -41,36 +44,36 @@ fn rate_limiter(c: &mut Criterion) {
 
     // Each limiter and clock lives across criterion's samples, so buckets
     // are updated in place rather than re-created per sample.
-    let hot: Limiter<String> = Limiter::new(PER_USER, MAX_KEYS);
+    let hot = Limiter::new(PER_USER, MAX_KEYS);
     let mut now = Instant::now();
     group.bench_function("hot_key_allowed", |b| {
         b.iter(|| {
             now += sustained;
-            let v = hot.check(black_box("device-000123"), now);
+            let v = hot.check(&device_key(black_box("device-000123"), PASSWORD), now);
             debug_assert_eq!(v, Verdict::Allow);
             v
         })
     });
 
-    let flapping: Limiter<String> = Limiter::new(PER_USER, MAX_KEYS);
+    let flapping = Limiter::new(PER_USER, MAX_KEYS);
     let frozen = Instant::now();
     for _ in 0..PER_USER.limit {
-        flapping.check("device-000123", frozen);
+        flapping.check(&device_key("device-000123", PASSWORD), frozen);
     }
     group.bench_function("hot_key_denied", |b| {
         b.iter(|| {
-            let v = flapping.check(black_box("device-000123"), frozen);
+            let v = flapping.check(&device_key(black_box("device-000123"), PASSWORD), frozen);
             debug_assert!(matches!(v, Verdict::Deny { .. }));
             v
         })
     });
 
-    let rotating: Limiter<String> = Limiter::new(PER_USER, MAX_KEYS);
+    let rotating = Limiter::new(PER_USER, MAX_KEYS);
     let step = sustained / ROTATING_KEYS;
     let mut now = Instant::now();
     for i in 0..ROTATING_KEYS {
         now += step;
-        rotating.check(DeviceName::new(i).as_str(), now);
+        rotating.check(&device_key(DeviceName::new(i).as_str(), PASSWORD), now);
     }
     let mut i = 0u32;
     group.bench_function("rotating_100k_allowed", |b| {
@@ -78,7 +81,7 @@ fn rate_limiter(c: &mut Criterion) {
             now += step;
             let name = DeviceName::new(i);
             i = if i + 1 == ROTATING_KEYS { 0 } else { i + 1 };
-            let v = rotating.check(black_box(name.as_str()), now);
+            let v = rotating.check(&device_key(black_box(name.as_str()), PASSWORD), now);
             debug_assert_eq!(v, Verdict::Allow);
             v
         })

@@ -77,7 +77,17 @@ impl<S: Store> Forwarder<S> {
             Forwarder::InProcess { runtime, service } => {
                 let service = service.clone();
                 runtime.spawn(async move {
-                    let _ = tx.send(service.handle(req, Some(peer)).await);
+                    // When the device side gives up (timeout, or the
+                    // connection is gone), `rx` is dropped and the work is
+                    // cancelled: a login still queued for a hashing slot
+                    // leaves the queue instead of hashing for nobody.
+                    let mut tx = tx;
+                    tokio::select! {
+                        response = service.handle(req, Some(peer)) => {
+                            let _ = tx.send(response);
+                        }
+                        _ = tx.closed() => {}
+                    }
                 });
             }
             Forwarder::Upstream {
@@ -87,7 +97,13 @@ impl<S: Store> Forwarder<S> {
             } => {
                 let (client, base) = (client.clone(), base.clone());
                 runtime.spawn(async move {
-                    let _ = tx.send(over_http(&client, &base, req, peer).await);
+                    let mut tx = tx;
+                    tokio::select! {
+                        response = over_http(&client, &base, req, peer) => {
+                            let _ = tx.send(response);
+                        }
+                        _ = tx.closed() => {}
+                    }
                 });
             }
         }

@@ -111,18 +111,10 @@ pub fn device_key<'a>(username: &'a str, credential: &'a [u8]) -> impl Hash + 'a
     (username, credential)
 }
 
-/// The per-source key: an IPv4 address (also when it arrives IPv4-mapped
-/// in IPv6), or the /64 network of an IPv6 address.
+/// The per-source key: an IPv4 address, or an IPv6 /64
+/// ([`fleetgate_registry::source::network_of`]).
 pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-    }
+    fleetgate_registry::source::network_of(ip)
 }
 
 /// A sharded GCRA limiter. Keys are held as keyed 64-bit hashes.
@@ -292,24 +284,6 @@ mod tests {
         assert_eq!(l.check(&device_key("dev1g", b"uess"), t0), Verdict::Allow);
     }
 
-    #[test]
-    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(source_key(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(source_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(
-            source_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(
-            source_key(ip("2001:db8:1:2::1")),
-            source_key(ip("2001:db8:1:2:ffff::9"))
-        );
-        assert_ne!(
-            source_key(ip("2001:db8:1:2::1")),
-            source_key(ip("2001:db8:1:3::1"))
-        );
-    }
 
     #[test]
     fn shared_across_threads_counts_exactly() {

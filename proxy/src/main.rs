@@ -34,10 +34,19 @@ struct Cli {
     #[arg(long, env = "FLEETGATE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     http_listen: SocketAddr,
 
-    /// Address of the admin API, or `off` to serve it only through the
-    /// device API's /api/* forwarding.
+    /// Address of the admin API, or `off` (then the admin API is reachable
+    /// only through another admin instance, or on the device ports with
+    /// --admin-on-device-port on).
     #[arg(long, env = "FLEETGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
     admin_listen: OptionalAddr,
+
+    /// Serve the whole admin API on the device ports too (`on`), for a
+    /// single-port deployment on a trusted network. `off` (the default):
+    /// device ports answer only the register route, POST /api/login,
+    /// GET /api/certificates/ca and the health checks; the admin API is on
+    /// --admin-listen.
+    #[arg(long, env = "FLEETGATE_ADMIN_ON_DEVICE_PORT", default_value = "off", value_parser = ["on", "off"])]
+    admin_on_device_port: String,
 
     /// Address of the MQTT listener, or `off`.
     #[arg(long, env = "FLEETGATE_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_parser = parse_optional_addr)]
@@ -288,7 +297,11 @@ fn serve<S: Store>(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     render: fleetgate_admin::service::MetricsRenderer,
 ) -> anyhow::Result<()> {
-    let service = Arc::new(AdminService::new(registry.clone()).with_metrics(render.clone()));
+    let service = Arc::new(
+        AdminService::new(registry.clone())
+            .with_metrics(render.clone())
+            .with_trusted_forwarders(cli.store.trusted_forwarders.clone()),
+    );
 
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_task = match cli.admin_listen.0 {
@@ -316,7 +329,11 @@ fn serve<S: Store>(
             }))
         }
         None => {
-            tracing::info!("admin API listener off; /api/* is served through the device API");
+            if cli.admin_on_device_port == "on" {
+                tracing::info!("admin API listener off; the admin API is served on the device ports");
+            } else {
+                tracing::info!("admin API listener off; device ports forward only login and the CA certificate");
+            }
             None
         }
     };
@@ -396,6 +413,7 @@ fn serve<S: Store>(
             request_timeout: cli.request_timeout,
             idle_timeout: cli.idle_timeout,
             write_timeout: cli.write_timeout,
+            admin_on_device_port: cli.admin_on_device_port == "on",
             tls_handshake_timeout: cli.tls_handshake_timeout,
             io_driver: cli.io_driver,
             ..ConnConfig::default()

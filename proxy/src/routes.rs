@@ -33,6 +33,13 @@ pub const REGISTER_PATH: &str = "/api/client-registry/register";
 /// answered here (mutual-TLS login); otherwise the admin service answers.
 pub const LOGIN_PATH: &str = "/api/login";
 
+/// The `/api/*` paths a device port forwards to the admin service by
+/// default: logging in (devices get their JWT here) and the client CA
+/// certificate. The register route and the health checks are answered by
+/// the proxy itself. Every other `/api/*` path is 404 on a device port
+/// unless `--admin-on-device-port on`.
+pub const DEVICE_API_PATHS: [&str; 2] = [LOGIN_PATH, "/api/certificates/ca"];
+
 /// Settings the connection loop and routes share.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -48,6 +55,10 @@ pub struct ConnConfig {
     pub tls_handshake_timeout: Duration,
     /// The I/O driver of the worker runtimes.
     pub io_driver: IoDriver,
+    /// Whether the device ports forward the whole admin API
+    /// (`--admin-on-device-port on`, for single-port deployments on a
+    /// trusted network). Off: only [`DEVICE_API_PATHS`].
+    pub admin_on_device_port: bool,
 }
 
 /// Which monoio driver the workers run on (`--io-driver`). epoll is the
@@ -84,6 +95,7 @@ impl Default for ConnConfig {
             write_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             io_driver: IoDriver::Epoll,
+            admin_on_device_port: false,
         }
     }
 }
@@ -167,10 +179,21 @@ pub async fn handle<S: Store>(
         "/readyz" => match app.registry.store().ping().await {
             Ok(()) => write_json(out, 200, &[], br#"{"status":"ready"}"#, keep_alive),
             Err(e) => {
-                let body = serde_json::json!({"status": "unavailable", "error": e.to_string()});
-                write_json(out, 503, &[], body.to_string().as_bytes(), keep_alive);
+                // Devices learn only that the store is down; the detail
+                // (addresses, server errors) goes to the log.
+                tracing::debug!(error = %e, "readyz: store unavailable");
+                write_json(out, 503, &[("Retry-After", "5")], STORE_UNAVAILABLE_BODY, keep_alive);
             }
         },
+        p if (p == "/api" || p.starts_with("/api/"))
+            && !app.config.admin_on_device_port
+            && !DEVICE_API_PATHS.contains(&p) =>
+        {
+            // The admin API is not served on device ports unless asked for
+            // (`--admin-on-device-port on`): the same 404 as any unknown path,
+            // so the port does not even tell it is there.
+            write_not_found(out, keep_alive)
+        }
         p if p == "/api" || p.starts_with("/api/") => {
             let Some(_slot) = worker.try_begin() else {
                 write_shed(out, keep_alive);
@@ -185,14 +208,18 @@ pub async fn handle<S: Store>(
             let resp = app.forwarder.forward(to_http_request(req), peer).await;
             write_forwarded(out, &resp, keep_alive);
         }
-        _ => write_json(
-            out,
-            404,
-            &[],
-            br#"{"status":"not_found","error":"no such route"}"#,
-            keep_alive,
-        ),
+        _ => write_not_found(out, keep_alive),
     }
+}
+
+fn write_not_found(out: &mut Vec<u8>, keep_alive: bool) {
+    write_json(
+        out,
+        404,
+        &[],
+        br#"{"status":"not_found","error":"no such route"}"#,
+        keep_alive,
+    );
 }
 
 fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
@@ -204,6 +231,10 @@ fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
         keep_alive,
     );
 }
+
+/// The body of every device-facing 503 caused by the store.
+pub const STORE_UNAVAILABLE_BODY: &[u8] =
+    br#"{"status":"unavailable","error":"store unavailable"}"#;
 
 /// 503 for a worker past its in-flight bound.
 fn write_shed(out: &mut Vec<u8>, keep_alive: bool) {
@@ -318,7 +349,10 @@ async fn certificate_login<S: Store>(
     let now = UnixMillis::now();
     let metrics = &worker.metrics;
     match registry.authenticate_certificate(cert, now).await {
-        Err(e) => error(out, 503, "unavailable", &e.to_string()),
+        Err(e) => {
+            tracing::debug!(error = %e, "certificate login: store unavailable");
+            error(out, 503, "unavailable", "store unavailable")
+        }
         Ok(Err(rejection)) => {
             metrics.cert_auth_refused.increment(1);
             tracing::info!(%peer, reason = rejection.reason(), "certificate login refused");
@@ -342,7 +376,7 @@ async fn certificate_login<S: Store>(
             metrics.cert_auth_ok.increment(1);
             let token = registry
                 .tokens()
-                .issue(&user.username, &user.roles, now, hours);
+                .issue_for(&user, now, hours);
             tracing::info!(username = %user.username, %peer, hours, "certificate login");
             let body = serde_json::json!({ "token": token });
             write_json(
@@ -508,10 +542,13 @@ pub fn write_register_outcome(
         RegisterOutcome::Conflict => body.extend_from_slice(
             br#"{"status":"conflict","error":"this username is taken by a user or by a different request"}"#,
         ),
-        RegisterOutcome::Invalid(message) | RegisterOutcome::Unavailable(message) => {
+        RegisterOutcome::Invalid(message) => {
             let v = serde_json::json!({"status": outcome.name(), "error": message});
             body = v.to_string().into_bytes();
         }
+        // The store's error text (addresses, server messages) is for the
+        // log, never for a device.
+        RegisterOutcome::Unavailable(_) => body.extend_from_slice(STORE_UNAVAILABLE_BODY),
         RegisterOutcome::Policy { rule, message } => {
             let v = serde_json::json!({"status": "policy", "rule": rule, "error": message});
             body = v.to_string().into_bytes();

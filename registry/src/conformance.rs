@@ -14,8 +14,8 @@ use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::Fingerprint;
 use crate::model::{RequestState, Transport, UserRecord};
 use crate::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate, Store,
-    StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate,
+    Store, StoreError,
 };
 
 /// The start of time in every check.
@@ -116,6 +116,7 @@ pub async fn run_all<S: Store>(f: &impl Factory<S>) {
     grant_is_atomic_and_idempotent(f).await;
     grant_needs_the_request_that_was_seen(f).await;
     deny_then_forgotten(f).await;
+    forget_frees_the_username(f).await;
     pending_expires_and_cap_holds(f).await;
     listing_is_keyset_paginated(f).await;
     users_put_list_delete(f).await;
@@ -252,6 +253,46 @@ pub async fn deny_then_forgotten<S: Store>(f: &impl Factory<S>) {
         s.deny("dev02", T0).await.unwrap(),
         DenyResult::AlreadyGranted
     );
+}
+
+/// Forgetting a request frees its username at once, whether it was pending
+/// (its slot under the cap comes back) or denied (no deny window); a
+/// granted request is not forgotten.
+pub async fn forget_frees_the_username<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 1).await;
+    let far = T0.plus(Duration::from_secs(24 * 3600));
+    unlock(&s, far).await;
+    assert_eq!(
+        s.forget_request("dev01", T0).await.unwrap(),
+        ForgetResult::NotFound
+    );
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    assert_eq!(
+        s.forget_request("dev01", T0).await.unwrap(),
+        ForgetResult::Forgotten
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(s.get_request("dev01", T0).await.unwrap(), None);
+    // The cap is 1: the slot came back, so another device can register.
+    assert_eq!(decide(&s, "dev02", 2, T0).await, Decision::Create);
+    assert_eq!(s.deny("dev02", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(decide(&s, "dev02", 3, T0).await, Decision::Conflict);
+    assert_eq!(
+        s.forget_request("dev02", T0).await.unwrap(),
+        ForgetResult::Forgotten
+    );
+    // Free at once, with other credentials even, not after the deny window.
+    assert_eq!(decide(&s, "dev02", 3, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "dev02", 3, T0).await,
+        GrantResult::Granted(_)
+    ));
+    assert_eq!(
+        s.forget_request("dev02", T0).await.unwrap(),
+        ForgetResult::Granted
+    );
+    assert_eq!(decide(&s, "dev02", 3, T0).await, Decision::Collect);
 }
 
 /// Pending requests that stop polling expire; the cap refuses new ones

@@ -143,6 +143,10 @@ pub struct RegistryStatus {
 pub struct GrantOverrides {
     pub roles: Option<Vec<String>>,
     pub permissions: Option<Vec<Permission>>,
+    /// The pairing id the admin compared with the device. When set, a
+    /// request with another pairing id (a squatter who replaced the one the
+    /// admin saw) is not granted: `Conflict`, and nothing changes.
+    pub pairing_id: Option<String>,
 }
 
 /// Why a grant did not happen.
@@ -167,6 +171,8 @@ pub enum DenyError {
     NotFound,
     #[error("the request was already granted; delete the user instead")]
     AlreadyGranted,
+    #[error("the request's pairing id is not the one given; it changed since it was read")]
+    PairingMismatch,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -514,6 +520,13 @@ impl<S: Store> Registry<S> {
             .timed(StoreOp::GetRequest, self.store.get_request(username, now))
             .await?
             .ok_or(GrantError::NotFound)?;
+        if let Some(expected) = &overrides.pairing_id {
+            if *expected != record.pairing_id().to_string() {
+                return Err(GrantError::Conflict(
+                    "the request's pairing id is not the one given; it changed since it was read",
+                ));
+            }
+        }
         match record.state {
             crate::model::RequestState::Granted { .. } => return Ok(record),
             crate::model::RequestState::Denied { .. } => {
@@ -598,7 +611,23 @@ impl<S: Store> Registry<S> {
         }
     }
 
-    pub async fn deny(&self, username: &str, now: UnixMillis) -> Result<(), DenyError> {
+    /// Denies the pending request of `username`. With `pairing_id`, only if
+    /// the live request still has it (the admin denies what they saw).
+    pub async fn deny(
+        &self,
+        username: &str,
+        pairing_id: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<(), DenyError> {
+        if let Some(expected) = pairing_id {
+            let record = self
+                .timed(StoreOp::GetRequest, self.store.get_request(username, now))
+                .await?
+                .ok_or(DenyError::NotFound)?;
+            if record.pairing_id().to_string() != expected {
+                return Err(DenyError::PairingMismatch);
+            }
+        }
         match self
             .timed(StoreOp::Deny, self.store.deny(username, now))
             .await?

@@ -152,6 +152,16 @@ pub enum DenyResult {
     AlreadyGranted,
 }
 
+/// The result of forgetting a request (`DELETE .../requests/{username}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForgetResult {
+    /// A pending or denied request was dropped; the username is free.
+    Forgotten,
+    NotFound,
+    /// The request was granted: delete the user instead.
+    Granted,
+}
+
 /// Where registry state lives. See the module docs for the atomicity rule.
 pub trait Store: Send + Sync + 'static {
     /// Steps 3 to 5 of the decision order for one poll, applied atomically:
@@ -206,6 +216,15 @@ pub trait Store: Send + Sync + 'static {
         username: &str,
         now: UnixMillis,
     ) -> impl Future<Output = Result<DenyResult, StoreError>> + Send;
+
+    /// Drops a live pending or denied request, so the username is free at
+    /// once (a denial would block it for the deny window). A granted one is
+    /// left alone (`Granted`).
+    fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<ForgetResult, StoreError>> + Send;
 
     fn get_user(
         &self,

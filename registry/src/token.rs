@@ -1,9 +1,12 @@
 //! JWTs for logged-in users: HS256, signed with a key derived from the
 //! server secret.
 //!
-//! The token carries the username (`sub`), the user's roles, `iat` and `exp`.
-//! Verification checks the signature and expiry; the admin service also checks
-//! that the user still exists, so deleting a user revokes its tokens.
+//! The token carries the username (`sub`), the user's roles, `iat`, `exp`,
+//! and `gen`: the creation time (ms) of the user record it was issued for.
+//! Verification checks the signature and expiry; the admin service also
+//! checks that the user still exists *and has the same `gen`*, so deleting a
+//! user revokes its tokens, and a token of a deleted user does not come back
+//! to life when the name is registered again, even within the same second.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,11 @@ pub struct Claims {
     pub roles: Vec<String>,
     pub iat: u64,
     pub exp: u64,
+    /// The user generation: `created_at` (ms) of the user record the token
+    /// was issued for. Tokens without it (from before it existed) read 0,
+    /// which matches no user.
+    #[serde(default)]
+    pub gen: u64,
 }
 
 /// A token could not be verified.
@@ -50,13 +58,27 @@ impl Tokens {
         }
     }
 
-    /// Issues a token for `username` valid for `hours` from `now`.
-    pub fn issue(&self, username: &str, roles: &[String], now: UnixMillis, hours: u64) -> String {
+    /// Issues a token for `user` valid for `hours` from `now`.
+    pub fn issue_for(&self, user: &crate::model::UserRecord, now: UnixMillis, hours: u64) -> String {
+        self.issue(&user.username, &user.roles, user.created_at, now, hours)
+    }
+
+    /// Issues a token for `username` (a user record created at
+    /// `generation`) valid for `hours` from `now`.
+    pub fn issue(
+        &self,
+        username: &str,
+        roles: &[String],
+        generation: UnixMillis,
+        now: UnixMillis,
+        hours: u64,
+    ) -> String {
         let claims = Claims {
             sub: username.to_owned(),
             roles: roles.to_vec(),
             iat: now.as_secs(),
             exp: now.as_secs() + hours * 3600,
+            gen: generation.0,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail")
@@ -81,19 +103,20 @@ mod tests {
     fn issued_token_verifies_with_claims() {
         let t = Tokens::new(&[9; 32]);
         let now = UnixMillis::now();
-        let tok = t.issue("dev01", &["sensor".into()], now, 2);
+        let tok = t.issue("dev01", &["sensor".into()], now, now, 2);
         let c = t.verify(&tok).unwrap();
         assert_eq!(c.sub, "dev01");
         assert_eq!(c.roles, vec!["sensor".to_string()]);
         assert_eq!(c.exp - c.iat, 7200);
+        assert_eq!(c.gen, now.0);
     }
 
     #[test]
     fn wrong_key_and_expired_tokens_fail() {
         let t = Tokens::new(&[9; 32]);
-        let tok = t.issue("dev01", &[], UnixMillis::now(), 1);
+        let tok = t.issue("dev01", &[], UnixMillis(5), UnixMillis::now(), 1);
         assert!(Tokens::new(&[8; 32]).verify(&tok).is_err());
-        let old = t.issue("dev01", &[], UnixMillis(1_000_000), 1);
+        let old = t.issue("dev01", &[], UnixMillis(5), UnixMillis(1_000_000), 1);
         assert!(t.verify(&old).is_err());
         assert!(t.verify("not.a.token").is_err());
     }

@@ -19,7 +19,8 @@ use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::model::{Permission, RequestRecord, Transport, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, Page, Poll, SealOnCreate, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, SealOnCreate, Store,
+    StoreError,
 };
 use fleetgate_registry::UnixMillis;
 use std::net::SocketAddr;
@@ -167,6 +168,16 @@ impl<S: Store> Store for TokioBridge<S> {
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         let (inner, username) = (self.inner.clone(), username.to_owned());
         self.run(async move { inner.deny(&username, now).await })
+            .await
+    }
+
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        let (inner, username) = (self.inner.clone(), username.to_owned());
+        self.run(async move { inner.forget_request(&username, now).await })
             .await
     }
 

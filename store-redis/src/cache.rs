@@ -54,7 +54,7 @@ use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::metrics as names;
 use fleetgate_registry::model::{RequestRecord, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
 };
 use fleetgate_registry::UnixMillis;
 use tokio::sync::mpsc;
@@ -273,6 +273,7 @@ impl PollCache {
             StoreEvent::Lock(state) => self.set_lock(*state),
             StoreEvent::Granted(u)
             | StoreEvent::Denied(u)
+            | StoreEvent::Forgotten(u)
             | StoreEvent::UserPut(u)
             | StoreEvent::UserDeleted(u) => self.forget(u),
             StoreEvent::Resync => self.clear(),
@@ -435,6 +436,16 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         let result = self.inner.deny(username, now).await;
+        self.cache.forget(username);
+        result
+    }
+
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        let result = self.inner.forget_request(username, now).await;
         self.cache.forget(username);
         result
     }

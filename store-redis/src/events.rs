@@ -3,7 +3,7 @@
 //!
 //! Transitions publish as part of their own script, so an event is sent
 //! exactly when the change is applied: `grant:<u>` (grant script),
-//! `deny:<u>` (deny script), `user:<u>` (`put_user`), `delete:<u>`
+//! `deny:<u>` (deny script), `forget:<u>` (forget script), `user:<u>` (`put_user`), `delete:<u>`
 //! (`delete_user`). The lock state is set by plain `SET`s, and
 //! `set_lock_state` publishes `lock:<unlocked_until ms, 0 = locked>` right
 //! after they succeed.
@@ -30,6 +30,8 @@ pub enum StoreEvent {
     Granted(String),
     /// A pending request was denied (`deny:<username>`).
     Denied(String),
+    /// A pending or denied request was forgotten (`forget:<username>`).
+    Forgotten(String),
     /// A user was created or replaced (`user:<username>`).
     UserPut(String),
     /// A user was deleted, with any granted request (`delete:<username>`).
@@ -46,6 +48,7 @@ impl StoreEvent {
             StoreEvent::Lock(l) => format!("lock:{}", l.unlocked_until.map_or(0, |u| u.0.max(1))),
             StoreEvent::Granted(u) => format!("grant:{u}"),
             StoreEvent::Denied(u) => format!("deny:{u}"),
+            StoreEvent::Forgotten(u) => format!("forget:{u}"),
             StoreEvent::UserPut(u) => format!("user:{u}"),
             StoreEvent::UserDeleted(u) => format!("delete:{u}"),
             StoreEvent::Resync => "resync".into(),
@@ -69,6 +72,7 @@ impl StoreEvent {
             }
             "grant" => StoreEvent::Granted(name()?),
             "deny" => StoreEvent::Denied(name()?),
+            "forget" => StoreEvent::Forgotten(name()?),
             "user" => StoreEvent::UserPut(name()?),
             "delete" => StoreEvent::UserDeleted(name()?),
             _ => return None,
@@ -152,6 +156,7 @@ mod tests {
             }),
             StoreEvent::Granted("dev.01@site".into()),
             StoreEvent::Denied("dev01".into()),
+            StoreEvent::Forgotten("dev01".into()),
             StoreEvent::UserPut("admin".into()),
             StoreEvent::UserDeleted("dev01".into()),
             StoreEvent::Resync,

@@ -56,6 +56,7 @@ pub struct Scripts {
     pub register: Lua,
     pub grant: Lua,
     pub deny: Lua,
+    pub forget: Lua,
     pub put_user: Lua,
     pub delete_user: Lua,
     pub list: Lua,
@@ -71,6 +72,7 @@ impl Scripts {
             register: Lua::new("register", include_str!("lua/register.lua")),
             grant: Lua::new("grant", include_str!("lua/grant.lua")),
             deny: Lua::new("deny", include_str!("lua/deny.lua")),
+            forget: Lua::new("forget", include_str!("lua/forget.lua")),
             put_user: Lua::new("put_user", include_str!("lua/put_user.lua")),
             delete_user: Lua::new("delete_user", include_str!("lua/delete_user.lua")),
             list: Lua::new("list", include_str!("lua/list.lua")),
@@ -81,11 +83,12 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Lua; 10] {
+    pub fn all(&self) -> [&Lua; 11] {
         [
             &self.register,
             &self.grant,
             &self.deny,
+            &self.forget,
             &self.put_user,
             &self.delete_user,
             &self.list,

@@ -50,8 +50,8 @@ use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState, Windows};
 use fleetgate_registry::model::{RequestRecord, RequestState, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
-    MAX_PAGE,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
+    StoreError, MAX_PAGE,
 };
 use futures_util::future::join_all;
 use rand::RngCore;
@@ -876,6 +876,43 @@ impl Store for RedisStore {
                 "not_found" => Ok(DenyResult::NotFound),
                 "already_granted" => Ok(DenyResult::AlreadyGranted),
                 other => Err(bad_reply("deny", BadReply(format!("outcome {other:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        self.bounded("forget_request", async {
+            let uk = self.keys.user_keys(username);
+            let bk = self.keys.bucket_keys_of(username);
+            let mut cmd =
+                self.scripts
+                    .forget
+                    .evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
+            let [ttl, collect, deny] = self.windows_ms;
+            cmd.arg(username)
+                .arg(now.0)
+                .arg(ttl)
+                .arg(collect)
+                .arg(deny)
+                .arg(&self.channel);
+            let reply = self
+                .conn()
+                .eval(&self.scripts, &cmd)
+                .await
+                .map_err(|e| unavailable("forget", e))?;
+            let (code, swept, _) =
+                record::split_reply(reply).map_err(|e| bad_reply("forget", e))?;
+            self.release_slots(swept).await;
+            match code.as_str() {
+                "forgotten" => Ok(ForgetResult::Forgotten),
+                "not_found" => Ok(ForgetResult::NotFound),
+                "granted" => Ok(ForgetResult::Granted),
+                other => Err(bad_reply("forget", BadReply(format!("outcome {other:?}")))),
             }
         })
         .await

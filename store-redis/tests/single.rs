@@ -37,6 +37,7 @@ conformance_tests!(
     grant_is_atomic_and_idempotent,
     grant_needs_the_request_that_was_seen,
     deny_then_forgotten,
+    forget_frees_the_username,
     pending_expires_and_cap_holds,
     listing_is_keyset_paginated,
     users_put_list_delete,

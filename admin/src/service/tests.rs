@@ -16,7 +16,7 @@ use fleetgate_registry::model::{RequestRecord, UserRecord};
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
 };
 use fleetgate_registry::token::MAX_EXPIRE_HOURS;
 use fleetgate_registry::{Registry, RegistryConfig, UnixMillis};
@@ -251,10 +251,11 @@ async fn admin_routes_need_a_valid_token() {
     let registry = service.registry();
     let expired = registry
         .tokens()
-        .issue("admin", &["admin".into()], UnixMillis(1_000_000_000), 1);
+        .issue("admin", &["admin".into()], UnixMillis(1_000_000_000), UnixMillis(1_000_000_000), 1);
     let foreign = fleetgate_registry::token::Tokens::new(&[7; 32]).issue(
         "admin",
         &["admin".into()],
+        UnixMillis::now(),
         UnixMillis::now(),
         1,
     );
@@ -364,7 +365,7 @@ async fn token_issued_before_its_user_was_created_is_401() {
     let old = service
         .registry()
         .tokens()
-        .issue("admin", &["admin".into()], an_hour_ago, 24);
+        .issue("admin", &["admin".into()], an_hour_ago, an_hour_ago, 24);
     let reply = get(&service, "/api/users", &old).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["status"], "unauthorized");
@@ -1053,6 +1054,14 @@ impl Store for FlakyStore {
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         self.up()?;
         self.inner.deny(username, now).await
+    }
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        self.up()?;
+        self.inner.forget_request(username, now).await
     }
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         self.up()?;

@@ -34,7 +34,7 @@ use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
 use crate::model::{RequestRecord, RequestState, UserRecord};
 use crate::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
 };
 use journal::{Journal, JournalError, JournalRecord};
 use open::{CompactString, OpenRequest};
@@ -463,6 +463,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+        // The journal mutex makes a deny and a grant of the same request
+        // exclusive: `commit_grant` checks, writes the journal and applies
+        // while holding it, so a deny can never land between its check and
+        // its apply (and answer 204 for a request that then ends granted).
+        let _journal = self.journal();
         let mut s = self.shard(username);
         if s.granted
             .get(username)
@@ -484,6 +489,32 @@ impl Store for EmbeddedStore {
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(DenyResult::Denied)
+    }
+
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        // Exclusive with grants, as `deny` is.
+        let _journal = self.journal();
+        let mut s = self.shard(username);
+        if s.granted
+            .get(username)
+            .is_some_and(|r| self.windows.is_live(r, now))
+        {
+            return Ok(ForgetResult::Granted);
+        }
+        let windows = self.windows;
+        if !s.open.get(username).is_some_and(|r| r.is_live(&windows, now)) {
+            return Ok(ForgetResult::NotFound);
+        }
+        let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());
+        drop(s);
+        if was_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(ForgetResult::Forgotten)
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {

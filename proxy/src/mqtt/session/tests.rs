@@ -11,7 +11,7 @@ use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::model::{RequestRecord, UserRecord};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
-    DenyResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
 };
 use fleetgate_registry::{Registry, RegistryConfig};
 
@@ -60,6 +60,9 @@ impl Store for DownStore {
         down()
     }
     async fn deny(&self, _: &str, _: UnixMillis) -> Result<DenyResult, StoreError> {
+        down()
+    }
+    async fn forget_request(&self, _: &str, _: UnixMillis) -> Result<ForgetResult, StoreError> {
         down()
     }
     async fn get_user(&self, _: &str) -> Result<Option<UserRecord>, StoreError> {
