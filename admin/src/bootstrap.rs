@@ -128,7 +128,7 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
             ensure_admin(&registry, args).await?;
             tracing::info!(
-                store = %redact(url),
+                store = %fleetgate_store_redis::config::redact_url(url),
                 prefix = %args.redis_prefix,
                 "registry opened on Redis"
             );
@@ -156,15 +156,6 @@ fn read_pem(path: &std::path::Path) -> Result<String, fleetgate_registry::ca::Ca
 }
 
 /// The store URL without any password in it, for the log.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 async fn ensure_admin<S: fleetgate_registry::store::Store>(
     registry: &Registry<S>,
     args: &StoreArgs,
@@ -206,13 +197,4 @@ fn start_redis_sweeper(store: Arc<RedisStore>) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn store_urls_are_redacted() {
-        assert_eq!(super::redact("redis://:pw@h:6379"), "redis://***@h:6379");
-        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
-    }
 }

@@ -83,7 +83,12 @@ pub struct StoreArgs {
     /// Peers whose `X-Forwarded-For` header names the real client, for the
     /// login throttle and the logs (proxies forwarding with
     /// --admin-upstream), comma-separated. Anyone else's header is ignored.
-    #[arg(long, env = "FLEETGATE_TRUSTED_FORWARDERS", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    #[arg(
+        long,
+        env = "FLEETGATE_TRUSTED_FORWARDERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
     pub trusted_forwarders: Vec<std::net::IpAddr>,
 
     /// After grants and user changes, `WAIT` for this many Redis replicas

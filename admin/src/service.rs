@@ -666,10 +666,7 @@ impl<S: Store> AdminService<S> {
         }
         match user {
             Some(user) if verified => {
-                let token = self
-                    .registry
-                    .tokens()
-                    .issue_for(&user, now, hours);
+                let token = self.registry.tokens().issue_for(&user, now, hours);
                 tracing::info!(username = %user.username, peer = ?peer, hours, "login");
                 metrics::counter!(LOGINS_TOTAL, "result" => "success").increment(1);
                 let mut response = json_response(StatusCode::OK, &LoginView { token });

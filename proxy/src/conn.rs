@@ -32,6 +32,8 @@ pub async fn serve<S: Store, C: DeviceIo>(
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     // When the request now in `buf` started arriving.
     let mut started: Option<Instant> = None;
+    // Whether the request now in `buf` was answered `100 Continue`.
+    let mut continued = false;
     loop {
         let mut consumed = 0;
         let mut close = false;
@@ -65,6 +67,11 @@ pub async fn serve<S: Store, C: DeviceIo>(
         if consumed > 0 {
             buf.drain(..consumed);
             started = None;
+            continued = false;
+        }
+        if !close && !continued && codec::expects_continue(&buf) {
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            continued = true;
         }
         if !out.is_empty() {
             let (res, o) = send_within(&mut stream, out, config.write_timeout).await;

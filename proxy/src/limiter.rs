@@ -284,7 +284,6 @@ mod tests {
         assert_eq!(l.check(&device_key("dev1g", b"uess"), t0), Verdict::Allow);
     }
 
-
     #[test]
     fn shared_across_threads_counts_exactly() {
         // Two "workers" poll the same device: the process-wide total holds.

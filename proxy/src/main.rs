@@ -330,7 +330,9 @@ fn serve<S: Store>(
         }
         None => {
             if cli.admin_on_device_port == "on" {
-                tracing::info!("admin API listener off; the admin API is served on the device ports");
+                tracing::info!(
+                    "admin API listener off; the admin API is served on the device ports"
+                );
             } else {
                 tracing::info!("admin API listener off; device ports forward only login and the CA certificate");
             }

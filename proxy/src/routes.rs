@@ -182,7 +182,13 @@ pub async fn handle<S: Store>(
                 // Devices learn only that the store is down; the detail
                 // (addresses, server errors) goes to the log.
                 tracing::debug!(error = %e, "readyz: store unavailable");
-                write_json(out, 503, &[("Retry-After", "5")], STORE_UNAVAILABLE_BODY, keep_alive);
+                write_json(
+                    out,
+                    503,
+                    &[("Retry-After", "5")],
+                    STORE_UNAVAILABLE_BODY,
+                    keep_alive,
+                );
             }
         },
         p if (p == "/api" || p.starts_with("/api/"))
@@ -374,9 +380,7 @@ async fn certificate_login<S: Store>(
         }
         Ok(Ok(user)) => {
             metrics.cert_auth_ok.increment(1);
-            let token = registry
-                .tokens()
-                .issue_for(&user, now, hours);
+            let token = registry.tokens().issue_for(&user, now, hours);
             tracing::info!(username = %user.username, %peer, hours, "certificate login");
             let body = serde_json::json!({ "token": token });
             write_json(

@@ -59,7 +59,12 @@ impl Tokens {
     }
 
     /// Issues a token for `user` valid for `hours` from `now`.
-    pub fn issue_for(&self, user: &crate::model::UserRecord, now: UnixMillis, hours: u64) -> String {
+    pub fn issue_for(
+        &self,
+        user: &crate::model::UserRecord,
+        now: UnixMillis,
+        hours: u64,
+    ) -> String {
         self.issue(&user.username, &user.roles, user.created_at, now, hours)
     }
 

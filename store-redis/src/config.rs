@@ -61,6 +61,17 @@ impl Default for RedisConfig {
     }
 }
 
+/// `url` with any user and password replaced by `***`, for logs and
+/// errors: a Redis password must never appear in either.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -85,7 +96,7 @@ impl Topology {
     /// Parses `redis://…` or `redis+cluster://a:p,b:p`.
     pub fn parse(url: &str) -> Result<Topology, ConfigError> {
         let bad = |reason| ConfigError::Url {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason,
         };
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -134,6 +145,18 @@ impl RedisConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_reach_errors() {
+        assert_eq!(redact_url("redis://:pw@h:6379"), "redis://***@h:6379");
+        assert_eq!(
+            redact_url("redis://user:pw@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let e = Topology::parse("redis://:hunter2@h:notaport").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn urls() {

@@ -99,6 +99,7 @@ pub fn subscribe(
                 _ = tx.closed() => return,
                 result = forward(node, &channel, &tx, connect_timeout) => {
                     if let Err(e) = result {
+                        let node = crate::config::redact_url(node);
                         tracing::debug!(node, error = %e, "event subscription ended");
                     }
                 }

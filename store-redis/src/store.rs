@@ -200,7 +200,8 @@ impl RedisStore {
             .map_err(|_| {
                 StoreError::Unavailable(format!(
                     "redis at {} did not answer within {:?}",
-                    config.url, config.connect_timeout
+                    crate::config::redact_url(&config.url),
+                    config.connect_timeout
                 ))
             })??;
         let w = config.windows;

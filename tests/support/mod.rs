@@ -488,6 +488,35 @@ pub fn request(
     read_response(&mut BufReader::new(stream)).expect("a response")
 }
 
+/// One request on a fresh connection from the loopback source `from`
+/// (e.g. `127.0.0.2`: all of 127.0.0.0/8 is this machine), so a test can
+/// act as a second client host.
+pub fn request_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr} from {from}: {e}"));
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(&encode_request(method, path, headers, body))
+        .unwrap();
+    read_response(&mut BufReader::new(stream)).expect("a response")
+}
+
 /// A request with an admin bearer token.
 pub fn authed(addr: SocketAddr, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
     let auth = format!("Bearer {token}");

@@ -179,7 +179,7 @@ fn every_row_of_the_decision_order() {
     assert_eq!(r.json()["status"], "conflict");
     assert_eq!(register(g.http, &creds("dev01", "secret")).status, 202);
     // Different requested roles are a different request too.
-    let with_roles = json!({"username": "dev01", "password": "secret", "roles": ["admin"]});
+    let with_roles = json!({"username": "dev01", "password": "secret", "roles": ["sensor"]});
     assert_eq!(register(g.http, &with_roles).status, 409);
 
     // 403: denied, then 409 for anything else on that username.
@@ -309,8 +309,8 @@ fn admin_api_requires_an_admin_token() {
 }
 
 #[test]
-fn the_proxy_forwards_the_admin_api() {
-    let g = Gateway::start(&[]);
+fn the_proxy_forwards_the_admin_api_in_single_port_mode() {
+    let g = Gateway::start(&["--admin-on-device-port", "on"]);
     // Login, admin calls and a device login all through the device port.
     let token = login(g.http, "admin", ADMIN_PASSWORD);
     let r = authed(g.http, &token, "POST", "/api/client-registry/unlock", b"");

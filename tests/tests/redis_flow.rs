@@ -100,9 +100,18 @@ fn shared_state_across_instances(url: &str) {
     let device = creds("plc-shared-1", "s3cret-pass");
     assert_eq!(register(p1, &device).status, 423);
 
-    // The admin API through proxy 2, forwarded to the separate admin.
+    // Login through proxy 2 is forwarded to the separate admin; the rest
+    // of the admin API is not on device ports (404), only on the admin.
     let token = login(p2, "admin", ADMIN_PASSWORD);
     let r = authed(p2, &token, "POST", "/api/client-registry/unlock", b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = authed(
+        d.admin_addr,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     // Proxy 1 sees the unlock.
     let r = register(p1, &device);
@@ -336,11 +345,14 @@ fn redis_outage_gives_503_then_recovers_with_grants_intact() {
     };
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["status"], "unavailable");
+    // Devices learn that the store is down, never the internal error.
+    assert_eq!(r.json()["error"], "store unavailable");
     assert!(r.header("Retry-After").is_some());
     // A poll that is not cached gets 503 at once.
     assert_eq!(register(p1, &creds("dev-new", "secret-3")).status, 503);
     let ready = request(p1, "GET", "/readyz", &[], b"");
     assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["error"], "store unavailable");
     let admin_view = authed(d.admin_addr, &token, "GET", "/api/client-registry", b"");
     assert_eq!(admin_view.status, 503, "{}", admin_view.text());
 

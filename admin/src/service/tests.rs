@@ -249,9 +249,13 @@ async fn login_with_malformed_body_is_400() {
 async fn admin_routes_need_a_valid_token() {
     let service = service().await;
     let registry = service.registry();
-    let expired = registry
-        .tokens()
-        .issue("admin", &["admin".into()], UnixMillis(1_000_000_000), UnixMillis(1_000_000_000), 1);
+    let expired = registry.tokens().issue(
+        "admin",
+        &["admin".into()],
+        UnixMillis(1_000_000_000),
+        UnixMillis(1_000_000_000),
+        1,
+    );
     let foreign = fleetgate_registry::token::Tokens::new(&[7; 32]).issue(
         "admin",
         &["admin".into()],
@@ -362,10 +366,11 @@ async fn roles_are_read_from_the_stored_user_not_the_token() {
 async fn token_issued_before_its_user_was_created_is_401() {
     let service = service().await;
     let an_hour_ago = UnixMillis(UnixMillis::now().0 - 3_600_000);
-    let old = service
-        .registry()
-        .tokens()
-        .issue("admin", &["admin".into()], an_hour_ago, an_hour_ago, 24);
+    let old =
+        service
+            .registry()
+            .tokens()
+            .issue("admin", &["admin".into()], an_hour_ago, an_hour_ago, 24);
     let reply = get(&service, "/api/users", &old).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.body["status"], "unauthorized");
@@ -922,7 +927,11 @@ async fn wrong_method_is_405_with_allow() {
         (Method::GET, "/api/login", "POST"),
         (Method::POST, "/api/client-registry", "GET"),
         (Method::GET, "/api/client-registry/unlock", "POST"),
-        (Method::DELETE, "/api/client-registry/requests/dev01", "GET"),
+        (
+            Method::PUT,
+            "/api/client-registry/requests/dev01",
+            "GET, DELETE",
+        ),
         (
             Method::GET,
             "/api/client-registry/requests/dev01/grant",
@@ -1154,4 +1163,64 @@ async fn grant_works_on_a_current_thread_runtime() {
 fn service_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<AdminService<EmbeddedStore>>();
+}
+
+// ---- login queue and throttle ----
+
+/// 150 logins at once: the queue takes what it can (2 hashing at a time,
+/// 64 waiting) and sheds the rest with 503 at once; a grant made meanwhile
+/// has slots of its own and finishes while logins are still queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_shed_and_never_delays_a_grant() {
+    let service = Arc::new(service().await);
+    let token = admin_token(&service).await;
+    make_pending(&service, "dev-flood", "s3cret-pass").await;
+    let logins: Vec<_> = (0..150)
+        .map(|i| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                try_login(&service, &format!("user{i}"), "wrong-password")
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    // Let the flood reach the queue, then grant.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/dev-flood/grant",
+        &token,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let still_queued = logins.iter().filter(|h| !h.is_finished()).count();
+    assert!(
+        still_queued > 0,
+        "the grant waited for the whole login flood"
+    );
+    let mut statuses = Vec::new();
+    for h in logins {
+        statuses.push(h.await.unwrap());
+    }
+    let shed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(shed > 0, "the login queue is not bounded: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s != StatusCode::OK));
+}
+
+#[tokio::test]
+async fn failed_logins_get_429_with_retry_after() {
+    let service = service().await;
+    for _ in 0..5 {
+        let reply = try_login(&service, "admin", "wrong-password").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let reply = try_login(&service, "admin", "wrong-password").await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.body["status"], "rate_limited");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "300");
 }

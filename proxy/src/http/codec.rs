@@ -123,10 +123,7 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parsed<'b> {
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
+            let Some(n) = content_length_value(h.value) else {
                 return Parsed::Invalid(HttpError::Malformed("invalid Content-Length"));
             };
             if content_length.is_some_and(|prev| prev != n) {
@@ -174,6 +171,40 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Parsed<'b> {
     })
 }
 
+/// A `Content-Length` value: 1*DIGIT (RFC 9110 8.6), with optional
+/// surrounding whitespace. Rust's `u64::from_str` would also take `+5`,
+/// which a proxy in front of us might read differently: a request
+/// smuggling risk, so only digits are accepted.
+fn content_length_value(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Whether the request at the front of `buf` has a complete head that asks
+/// for `100 Continue` (`Expect: 100-continue` with a body still to come).
+/// The connection loop answers it once, so clients such as curl send their
+/// body at once instead of waiting a second for a `100` that never comes.
+pub fn expects_continue(buf: &[u8]) -> bool {
+    let mut raw_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw_headers);
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(buf) else {
+        return false;
+    };
+    let mut expect = false;
+    let mut length = 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("expect") {
+            expect = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            length = content_length_value(h.value).unwrap_or(0);
+        }
+    }
+    expect && req.version == Some(1) && buf.len() < head_len + length as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +216,36 @@ mod tests {
         Content-Length: 40\r\n\
         \r\n\
         {\"username\":\"dev01\",\"password\":\"secret\"}";
+
+    #[test]
+    fn content_length_is_digits_only() {
+        for bad in ["+5", "-1", "5 5", "0x10", "", " ", "5,5", "١"] {
+            let req = format!("POST /x HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            assert_eq!(
+                invalid(req.as_bytes(), &Limits::default()),
+                HttpError::Malformed("invalid Content-Length"),
+                "{bad:?}"
+            );
+        }
+        let ok = complete(b"POST /x HTTP/1.1\r\nContent-Length:  5 \r\n\r\nhello");
+        assert_eq!(ok.body, b"hello");
+    }
+
+    #[test]
+    fn expect_continue_is_seen_only_while_the_body_is_awaited() {
+        let head = b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        assert!(expects_continue(head));
+        // Part of the head only, or the whole body already there: no.
+        assert!(!expects_continue(&head[..20]));
+        assert!(!expects_continue(&[&head[..], b"hello"].concat()));
+        // Without Expect, or with HTTP/1.0 (which has no 100): no.
+        assert!(!expects_continue(
+            b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+        ));
+        assert!(!expects_continue(
+            b"POST /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        ));
+    }
 
     fn complete(buf: &[u8]) -> Request<'_> {
         match parse(buf, &Limits::default()) {

@@ -34,7 +34,8 @@ use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
 use crate::model::{RequestRecord, RequestState, UserRecord};
 use crate::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store, StoreError,
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
+    StoreError,
 };
 use journal::{Journal, JournalError, JournalRecord};
 use open::{CompactString, OpenRequest};
@@ -506,7 +507,11 @@ impl Store for EmbeddedStore {
             return Ok(ForgetResult::Granted);
         }
         let windows = self.windows;
-        if !s.open.get(username).is_some_and(|r| r.is_live(&windows, now)) {
+        if !s
+            .open
+            .get(username)
+            .is_some_and(|r| r.is_live(&windows, now))
+        {
             return Ok(ForgetResult::NotFound);
         }
         let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());

@@ -189,3 +189,69 @@ fn shard_function_spreads_usernames() {
     let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
     assert!(*min > 700 && *max < 1300, "unbalanced shards: {min}..{max}");
 }
+
+/// A deny and a grant of the same pending request, raced from two threads
+/// many times (with a journal, so the grant really waits on fsync): the two
+/// answers always agree with each other and with the final state. Before
+/// the deny took the journal mutex, a deny could answer `Denied` between
+/// the grant's check and its apply, and the grant then won.
+#[test]
+fn a_racing_deny_and_grant_never_both_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EmbeddedStore::open(dir.path(), Windows::default(), 10_000, T0).unwrap());
+    now_or_never(s.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(3600))),
+    }))
+    .unwrap();
+    let (mut denied_won, mut granted_won) = (0, 0);
+    for i in 0..200 {
+        let name = format!("race-{i:03}");
+        assert_eq!(
+            now_or_never(s.register(poll(&name, 1), T0)).unwrap().0,
+            Decision::Create
+        );
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let granter = {
+            let (s, name, barrier) = (s.clone(), name.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let grant = GrantCommit {
+                    certificate: None,
+                    username: name.clone(),
+                    fingerprint: Fingerprint([1; 32]),
+                    user: user(&name),
+                    granted_at: T0,
+                };
+                now_or_never(s.commit_grant(grant, T0)).unwrap()
+            })
+        };
+        barrier.wait();
+        let deny = now_or_never(s.deny(&name, T0)).unwrap();
+        let grant = granter.join().unwrap();
+        let user_exists = now_or_never(s.get_user(&name)).unwrap().is_some();
+        let state = now_or_never(s.get_request(&name, T0))
+            .unwrap()
+            .unwrap()
+            .state;
+        match (&deny, &grant) {
+            (DenyResult::Denied, GrantResult::Conflict(_)) => {
+                denied_won += 1;
+                assert!(!user_exists, "{name}: denied, yet a user was created");
+                assert!(
+                    matches!(state, RequestState::Denied { .. }),
+                    "{name}: {state:?}"
+                );
+            }
+            (DenyResult::AlreadyGranted, GrantResult::Granted(_)) => {
+                granted_won += 1;
+                assert!(user_exists, "{name}: granted without a user");
+                assert!(
+                    matches!(state, RequestState::Granted { .. }),
+                    "{name}: {state:?}"
+                );
+            }
+            other => panic!("{name}: answers disagree: {other:?}"),
+        }
+    }
+    assert_eq!(denied_won + granted_won, 200);
+}
