@@ -295,15 +295,22 @@ fn a_client_that_never_reads_is_closed_at_the_write_deadline() {
 #[test]
 fn one_source_cannot_hold_every_connection() {
     let g = Gateway::start(&["--max-connections-per-ip", "3"]);
+    // Three keep-alive connections, each served once (so each is surely
+    // accepted and counted), then held open.
     let held: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(g.http).unwrap())
+        .map(|_| {
+            let mut s = TcpStream::connect(g.http).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&encode_request("GET", "/healthz", &[], b""))
+                .unwrap();
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            assert_eq!(read_response(&mut reader).unwrap().status, 200);
+            s
+        })
         .collect();
-    // Give the accept loop time to count them: a fourth is refused with 503.
-    let (r, _) = poll_until(
-        Duration::from_secs(5),
-        || request(g.http, "GET", "/healthz", &[], b""),
-        |r| r.status == 503,
-    );
+    // A fourth from the same source is refused with 503.
+    let r = request(g.http, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("too many connections"), "{}", r.text());
     // The cap spans listeners: an MQTT connection from the same source is
     // closed without a CONNACK.
