@@ -157,17 +157,25 @@ impl CertificateAuthority {
     }
 
     /// Loads `cert`/`key`, or, when neither exists, generates a CA and
-    /// writes both (the key with mode 0600).
+    /// writes both atomically (temporary file, fsync, rename, directory
+    /// fsync; the key with mode 0600), key first: a crash leaves no file,
+    /// the key alone (refused at the next start with a clear error), or
+    /// both whole.
     pub fn load_or_generate(cert: &Path, key: &Path, validity_days: u32) -> Result<Self, CaError> {
         if cert.exists() || key.exists() {
             return Self::from_pem(&read(cert)?, &read(key)?, validity_days);
         }
         let ca = Self::generate(validity_days)?;
-        write_private(key, &ca.key.serialize_pem())?;
-        std::fs::write(cert, &ca.cert_pem).map_err(|e| CaError::File {
-            path: cert.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let write = |path: &Path, text: &str, mode| {
+            crate::durable::write_atomically(path, text.as_bytes(), mode).map_err(|e| {
+                CaError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })
+        };
+        write(key, &ca.key.serialize_pem(), 0o600)?;
+        write(cert, &ca.cert_pem, 0o644)?;
         Ok(ca)
     }
 
@@ -267,27 +275,6 @@ fn rustls_pki_der(pem: &str) -> Option<Vec<u8>> {
         .into_iter()
         .find(|p| p.tag() == "CERTIFICATE")
         .map(|p| p.contents().to_vec())
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| CaError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| CaError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
 }
 
 #[cfg(test)]

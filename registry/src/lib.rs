@@ -10,6 +10,8 @@
 //! - [`bounded`]: `GenerationalMap`, the size-capped map with generational
 //!   eviction behind every map keyed by attacker-chosen input.
 //! - [`ca`]: the client-certificate authority and CSR checks.
+//! - [`durable`]: atomic, durable replacement of small files (temp, fsync,
+//!   rename, directory fsync).
 //! - [`clock`]: milliseconds since the Unix epoch, the one time type.
 //! - [`metrics`]: the name of every exported metric, in one place.
 //! - [`model`]: the records the registry keeps: requests, users, permissions.
@@ -38,6 +40,7 @@ pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod decision;
+pub mod durable;
 pub mod embedded;
 pub mod fingerprint;
 pub mod metrics;

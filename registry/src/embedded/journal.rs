@@ -148,7 +148,8 @@ impl Journal {
             move |source| JournalError::Io { path: p, source }
         };
         {
-            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            // 0600 like the journal itself: it holds password hashes.
+            let mut f = crate::durable::create_with_mode(&tmp, 0o600).map_err(io_err(&tmp))?;
             let mut buf = Vec::new();
             for r in records {
                 buf.extend_from_slice(&encode(r));
@@ -197,6 +198,17 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::clock::UnixMillis;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_compacted_journal_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::rewrite(dir.path(), &[]).unwrap();
+        let mode = fs::metadata(&journal.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the journal holds password hashes");
+        assert!(!dir.path().join("journal.log.compact").exists());
+    }
 
     fn user(name: &str) -> UserRecord {
         UserRecord {
