@@ -84,6 +84,17 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             Ok(Opened::Embedded(registry))
         }
         StoreKind::Redis(url) => {
+            let tls_ca = match &args.redis_ca_cert {
+                Some(path) => {
+                    Some(
+                        std::fs::read(path).map_err(|source| BootstrapError::DataDir {
+                            path: path.display().to_string(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
             let redis = RedisStore::connect_with(RedisConfig {
                 url: url.clone(),
                 prefix: args.redis_prefix.clone(),
@@ -94,6 +105,7 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
                     replicas: usize::from(args.redis_wait_replicas),
                     timeout: args.redis_timeout,
                 }),
+                tls_ca,
                 ..RedisConfig::default()
             })
             .await?;

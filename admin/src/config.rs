@@ -59,6 +59,11 @@ pub struct StoreArgs {
     #[arg(long, env = "FLEETGATE_CERT_VALIDITY_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub cert_validity_days: u32,
 
+    /// With `--store rediss://`: the PEM certificate of the CA that signed
+    /// the Redis server's certificate (default: the system's roots).
+    #[arg(long, env = "FLEETGATE_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
     /// Namespace of every Redis key; instances that should share state use
     /// the same prefix.
     #[arg(long, env = "FLEETGATE_REDIS_PREFIX", default_value = "fleetgate")]
@@ -109,12 +114,16 @@ pub enum StoreKind {
 fn parse_store(s: &str) -> Result<StoreKind, String> {
     match s {
         "memory" => Ok(StoreKind::Memory),
-        s if s.starts_with("redis://") || s.starts_with("redis+cluster://") => {
+        s if s.starts_with("redis://")
+            || s.starts_with("rediss://")
+            || s.starts_with("redis+cluster://")
+            || s.starts_with("rediss+cluster://") =>
+        {
             fleetgate_store_redis::Topology::parse(s).map_err(|e| e.to_string())?;
             Ok(StoreKind::Redis(s.to_owned()))
         }
         _ => {
-            Err("expected `memory`, `redis://host:port` or `redis+cluster://host:port,...`".into())
+            Err("expected `memory`, `redis://host:port`, `rediss://host:port` or `redis+cluster://host:port,...`".into())
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::keys::{InvalidPrefix, KeySpace};
 /// Everything [`crate::RedisStore::connect_with`] needs.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]` for one server, or
+    /// `redis://host:port[/db]` (or `rediss://` for TLS) for one server, or
     /// `redis+cluster://host:port,host:port,...` for a cluster (any subset of
     /// the nodes; the rest are discovered).
     pub url: String,
@@ -34,6 +34,10 @@ pub struct RedisConfig {
     /// After a grant, `put_user` and `delete_user`, wait until this many
     /// replicas have the write (`WAIT`). Default: off.
     pub wait_replicas: Option<WaitReplicas>,
+    /// For `rediss://`: the PEM certificate of the CA that signed the Redis
+    /// server's certificate (`--redis-ca-cert`). `None`: the system's
+    /// roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// `WAIT numreplicas timeout` after every durable write.
@@ -57,7 +61,28 @@ impl Default for RedisConfig {
             op_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
             wait_replicas: None,
+            tls_ca: None,
         }
+    }
+}
+
+/// A redis-rs client for one node URL: with `tls_ca`, a `rediss://` URL's
+/// server certificate must chain to that CA (otherwise to the system's
+/// roots). redis-rs's rustls client needs a process-wide crypto provider;
+/// when the process has none yet, ring is installed (the workspace also
+/// links aws-lc-rs through goose, so rustls cannot pick one by itself).
+pub fn client(url: &str, tls_ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    if url.starts_with("rediss://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: tls_ca.map(<[u8]>::to_vec),
+            },
+        )
+    } else {
+        redis::Client::open(url)
     }
 }
 
@@ -113,11 +138,15 @@ impl Topology {
                 redis::parse_redis_url(n).ok_or_else(|| bad("a node is not host:port"))?;
             }
             Ok(Topology::Cluster(nodes))
-        } else if url.starts_with("redis://") {
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             redis::parse_redis_url(url).ok_or_else(|| bad("not a redis:// URL"))?;
             Ok(Topology::Single(url.to_owned()))
+        } else if url.starts_with("rediss+cluster://") {
+            Err(bad(
+                "TLS to a Redis Cluster is not supported yet; use rediss:// for one server",
+            ))
         } else {
-            Err(bad("expected redis:// or redis+cluster://"))
+            Err(bad("expected redis://, rediss:// or redis+cluster://"))
         }
     }
 

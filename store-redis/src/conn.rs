@@ -70,12 +70,13 @@ impl Conn {
         topology: &Topology,
         op_timeout: Duration,
         connect_timeout: Duration,
+        tls_ca: Option<&[u8]>,
     ) -> RedisResult<Conn> {
         // A single connect attempt may use at most the time of one operation.
         let attempt = connect_timeout.min(op_timeout);
         match topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = crate::config::client(url, tls_ca)?;
                 // Reconnect quickly: a 50 ms first delay, doubling, capped at
                 // 250 ms, so a restarted server is found within 250 ms of
                 // coming back. After the retries run out, the next command

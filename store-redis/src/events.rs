@@ -88,6 +88,7 @@ pub fn subscribe(
     nodes: Vec<String>,
     channel: String,
     connect_timeout: Duration,
+    tls_ca: Option<Vec<u8>>,
 ) -> mpsc::Receiver<StoreEvent> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -97,7 +98,7 @@ pub fn subscribe(
             next += 1;
             tokio::select! {
                 _ = tx.closed() => return,
-                result = forward(node, &channel, &tx, connect_timeout) => {
+                result = forward(node, &channel, &tx, connect_timeout, tls_ca.as_deref()) => {
                     if let Err(e) = result {
                         let node = crate::config::redact_url(node);
                         tracing::debug!(node, error = %e, "event subscription ended");
@@ -119,8 +120,9 @@ async fn forward(
     channel: &str,
     tx: &mpsc::Sender<StoreEvent>,
     connect_timeout: Duration,
+    tls_ca: Option<&[u8]>,
 ) -> Result<(), String> {
-    let client = redis::Client::open(node).map_err(|e| e.to_string())?;
+    let client = crate::config::client(node, tls_ca).map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_string())?

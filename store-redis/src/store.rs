@@ -103,6 +103,8 @@ pub struct RedisStore {
     op_timeout: Duration,
     connect_timeout: Duration,
     wait: Option<WaitReplicas>,
+    /// The CA of a `rediss://` server (also for the event subscriber).
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -179,17 +181,27 @@ impl RedisStore {
         let (topology, keys) = config.validate()?;
         let scripts = std::sync::Arc::new(Scripts::new());
         let connect = async {
-            let mut conn = Conn::connect(&topology, config.op_timeout, config.connect_timeout)
-                .await
-                .map_err(|e| unavailable("connect", e))?;
+            let mut conn = Conn::connect(
+                &topology,
+                config.op_timeout,
+                config.connect_timeout,
+                config.tls_ca.as_deref(),
+            )
+            .await
+            .map_err(|e| unavailable("connect", e))?;
             conn.load_scripts(&scripts)
                 .await
                 .map_err(|e| unavailable("SCRIPT LOAD", e))?;
             let durable = match config.wait_replicas {
                 Some(_) => Some(
-                    Conn::connect(&topology, config.op_timeout, config.connect_timeout)
-                        .await
-                        .map_err(|e| unavailable("connect", e))?,
+                    Conn::connect(
+                        &topology,
+                        config.op_timeout,
+                        config.connect_timeout,
+                        config.tls_ca.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| unavailable("connect", e))?,
                 ),
                 None => None,
             };
@@ -218,6 +230,7 @@ impl RedisStore {
             op_timeout: config.op_timeout,
             connect_timeout: config.connect_timeout,
             wait: config.wait_replicas,
+            tls_ca: config.tls_ca,
         })
     }
 
@@ -318,6 +331,7 @@ impl RedisStore {
             self.topology.nodes(),
             self.channel.clone(),
             self.connect_timeout,
+            self.tls_ca.clone(),
         )
     }
 

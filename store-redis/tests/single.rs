@@ -827,3 +827,169 @@ async fn a_lost_event_reaches_the_cache_within_the_stale_bound() {
     let slowest = support::lost_events_reach_the_cache_within_the_bound(&server.url()).await;
     eprintln!("slowest visibility without events: {slowest:?}");
 }
+
+/// Runs `openssl` with `args` in `dir`, panicking with its stderr on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `rediss://` against a real `redis-server` listening only on TLS, with a
+/// server certificate from a private CA: the store works with that CA
+/// (`--redis-ca-cert`), and refuses a server it cannot verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test redis CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let config = |tls_ca: Option<Vec<u8>>| RedisConfig {
+        url: url.clone(),
+        prefix: support::fresh_prefix("tls"),
+        tls_ca,
+        ..RedisConfig::default()
+    };
+    // Wait for the TLS listener, then use the store for real.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match RedisStore::connect_with(config(Some(ca.clone()))).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no TLS Redis: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    unlock(&store).await;
+    assert_eq!(
+        store.register(poll("dev-tls", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+    assert_eq!(
+        store.register(poll("dev-tls", 1), T0).await.unwrap().0,
+        Decision::StillPending
+    );
+    let granted = store
+        .commit_grant(grant_of("dev-tls", 1, T0), T0)
+        .await
+        .unwrap();
+    assert!(matches!(granted, GrantResult::Granted(_)));
+    // Events arrive over TLS too.
+    let mut events = store.subscribe_events();
+    assert_eq!(next_event(&mut events).await, StoreEvent::Resync);
+    store.put_user(user("dev-tls2")).await.unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        StoreEvent::UserPut("dev-tls2".into())
+    );
+    // Without the CA the server cannot be verified: refused.
+    assert!(RedisStore::connect_with(config(None)).await.is_err());
+    // Plain TCP to the TLS port is no Redis either.
+    let plain = RedisConfig {
+        url: format!("redis://127.0.0.1:{port}"),
+        connect_timeout: Duration::from_millis(500),
+        ..config(None)
+    };
+    assert!(RedisStore::connect_with(plain).await.is_err());
+}
