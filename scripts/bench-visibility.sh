@@ -11,13 +11,16 @@
 #      (the documented worst case is 1 s).
 #
 #   ./scripts/bench-visibility.sh [grants]     (default 300)
+#   PROFILE=debug ./scripts/bench-visibility.sh   (use target/debug binaries)
 #
 # Loopback only; stops everything it starts (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grants="${1:-300}"
 command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
-cargo build --release --locked --bins >/dev/null
+profile="${PROFILE:-release}"
+if [ "$profile" = release ]; then cargo build --release --locked --bins >/dev/null; fi
+bin="./target/$profile"
 
 work="$(mktemp -d)"
 pids=()
@@ -44,11 +47,11 @@ start_redis() { # port [cluster]
 measure() { # label url nodes...
   local label="$1" url="$2"; shift 2
   local prefix="vis$RANDOM"
-  ./target/release/fleetgate-admin --store "$url" --redis-prefix "$prefix" --admin-listen 127.0.0.1:0 \
+  "$bin/fleetgate-admin" --store "$url" --redis-prefix "$prefix" --admin-listen 127.0.0.1:0 \
     --admin-password bench-admin-pw > "$work/admin-$prefix.log" 2>&1 & pids+=($!)
   wait_log "$work/admin-$prefix.log" "admin API listening"
   local admin; admin=$(addr_of "$work/admin-$prefix.log" "admin API listening")
-  ./target/release/fleetgate --store "$url" --redis-prefix "$prefix" --admin-listen off \
+  "$bin/fleetgate" --store "$url" --redis-prefix "$prefix" --admin-listen off \
     --admin-upstream "http://$admin" --http-listen 127.0.0.1:0 --mqtt-listen off --https-listen off \
     --mqtts-listen off --metrics-listen off --workers 1 --rate-limit-per-user off --rate-limit-per-ip off \
     --admin-password bench-admin-pw --data-dir "$work/data-$prefix" > "$work/proxy-$prefix.log" 2>&1 & pids+=($!)
