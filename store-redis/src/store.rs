@@ -653,6 +653,38 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs `deny.lua` or `forget.lua`, which take the same keys and
+    /// arguments and reply `{outcome, swept}`: gives back the swept slot and
+    /// returns the outcome.
+    async fn end_request(
+        &self,
+        what: &'static str,
+        script: &crate::scripts::Lua,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<String, StoreError> {
+        let uk = self.keys.user_keys(username);
+        let bk = self.keys.bucket_keys_of(username);
+        let mut cmd = script.evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
+        let [ttl, collect, deny] = self.windows_ms;
+        cmd.arg(username)
+            .arg(now.0)
+            .arg(ttl)
+            .arg(collect)
+            .arg(deny)
+            .arg(&self.channel);
+        let reply = self
+            .conn()
+            .eval(&self.scripts, &cmd)
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        let (code, swept, _) = record::split_reply(reply).map_err(|e| bad_reply(what, e))?;
+        self.release_slots(swept).await;
+        Ok(code)
+    }
+}
+
 impl Store for RedisStore {
     async fn register(
         &self,
@@ -866,27 +898,11 @@ impl Store for RedisStore {
 
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         self.bounded("deny", async {
-            let uk = self.keys.user_keys(username);
-            let bk = self.keys.bucket_keys_of(username);
-            let mut cmd =
-                self.scripts
-                    .deny
-                    .evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
-            let [ttl, collect, deny] = self.windows_ms;
-            cmd.arg(username)
-                .arg(now.0)
-                .arg(ttl)
-                .arg(collect)
-                .arg(deny)
-                .arg(&self.channel);
-            let reply = self
-                .conn()
-                .eval(&self.scripts, &cmd)
-                .await
-                .map_err(|e| unavailable("deny", e))?;
-            let (code, swept, _) = record::split_reply(reply).map_err(|e| bad_reply("deny", e))?;
-            self.release_slots(swept).await;
-            match code.as_str() {
+            match self
+                .end_request("deny", &self.scripts.deny, username, now)
+                .await?
+                .as_str()
+            {
                 "denied" => Ok(DenyResult::Denied),
                 "not_found" => Ok(DenyResult::NotFound),
                 "already_granted" => Ok(DenyResult::AlreadyGranted),
@@ -902,28 +918,11 @@ impl Store for RedisStore {
         now: UnixMillis,
     ) -> Result<ForgetResult, StoreError> {
         self.bounded("forget_request", async {
-            let uk = self.keys.user_keys(username);
-            let bk = self.keys.bucket_keys_of(username);
-            let mut cmd =
-                self.scripts
-                    .forget
-                    .evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
-            let [ttl, collect, deny] = self.windows_ms;
-            cmd.arg(username)
-                .arg(now.0)
-                .arg(ttl)
-                .arg(collect)
-                .arg(deny)
-                .arg(&self.channel);
-            let reply = self
-                .conn()
-                .eval(&self.scripts, &cmd)
-                .await
-                .map_err(|e| unavailable("forget", e))?;
-            let (code, swept, _) =
-                record::split_reply(reply).map_err(|e| bad_reply("forget", e))?;
-            self.release_slots(swept).await;
-            match code.as_str() {
+            match self
+                .end_request("forget", &self.scripts.forget, username, now)
+                .await?
+                .as_str()
+            {
                 "forgotten" => Ok(ForgetResult::Forgotten),
                 "not_found" => Ok(ForgetResult::NotFound),
                 "granted" => Ok(ForgetResult::Granted),
