@@ -40,6 +40,8 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
     #[error("client CA: {0}")]
     Ca(#[from] fleetgate_registry::ca::CaError),
+    #[error(transparent)]
+    Admin(#[from] fleetgate_registry::registry::AdminSetupError),
 }
 
 /// The registry on the embedded store.
@@ -167,11 +169,12 @@ fn read_pem(path: &std::path::Path) -> Result<String, fleetgate_registry::ca::Ca
     })
 }
 
-/// The store URL without any password in it, for the log.
+/// Creates the built-in admin if missing (printing a generated password
+/// once) or sets the configured password.
 async fn ensure_admin<S: fleetgate_registry::store::Store>(
     registry: &Registry<S>,
     args: &StoreArgs,
-) -> Result<(), StoreError> {
+) -> Result<(), fleetgate_registry::registry::AdminSetupError> {
     if let Some(generated) = registry
         .ensure_admin(args.admin_password.as_deref(), UnixMillis::now())
         .await?

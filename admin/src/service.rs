@@ -41,12 +41,11 @@ use fleetgate_registry::metrics::LOGINS_TOTAL;
 use fleetgate_registry::model::{Permission, UserRecord};
 use fleetgate_registry::password::Scheme;
 use fleetgate_registry::registry::{
-    DenyError, GrantError, GrantOverrides, RegistryStatus, ADMIN_USERNAME,
+    DenyError, GrantError, GrantOverrides, RegistryStatus, UnlockError, ADMIN_USERNAME,
 };
 use fleetgate_registry::store::{
     ForgetResult, ListQuery, ListState, Page, Store, StoreError, MAX_PAGE,
 };
-use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
 use fleetgate_registry::{Registry, UnixMillis};
 
 use crate::query::{percent_decode, DecodeError, Plus, QueryParams};
@@ -106,8 +105,10 @@ pub enum ApiError {
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
     /// 503 with `Retry-After`: the store failed; retrying later may work.
+    /// (A corrupt store reply is [`ApiError::Internal`] instead: see the
+    /// `From<StoreError>` below.)
     #[error(transparent)]
-    Unavailable(#[from] StoreError),
+    Unavailable(StoreError),
     /// 500: a bug or a broken invariant. The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -191,6 +192,27 @@ impl ApiError {
 /// A wait in whole seconds, rounded up, at least 1 (for `Retry-After`).
 fn retry_secs(wait: &Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+impl From<StoreError> for ApiError {
+    /// An outage or a full store is 503; a corrupt reply is a bug or
+    /// tampering, 500, never retried into success.
+    fn from(e: StoreError) -> Self {
+        if e.is_internal() {
+            ApiError::Internal(e.to_string())
+        } else {
+            ApiError::Unavailable(e)
+        }
+    }
+}
+
+impl From<UnlockError> for ApiError {
+    fn from(e: UnlockError) -> Self {
+        match e {
+            UnlockError::OutOfRange { .. } => ApiError::Invalid(e.to_string()),
+            UnlockError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<DecodeError> for ApiError {
@@ -481,10 +503,7 @@ impl<S: Store> AdminService<S> {
             Route::Unlock => {
                 let unlock: UnlockBody = parse_optional_json(body)?;
                 let duration = unlock.duration_ms.map(Duration::from_millis);
-                let status = registry
-                    .unlock(duration, now)
-                    .await?
-                    .map_err(ApiError::Invalid)?;
+                let status = registry.unlock(duration, now).await?;
                 Ok(json_response(StatusCode::OK, &StatusView::from(status)))
             }
             Route::Lock => {
@@ -638,15 +657,8 @@ impl<S: Store> AdminService<S> {
     ) -> Result<Response<Bytes>, ApiError> {
         let login: LoginBody = parse_json(body)?;
         // Range-checked before any hashing, so a bad request costs nothing.
-        let hours = match login.expire_time_in_hours {
-            None => DEFAULT_EXPIRE_HOURS,
-            Some(h) if h >= 1 && h.unsigned_abs() <= MAX_EXPIRE_HOURS => h.unsigned_abs(),
-            Some(_) => {
-                return Err(ApiError::Invalid(format!(
-                    "expireTimeInHours must be between 1 and {MAX_EXPIRE_HOURS}"
-                )))
-            }
-        };
+        let hours = fleetgate_registry::token::lifetime_hours(login.expire_time_in_hours)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
         let source = peer.map(|p| p.ip());
         if let Some(wait) = self
             .throttle

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fleetgate_registry::model::Transport;
-use fleetgate_registry::registry::{PollContext, RegisterOutcome};
+use fleetgate_registry::registry::{CertificateLoginError, PollContext, RegisterOutcome};
 use fleetgate_registry::request::{Credential, RegisterRequest, RequestError};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
@@ -335,7 +335,6 @@ async fn certificate_login<S: Store>(
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
-    use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
     let error = |out: &mut Vec<u8>, status: u16, kind: &str, message: &str| {
         let body = serde_json::json!({"status": kind, "error": message});
         write_json(out, status, &[], body.to_string().as_bytes(), keep_alive);
@@ -343,33 +342,28 @@ async fn certificate_login<S: Store>(
     if let Some(m) = &login.invalid {
         return error(out, 400, "invalid", m);
     }
-    let hours = match login.hours {
-        None => DEFAULT_EXPIRE_HOURS,
-        Some(h) if h >= 1 && h.unsigned_abs() <= MAX_EXPIRE_HOURS => h.unsigned_abs(),
-        Some(_) => {
-            let m = format!("expireTimeInHours must be between 1 and {MAX_EXPIRE_HOURS}");
-            return error(out, 400, "invalid", &m);
-        }
+    let hours = match fleetgate_registry::token::lifetime_hours(login.hours) {
+        Ok(hours) => hours,
+        Err(e) => return error(out, 400, "invalid", &e.to_string()),
     };
     let registry = &worker.app.registry;
     let now = UnixMillis::now();
     let metrics = &worker.metrics;
     match registry.authenticate_certificate(cert, now).await {
-        Err(e) => {
+        Err(CertificateLoginError::Store(e)) if e.is_internal() => {
+            tracing::error!(error = %e, "certificate login: corrupt store reply");
+            error(out, 500, "internal", "internal error")
+        }
+        Err(CertificateLoginError::Store(e)) => {
             tracing::debug!(error = %e, "certificate login: store unavailable");
             error(out, 503, "unavailable", "store unavailable")
         }
-        Ok(Err(rejection)) => {
+        Err(e @ CertificateLoginError::Refused(rejection)) => {
             metrics.cert_auth_refused.increment(1);
             tracing::info!(%peer, reason = rejection.reason(), "certificate login refused");
-            error(
-                out,
-                401,
-                "unauthorized",
-                &format!("client certificate refused: {}", rejection.reason()),
-            );
+            error(out, 401, "unauthorized", &e.to_string());
         }
-        Ok(Ok(user)) if login.username.as_ref().is_some_and(|u| *u != user.username) => {
+        Ok(user) if login.username.as_ref().is_some_and(|u| *u != user.username) => {
             metrics.cert_auth_refused.increment(1);
             error(
                 out,
@@ -378,7 +372,7 @@ async fn certificate_login<S: Store>(
                 "the username is not the client certificate's",
             );
         }
-        Ok(Ok(user)) => {
+        Ok(user) => {
             metrics.cert_auth_ok.increment(1);
             let token = registry.tokens().issue_for(&user, now, hours);
             tracing::info!(username = %user.username, %peer, hours, "certificate login");

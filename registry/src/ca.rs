@@ -2,9 +2,10 @@
 //! checks on a device's certificate signing request (CSR).
 //!
 //! A device that cannot keep a password sends a PEM PKCS#10 CSR instead.
-//! [`check_csr`] runs when the request arrives: a CSR that does not parse,
+//! [`parse_csr`] runs when the request arrives: a CSR that does not parse,
 //! or whose signature does not verify, is `invalid` (400); a subject CN
-//! that is empty or not the username is `policy` (422). On grant,
+//! that is empty or not the username is `policy` (422, the one rule in
+//! [`crate::request::check_csr_common_name`]). On grant,
 //! [`CertificateAuthority::issue`] signs the CSR's public key into a client
 //! certificate: CN = username, key usage digitalSignature, extended key
 //! usage clientAuth, valid for `validity_days`.
@@ -23,7 +24,6 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
-use crate::request::RequestError;
 
 /// The subject CN of a CSR, after its signature has been verified.
 fn common_name(params: &CertificateSigningRequestParams) -> Option<String> {
@@ -37,31 +37,16 @@ fn common_name(params: &CertificateSigningRequestParams) -> Option<String> {
 
 /// Parses a CSR and verifies its signature (step 1: a failure is 400);
 /// returns its subject CN, if any.
-pub fn parse_csr(pem: &str) -> Result<Option<String>, RequestError> {
-    let params = CertificateSigningRequestParams::from_pem(pem).map_err(|e| {
-        RequestError::Invalid(format!(
-            "csr is not a valid PEM PKCS#10 request with a verifying signature ({e})"
-        ))
-    })?;
+pub fn parse_csr(pem: &str) -> Result<Option<String>, CsrError> {
+    let params =
+        CertificateSigningRequestParams::from_pem(pem).map_err(|e| CsrError(e.to_string()))?;
     Ok(common_name(&params))
 }
 
-/// Parses and checks a CSR for `username` (steps 1 and 2 of the decision
-/// order for CSR registrations).
-pub fn check_csr(pem: &str, username: &str) -> Result<(), RequestError> {
-    match parse_csr(pem)? {
-        Some(cn) if !cn.is_empty() && cn == username => Ok(()),
-        Some(cn) if !cn.is_empty() => Err(RequestError::Policy {
-            rule: "csr_common_name",
-            message: format!("the CSR's subject CN `{cn}` must equal the username"),
-        }),
-        _ => Err(RequestError::Policy {
-            rule: "csr_common_name",
-            message: "the CSR's subject CN must be present, non-empty, and equal the username"
-                .into(),
-        }),
-    }
-}
+/// A CSR that is not a PEM PKCS#10 request with a verifying signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("csr is not a valid PEM PKCS#10 request with a verifying signature ({0})")]
+pub struct CsrError(String);
 
 /// A certificate issued at grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,6 +265,7 @@ fn rustls_pki_der(pem: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::RequestError;
 
     fn csr(cn: Option<&str>) -> String {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -291,6 +277,12 @@ mod tests {
         dn.push(DnType::OrganizationName, "plant");
         params.distinguished_name = dn;
         params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    /// Parse, then the CN rule: what registration runs for every CSR.
+    fn check_csr(pem: &str, username: &str) -> Result<(), RequestError> {
+        let cn = parse_csr(pem).map_err(|e| RequestError::Invalid(e.to_string()))?;
+        crate::request::check_csr_common_name(cn.as_deref(), username)
     }
 
     #[test]

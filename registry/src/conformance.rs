@@ -50,7 +50,7 @@ pub fn user(username: &str) -> UserRecord {
         roles: vec!["sensor".into()],
         permissions: vec![],
         created_at: T0,
-        origin: "http".into(),
+        origin: crate::model::UserOrigin::Http,
     }
 }
 

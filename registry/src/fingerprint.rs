@@ -279,6 +279,55 @@ mod tests {
         assert_ne!(x, y);
     }
 
+    /// Stored fingerprints (the journal, Redis) were computed with these
+    /// bytes; a change would orphan every pending request and grant record.
+    #[test]
+    fn encoded_discriminants_are_pinned() {
+        use crate::model::{Operation, PermissionContext};
+        assert_eq!(
+            [
+                Operation::Read as u8,
+                Operation::Write as u8,
+                Operation::ReadWrite as u8
+            ],
+            [0, 1, 2]
+        );
+        assert_eq!(
+            [PermissionContext::Mqtt as u8, PermissionContext::Http as u8],
+            [0, 1]
+        );
+        // The sort order that canonicalises a permission list follows them.
+        assert!(Operation::Read < Operation::Write && Operation::Write < Operation::ReadWrite);
+        assert!(PermissionContext::Mqtt < PermissionContext::Http);
+        // And the whole encoding, end to end: a fixed secret and request give
+        // this fingerprint in every version.
+        let s = Secrets::derive(&[7; 32]);
+        let perms = [
+            Permission {
+                resource: "t/#".into(),
+                operation: Operation::ReadWrite,
+                context: PermissionContext::Http,
+            },
+            Permission {
+                resource: "t/#".into(),
+                operation: Operation::Read,
+                context: PermissionContext::Mqtt,
+            },
+        ];
+        let fp = Fingerprint::compute(
+            &s,
+            "dev1",
+            CredentialKind::Password,
+            b"pw",
+            &["b".into(), "a".into()],
+            &perms,
+        );
+        assert_eq!(hex::encode(fp.0), PINNED_FINGERPRINT);
+    }
+
+    const PINNED_FINGERPRINT: &str =
+        "8a51844e25630c8b212707b76130d74893f8ae652dd575c5e1eff5f70b8c8ed1";
+
     #[test]
     fn pairing_id_is_six_hex_chars_of_the_fingerprint() {
         let fp = Fingerprint([

@@ -18,6 +18,8 @@
 //! - [`request`]: parsing and validating a register request body
 //!   (400 `invalid` and 422 `policy` are decided here).
 //! - [`secrets`]: the server secret and the keys derived from it.
+//! - [`shard`]: the username → shard function the embedded store's shards
+//!   and the Redis key schema's buckets share.
 //! - [`source`]: what counts as one client source (IPv4 address, IPv6 /64).
 //! - [`fingerprint`]: the keyed credential fingerprint, the pairing id and the
 //!   sealing of a pending request's secret until it is granted.
@@ -49,6 +51,7 @@ pub mod password;
 pub mod registry;
 pub mod request;
 pub mod secrets;
+pub mod shard;
 pub mod source;
 pub mod store;
 pub mod token;

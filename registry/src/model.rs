@@ -14,20 +14,28 @@ use crate::clock::UnixMillis;
 use crate::fingerprint::{Fingerprint, PairingId};
 
 /// What a permission allows.
+///
+/// The discriminants are part of every stored request fingerprint (the byte
+/// hashed, and the sort order of a canonical permission list): they are
+/// explicit so that reordering the variants cannot change a fingerprint, and
+/// `fingerprint::tests::encoded_discriminants_are_pinned` holds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[repr(u8)]
 pub enum Operation {
-    Read,
-    Write,
-    ReadWrite,
+    Read = 0,
+    Write = 1,
+    ReadWrite = 2,
 }
 
-/// Which protocol a permission applies to.
+/// Which protocol a permission applies to. Explicit discriminants, for the
+/// same reason as [`Operation`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[repr(u8)]
 pub enum PermissionContext {
-    Mqtt,
-    Http,
+    Mqtt = 0,
+    Http = 1,
 }
 
 /// One permission, as requested by a device or granted by an admin.
@@ -168,13 +176,34 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     pub permissions: Vec<Permission>,
     pub created_at: UnixMillis,
-    /// How the user came to exist: `bootstrap` (the built-in admin) or the
-    /// transport of the registration that created it.
-    pub origin: String,
+    /// How the user came to exist.
+    pub origin: UserOrigin,
     /// The client certificate this user authenticates with, if granted
     /// from a CSR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
+}
+
+/// How a user came to exist, as stored and shown (`"bootstrap"`, `"http"`,
+/// `"mqtt"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserOrigin {
+    /// The built-in admin, created at start.
+    Bootstrap,
+    /// Granted from a registration over HTTP.
+    Http,
+    /// Granted from a registration over MQTT.
+    Mqtt,
+}
+
+impl From<Transport> for UserOrigin {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Http => UserOrigin::Http,
+            Transport::Mqtt => UserOrigin::Mqtt,
+        }
+    }
 }
 
 /// A user's issued client certificate: what mutual TLS checks.
@@ -200,7 +229,7 @@ impl UserRecord {
             roles: self.roles.clone(),
             permissions: self.permissions.clone(),
             created_at: self.created_at.to_rfc3339(),
-            origin: self.origin.clone(),
+            origin: self.origin,
             has_password: self.password_hash.is_some(),
             certificate_fingerprint: self.certificate.as_ref().map(|c| c.fingerprint.clone()),
             certificate_expires: self.certificate.as_ref().map(|c| c.not_after.to_rfc3339()),
@@ -216,7 +245,7 @@ pub struct UserView {
     pub roles: Vec<String>,
     pub permissions: Vec<Permission>,
     pub created_at: String,
-    pub origin: String,
+    pub origin: UserOrigin,
     pub has_password: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_fingerprint: Option<String>,

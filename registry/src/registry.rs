@@ -16,9 +16,7 @@ use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::{self, CredentialKind, Fingerprint, PairingId};
 use crate::model::{Permission, RequestRecord, Transport, UserRecord, ADMIN_ROLE};
 use crate::password::{PasswordHashing, Scheme};
-use crate::request::{
-    Credential, RegisterRequest, RequestError, PERMISSIONS_MAX, RESOURCE_MAX, ROLES_MAX, ROLE_MAX,
-};
+use crate::request::{Credential, RegisterRequest, RequestError};
 use crate::secrets::Secrets;
 use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, SealOnCreate, Store, StoreError};
 use crate::token::Tokens;
@@ -87,6 +85,36 @@ pub enum RegisterOutcome {
     },
     /// 503: the store is unavailable or full.
     Unavailable(String),
+}
+
+/// Why an unlock did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UnlockError {
+    /// 400: the duration is zero or longer than `--max-unlock`.
+    #[error("durationMs must be between 1 and {max_ms}")]
+    OutOfRange { max_ms: u128 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a certificate login did not authenticate anyone.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateLoginError {
+    /// 401: the certificate is not (or no longer) a user's.
+    #[error("client certificate refused: {}", .0.reason())]
+    Refused(CertificateRejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the built-in admin could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminSetupError {
+    /// The password could not be hashed (argon2 refused its parameters).
+    #[error("cannot hash the admin password: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Why a verified client certificate does not authenticate anyone.
@@ -471,18 +499,17 @@ impl<S: Store> Registry<S> {
     }
 
     /// Unlocks for `duration` (the default when `None`), capped at
-    /// `max_unlock`. Returns `Err(Invalid)`-style message when out of range.
+    /// `max_unlock`.
     pub async fn unlock(
         &self,
         duration: Option<Duration>,
         now: UnixMillis,
-    ) -> Result<Result<RegistryStatus, String>, StoreError> {
+    ) -> Result<RegistryStatus, UnlockError> {
         let d = duration.unwrap_or(self.config.default_unlock);
         if d.is_zero() || d > self.config.max_unlock {
-            return Ok(Err(format!(
-                "durationMs must be between 1 and {}",
-                self.config.max_unlock.as_millis()
-            )));
+            return Err(UnlockError::OutOfRange {
+                max_ms: self.config.max_unlock.as_millis(),
+            });
         }
         self.timed(
             StoreOp::SetLockState,
@@ -491,7 +518,7 @@ impl<S: Store> Registry<S> {
             }),
         )
         .await?;
-        self.status(now).await.map(Ok)
+        Ok(self.status(now).await?)
     }
 
     pub async fn lock(&self, now: UnixMillis) -> Result<RegistryStatus, StoreError> {
@@ -584,10 +611,7 @@ impl<S: Store> Registry<S> {
                 .permissions
                 .unwrap_or_else(|| record.permissions.clone()),
             created_at: now,
-            origin: match record.transport {
-                Transport::Http => "http".into(),
-                Transport::Mqtt => "mqtt".into(),
-            },
+            origin: record.transport.into(),
         };
         let commit = GrantCommit {
             username: username.to_owned(),
@@ -655,30 +679,32 @@ impl<S: Store> Registry<S> {
         &self,
         der: &[u8],
         now: UnixMillis,
-    ) -> Result<Result<UserRecord, CertificateRejection>, StoreError> {
+    ) -> Result<UserRecord, CertificateLoginError> {
+        use CertificateRejection as R;
+        let refuse = |r| Err(CertificateLoginError::Refused(r));
         let Some(username) = crate::ca::certificate_common_name(der) else {
-            return Ok(Err(CertificateRejection::NoCommonName));
+            return refuse(R::NoCommonName);
         };
         let Some(user) = self.user(&username).await? else {
-            return Ok(Err(CertificateRejection::UnknownUser));
+            return refuse(R::UnknownUser);
         };
         let Some(held) = &user.certificate else {
-            return Ok(Err(CertificateRejection::NotTheUsersCertificate));
+            return refuse(R::NotTheUsersCertificate);
         };
         if held.fingerprint != crate::ca::fingerprint_der(der) {
-            return Ok(Err(CertificateRejection::NotTheUsersCertificate));
+            return refuse(R::NotTheUsersCertificate);
         }
         if held.not_after <= now {
-            return Ok(Err(CertificateRejection::Expired));
+            return refuse(R::Expired);
         }
-        Ok(Ok(user))
+        Ok(user)
     }
 
     pub async fn ensure_admin(
         &self,
         password: Option<&str>,
         now: UnixMillis,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, AdminSetupError> {
         let existing = self.store.get_user(ADMIN_USERNAME).await?;
         let (password, generated) = match (password, &existing) {
             (Some(p), Some(user)) => {
@@ -699,7 +725,7 @@ impl<S: Store> Registry<S> {
         let hash = self
             .hashing
             .hash(password.as_bytes(), Scheme::Admin)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| AdminSetupError::Hash(e.to_string()))?;
         let mut roles = existing
             .as_ref()
             .map(|u| u.roles.clone())
@@ -714,7 +740,7 @@ impl<S: Store> Registry<S> {
                 roles,
                 permissions: existing.map(|u| u.permissions).unwrap_or_default(),
                 created_at: now,
-                origin: "bootstrap".into(),
+                origin: crate::model::UserOrigin::Bootstrap,
                 certificate: None,
             })
             .await?;
@@ -723,28 +749,7 @@ impl<S: Store> Registry<S> {
 }
 
 fn validate_grant_overrides(o: &GrantOverrides) -> Result<(), String> {
-    if let Some(roles) = &o.roles {
-        if roles.len() > ROLES_MAX {
-            return Err(format!("at most {ROLES_MAX} roles may be granted"));
-        }
-        if roles.iter().any(|r| r.is_empty() || r.len() > ROLE_MAX) {
-            return Err(format!("each role must be 1 to {ROLE_MAX} bytes long"));
-        }
-    }
-    if let Some(perms) = &o.permissions {
-        if perms.len() > PERMISSIONS_MAX {
-            return Err(format!(
-                "at most {PERMISSIONS_MAX} permissions may be granted"
-            ));
-        }
-        if perms
-            .iter()
-            .any(|p| p.resource.is_empty() || p.resource.len() > RESOURCE_MAX)
-        {
-            return Err(format!(
-                "each permission resource must be 1 to {RESOURCE_MAX} bytes long"
-            ));
-        }
-    }
-    Ok(())
+    let roles = o.roles.as_deref().unwrap_or_default();
+    let permissions = o.permissions.as_deref().unwrap_or_default();
+    crate::request::check_access_limits(roles, permissions, "granted").map_err(|e| e.to_string())
 }

@@ -110,7 +110,9 @@ impl<'a> RegisterRequest<'a> {
         };
         // A CSR must parse and its signature verify: that is step 1 (400).
         let csr_common_name = match &credential {
-            Credential::Csr(pem) => crate::ca::parse_csr(pem)?,
+            Credential::Csr(pem) => {
+                crate::ca::parse_csr(pem).map_err(|e| RequestError::Invalid(e.to_string()))?
+            }
             Credential::Password(_) => None,
         };
         let req = RegisterRequest {
@@ -131,60 +133,14 @@ impl<'a> RegisterRequest<'a> {
         match &self.credential {
             Credential::Password(p) => check_password(p)?,
             Credential::Csr(_) => {
-                match self.csr_common_name.as_deref() {
-                    Some(cn) if !cn.is_empty() && cn == self.username => {}
-                    Some(cn) if !cn.is_empty() => {
-                        return Err(RequestError::policy(
-                            "csr_common_name",
-                            format!("the CSR's subject CN `{cn}` must equal the username"),
-                        ))
-                    }
-                    _ => return Err(RequestError::policy(
-                        "csr_common_name",
-                        "the CSR's subject CN must be present, non-empty, and equal the username",
-                    )),
-                }
+                check_csr_common_name(self.csr_common_name.as_deref(), &self.username)?
             }
         }
-        if self.roles.len() > ROLES_MAX {
-            return Err(RequestError::policy(
-                "roles_count",
-                format!("at most {ROLES_MAX} roles may be requested"),
-            ));
-        }
-        if let Some(r) = self
-            .roles
-            .iter()
-            .find(|r| r.is_empty() || r.len() > ROLE_MAX)
-        {
-            return Err(RequestError::policy(
-                "role_length",
-                format!(
-                    "each role must be 1 to {ROLE_MAX} bytes long (found {} bytes)",
-                    r.len()
-                ),
-            ));
-        }
+        check_access_limits(&self.roles, &self.permissions, "requested")?;
         if self.roles.iter().any(|r| r == crate::model::ADMIN_ROLE) {
             return Err(RequestError::policy(
                 "admin_role",
                 "a device may not ask for the `admin` role; only an administrator can give it",
-            ));
-        }
-        if self.permissions.len() > PERMISSIONS_MAX {
-            return Err(RequestError::policy(
-                "permissions_count",
-                format!("at most {PERMISSIONS_MAX} permissions may be requested"),
-            ));
-        }
-        if self
-            .permissions
-            .iter()
-            .any(|p| p.resource.is_empty() || p.resource.len() > RESOURCE_MAX)
-        {
-            return Err(RequestError::policy(
-                "resource_length",
-                format!("each permission resource must be 1 to {RESOURCE_MAX} bytes long"),
             ));
         }
         if self.context.as_ref().is_some_and(|c| c.len() > CONTEXT_MAX) {
@@ -195,6 +151,65 @@ impl<'a> RegisterRequest<'a> {
         }
         Ok(())
     }
+}
+
+/// The CSR rule shared by registration and every later check: the subject
+/// CN must be present, non-empty, and equal the username.
+pub fn check_csr_common_name(cn: Option<&str>, username: &str) -> Result<(), RequestError> {
+    match cn {
+        Some(cn) if !cn.is_empty() && cn == username => Ok(()),
+        Some(cn) if !cn.is_empty() => Err(RequestError::policy(
+            "csr_common_name",
+            format!("the CSR's subject CN `{cn}` must equal the username"),
+        )),
+        _ => Err(RequestError::policy(
+            "csr_common_name",
+            "the CSR's subject CN must be present, non-empty, and equal the username",
+        )),
+    }
+}
+
+/// The caps on roles and permissions, shared by what a device requests and
+/// what an admin grants (`verb` says which, for the message): at most
+/// [`ROLES_MAX`] roles of 1 to [`ROLE_MAX`] bytes, at most
+/// [`PERMISSIONS_MAX`] permissions whose resource is 1 to [`RESOURCE_MAX`]
+/// bytes.
+pub fn check_access_limits(
+    roles: &[String],
+    permissions: &[Permission],
+    verb: &str,
+) -> Result<(), RequestError> {
+    if roles.len() > ROLES_MAX {
+        return Err(RequestError::policy(
+            "roles_count",
+            format!("at most {ROLES_MAX} roles may be {verb}"),
+        ));
+    }
+    if let Some(r) = roles.iter().find(|r| r.is_empty() || r.len() > ROLE_MAX) {
+        return Err(RequestError::policy(
+            "role_length",
+            format!(
+                "each role must be 1 to {ROLE_MAX} bytes long (found {} bytes)",
+                r.len()
+            ),
+        ));
+    }
+    if permissions.len() > PERMISSIONS_MAX {
+        return Err(RequestError::policy(
+            "permissions_count",
+            format!("at most {PERMISSIONS_MAX} permissions may be {verb}"),
+        ));
+    }
+    if permissions
+        .iter()
+        .any(|p| p.resource.is_empty() || p.resource.len() > RESOURCE_MAX)
+    {
+        return Err(RequestError::policy(
+            "resource_length",
+            format!("each permission resource must be 1 to {RESOURCE_MAX} bytes long"),
+        ));
+    }
+    Ok(())
 }
 
 /// The username rule shared by every transport: 3 to 128 characters from

@@ -18,15 +18,30 @@ use crate::fingerprint::Fingerprint;
 use crate::model::{Permission, RequestRecord, Transport, UserRecord};
 use crate::secrets::Secrets;
 
-/// A store could not do what was asked; the caller answers 503.
+/// A store could not do what was asked. The variant says who caused it,
+/// and so what the caller answers: an outage is 503 (retrying later may
+/// work), a bug or a corrupt reply is 500 and an error log line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The backend is unreachable, failing, or too slow.
+    /// 503: the backend is unreachable, failing, or too slow.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// 500: the backend answered something this version cannot read (a
+    /// record that does not decode, a script reply of the wrong shape): a
+    /// bug, a version mismatch or tampering, never fixed by retrying.
+    #[error("store reply corrupt: {0}")]
+    Corrupt(String),
     /// Creating another pending request would pass `--max-pending`.
     #[error("pending request limit of {max} reached")]
     PendingLimit { max: usize },
+}
+
+impl StoreError {
+    /// Whether this is a bug or corrupt data (500) rather than an outage or
+    /// a full store (503).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, StoreError::Corrupt(_))
+    }
 }
 
 /// One register poll, already validated and fingerprinted.

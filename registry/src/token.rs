@@ -18,6 +18,22 @@ pub const DEFAULT_EXPIRE_HOURS: u64 = 24;
 /// Longest lifetime a login may ask for (30 days).
 pub const MAX_EXPIRE_HOURS: u64 = 30 * 24;
 
+/// A login's `expireTimeInHours` outside 1 to [`MAX_EXPIRE_HOURS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expireTimeInHours must be between 1 and {MAX_EXPIRE_HOURS}")]
+pub struct LifetimeOutOfRange;
+
+/// The token lifetime a login asked for, in hours: the default when it
+/// asked for none. Shared by password login (admin service) and
+/// certificate login (proxy), so both accept the same range.
+pub fn lifetime_hours(asked: Option<i64>) -> Result<u64, LifetimeOutOfRange> {
+    match asked {
+        None => Ok(DEFAULT_EXPIRE_HOURS),
+        Some(h) if h >= 1 && h.unsigned_abs() <= MAX_EXPIRE_HOURS => Ok(h.unsigned_abs()),
+        Some(_) => Err(LifetimeOutOfRange),
+    }
+}
+
 /// The claims fleetgate puts in a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

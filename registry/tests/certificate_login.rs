@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use fleetgate_registry::ca::CertificateAuthority;
 use fleetgate_registry::embedded::EmbeddedStore;
+use fleetgate_registry::model::UserRecord;
 use fleetgate_registry::registry::{
-    CertificateRejection, GrantOverrides, PollContext, RegisterOutcome, RegistryConfig,
+    CertificateLoginError, CertificateRejection, GrantOverrides, PollContext, RegisterOutcome,
+    RegistryConfig,
 };
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::Store;
@@ -54,9 +56,7 @@ fn registry() -> Registry<EmbeddedStore> {
 /// Registers `cn` with a CSR, grants it, and returns the issued PEM.
 fn granted(registry: &Registry<EmbeddedStore>, cn: &str, now: UnixMillis) -> String {
     let body = serde_json::json!({"username": cn, "csr": csr(cn)}).to_string();
-    block_on(registry.unlock(Some(Duration::from_secs(60)), now))
-        .unwrap()
-        .unwrap();
+    block_on(registry.unlock(Some(Duration::from_secs(60)), now)).unwrap();
     let first = block_on(registry.register(body.as_bytes(), PollContext::default(), now));
     assert!(
         matches!(first, RegisterOutcome::Pending { .. }),
@@ -77,9 +77,7 @@ fn the_issued_certificate_authenticates_its_user() {
     let registry = registry();
     let now = UnixMillis::now();
     let pem = granted(&registry, "dev-7", now);
-    let user = block_on(registry.authenticate_certificate(&der(&pem), now))
-        .unwrap()
-        .unwrap();
+    let user = block_on(registry.authenticate_certificate(&der(&pem), now)).unwrap();
     assert_eq!(user.username, "dev-7");
     assert!(user.password_hash.is_none());
 }
@@ -92,11 +90,10 @@ fn another_certificate_with_the_same_cn_is_refused() {
     // Signed by the same CA, same CN, but not the one the grant issued.
     let ca = registry.ca().unwrap();
     let other = ca.issue(&csr("dev-8"), "dev-8", now).unwrap();
-    let verdict = block_on(registry.authenticate_certificate(&der(&other.pem), now)).unwrap();
-    assert_eq!(
-        verdict.unwrap_err(),
-        CertificateRejection::NotTheUsersCertificate
-    );
+    let verdict = refusal(block_on(
+        registry.authenticate_certificate(&der(&other.pem), now),
+    ));
+    assert_eq!(verdict, CertificateRejection::NotTheUsersCertificate);
 }
 
 #[test]
@@ -105,8 +102,8 @@ fn a_deleted_users_certificate_is_refused() {
     let now = UnixMillis::now();
     let pem = granted(&registry, "dev-9", now);
     assert!(block_on(registry.store().delete_user("dev-9")).unwrap());
-    let verdict = block_on(registry.authenticate_certificate(&der(&pem), now)).unwrap();
-    assert_eq!(verdict.unwrap_err(), CertificateRejection::UnknownUser);
+    let verdict = refusal(block_on(registry.authenticate_certificate(&der(&pem), now)));
+    assert_eq!(verdict, CertificateRejection::UnknownUser);
 }
 
 #[test]
@@ -116,21 +113,29 @@ fn an_expired_certificate_is_refused() {
     let pem = granted(&registry, "dev-10", now);
     // The CA issues for 30 days; 31 days on, the stored expiry has passed.
     let later = now.plus(Duration::from_secs(31 * 86_400));
-    let verdict = block_on(registry.authenticate_certificate(&der(&pem), later)).unwrap();
-    assert_eq!(verdict.unwrap_err(), CertificateRejection::Expired);
+    let verdict = refusal(block_on(
+        registry.authenticate_certificate(&der(&pem), later),
+    ));
+    assert_eq!(verdict, CertificateRejection::Expired);
     // A day before expiry it is still fine.
     let before = now.plus(Duration::from_secs(29 * 86_400));
-    assert!(
-        block_on(registry.authenticate_certificate(&der(&pem), before))
-            .unwrap()
-            .is_ok()
-    );
+    assert!(block_on(registry.authenticate_certificate(&der(&pem), before)).is_ok());
 }
 
 #[test]
 fn bytes_that_are_not_a_certificate_name_nobody() {
     let registry = registry();
-    let verdict =
-        block_on(registry.authenticate_certificate(b"garbage", UnixMillis::now())).unwrap();
-    assert_eq!(verdict.unwrap_err(), CertificateRejection::NoCommonName);
+    let verdict = refusal(block_on(
+        registry.authenticate_certificate(b"garbage", UnixMillis::now()),
+    ));
+    assert_eq!(verdict, CertificateRejection::NoCommonName);
+}
+
+/// The rejection of a certificate login that must have been refused (not
+/// accepted, and not a store failure).
+fn refusal(verdict: Result<UserRecord, CertificateLoginError>) -> CertificateRejection {
+    match verdict {
+        Err(CertificateLoginError::Refused(r)) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

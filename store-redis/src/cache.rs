@@ -579,7 +579,7 @@ mod tests {
             roles: vec![],
             permissions: vec![],
             created_at: T0,
-            origin: "http".into(),
+            origin: fleetgate_registry::model::UserOrigin::Http,
         };
         s.inner
             .commit_grant(

@@ -17,13 +17,7 @@ pub const BUCKETS: usize = 64;
 
 /// The bucket of `username`.
 pub fn bucket_of(username: &str) -> usize {
-    // FNV-1a: cheap and stable; balance, not secrecy, is the goal.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in username.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h as usize) & (BUCKETS - 1)
+    fleetgate_registry::shard::shard_of(username, BUCKETS)
 }
 
 /// Why a key prefix was refused.

@@ -18,7 +18,7 @@ use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
 };
-use fleetgate_registry::token::MAX_EXPIRE_HOURS;
+use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
 use fleetgate_registry::{Registry, RegistryConfig, UnixMillis};
 
 use super::*;
@@ -127,7 +127,7 @@ async fn poll<S: Store>(
 /// Unlocks the registry and creates a pending request for `username`.
 async fn make_pending<S: Store>(service: &AdminService<S>, username: &str, password: &str) {
     let now = UnixMillis::now();
-    service.registry().unlock(None, now).await.unwrap().unwrap();
+    service.registry().unlock(None, now).await.unwrap();
     let outcome = poll(service, username, password).await;
     assert!(
         matches!(outcome, RegisterOutcome::Pending { created: true, .. }),
@@ -197,7 +197,7 @@ async fn login_refuses_wrong_password_unknown_user_and_passwordless_user() {
             roles: vec!["admin".into()],
             permissions: vec![],
             created_at: UnixMillis::now(),
-            origin: "http".into(),
+            origin: fleetgate_registry::model::UserOrigin::Http,
         })
         .await
         .unwrap();

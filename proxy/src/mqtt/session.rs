@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::model::Transport;
-use fleetgate_registry::registry::{PollContext, RegisterOutcome};
+use fleetgate_registry::registry::{CertificateLoginError, PollContext, RegisterOutcome};
 use fleetgate_registry::request::{check_username, Credential, RegisterRequest, PASSWORD_MAX};
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
@@ -238,16 +238,18 @@ pub async fn decide_certificate<S: Store>(
         .authenticate_certificate(cert, UnixMillis::now())
         .await
     {
-        Err(_) => Decided::refuse(Refusal::Unavailable, Outcome::Unavailable),
-        Ok(Err(rejection)) => {
+        Err(CertificateLoginError::Store(_)) => {
+            Decided::refuse(Refusal::Unavailable, Outcome::Unavailable)
+        }
+        Err(CertificateLoginError::Refused(rejection)) => {
             tracing::info!(%peer, reason = rejection.reason(), "MQTTS certificate refused");
             Decided::refuse(Refusal::NotAuthorized, Outcome::BadCredentials)
         }
-        Ok(Ok(user)) if connect.username.is_some_and(|u| u != user.username) => {
+        Ok(user) if connect.username.is_some_and(|u| u != user.username) => {
             tracing::info!(%peer, "MQTTS username is not the certificate's CN");
             Decided::refuse(Refusal::NotAuthorized, Outcome::BadCredentials)
         }
-        Ok(Ok(_)) => Decided {
+        Ok(_) => Decided {
             verdict: Verdict::Pass,
             outcome: Outcome::Authenticated,
             cache_hit: None,

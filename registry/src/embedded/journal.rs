@@ -218,7 +218,7 @@ mod tests {
             roles: vec![],
             permissions: vec![],
             created_at: UnixMillis(5),
-            origin: "http".into(),
+            origin: crate::model::UserOrigin::Http,
         }
     }
 

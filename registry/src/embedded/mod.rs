@@ -68,13 +68,7 @@ pub struct EmbeddedStore {
 }
 
 fn shard_of(username: &str) -> usize {
-    // FNV-1a: cheap and stable; shard balance, not secrecy, is the goal.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in username.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h as usize) & (SHARDS - 1)
+    crate::shard::shard_of(username, SHARDS)
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
