@@ -46,14 +46,18 @@ http {
 NGINX
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & pids+=($!)
 
-taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen off \
+taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
   --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & pids+=($!)
-for _ in $(seq 100); do grep -q "device API listening" "$work/gw.log" && break; sleep 0.05; done
+for _ in $(seq 100); do grep -q "admin API listening" "$work/gw.log" && break; sleep 0.05; done
 gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
-tok=$(curl -s -X POST "http://$gw/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
-curl -s -o /dev/null -X POST "http://$gw/api/client-registry/unlock" -H "Authorization: Bearer $tok" -d '{"durationMs":3600000}'
-curl -s -o /dev/null -X POST "http://$gw/api/client-registry/register" -d '{"username":"bench-device-01","password":"s3cret-pass"}'
+admin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
+# The admin API is on its own port (device ports do not serve it).
+tok=$(curl -s -X POST "http://$admin/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+curl -s -o /dev/null -X POST "http://$admin/api/client-registry/unlock" -H "Authorization: Bearer $tok" -d '{"durationMs":3600000}'
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$gw/api/client-registry/register" -d '{"username":"bench-device-01","password":"s3cret-pass"}')
+# Measure the pending answer, not a refusal: fail loudly otherwise.
+[ "$code" = 202 ] || { echo "setup failed: the register poll answered $code, not 202" >&2; cat "$work/gw.log" >&2; exit 1; }
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$nport/" && break; sleep 0.05; done
 
 cat > "$work/poll.lua" <<'LUA'
