@@ -17,7 +17,7 @@ conc="${2:-64}"
 users="${3:-10000}"
 command -v mosquitto_passwd >/dev/null || { apt-get update -q && apt-get install -y -q mosquitto; }
 mosquitto=/usr/sbin/mosquitto; [ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto)
-cargo build --release --locked --bin fleetgate -p fleetgate-proxy >/dev/null
+cargo build --release --locked --bin fleetgate -p fleetgate >/dev/null
 cargo build --release --locked -p fleetgate-loadtest >/dev/null
 storm="taskset -c 1 ./target/release/fleetgate-loadtest mqtt-storm --quiet"
 

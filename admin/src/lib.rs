@@ -1,30 +1,26 @@
 //! fleetgate's admin service: the JSON API administrators use to unlock the
 //! registry, grant or deny pending requests, manage users and log in.
 //!
-//! It runs on tokio + hyper, either on its own (`fleetgate-admin`) or inside
-//! the all-in-one `fleetgate` process, where the proxy forwards the `/api/*`
-//! requests it does not serve itself (by default only login and the CA
+//! It depends on the registry core alone: the binaries that run it, on its
+//! own (`fleetgate-admin`) or inside the all-in-one `fleetgate` process,
+//! live in the `fleetgate` composition crate. It runs on tokio + hyper. In
+//! the all-in-one process the proxy forwards the `/api/*` requests it does
+//! not serve itself (by default only login and the CA
 //! certificate; the whole API with `--admin-on-device-port on`) to
 //! [`AdminService::handle`].
 //!
 //! # Layout
-//! - [`config`]: the flags shared by both binaries (store, data dir, limits).
-//! - [`bootstrap`]: opening the registry at start (secret, store, admin user).
 //! - [`service`]: [`AdminService`], the routes, as a function from a request
 //!   to a response with no socket in sight.
-//! - [`telemetry`]: the Prometheus recorder, `/metrics`, and the gauge ticker.
 //! - [`server`]: serving [`AdminService`] over HTTP/1.1 with hyper.
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`throttle`]: the login failure budgets per (username, source) and
 //!   per source.
 #![forbid(unsafe_code)]
 
-pub mod bootstrap;
-pub mod config;
 pub mod query;
 pub mod server;
 pub mod service;
-pub mod telemetry;
 pub mod throttle;
 
 pub use service::AdminService;

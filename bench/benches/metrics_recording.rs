@@ -8,7 +8,7 @@
 //!   the recorder on every call. This is what `WorkerMetrics` avoids.
 //!
 //! Each runs against the real recorder the binaries install
-//! (`fleetgate_admin::telemetry::install_recorder`: Prometheus, latency
+//! (`fleetgate_registry::metrics::install_recorder`: Prometheus, latency
 //! histograms with fixed buckets), and against no recorder (`NoopRecorder`
 //! in scope), which is the floor. The histogram buffers samples until the
 //! exporter's upkeep drains them; the binaries run upkeep every second, so
@@ -60,7 +60,7 @@ fn through_macros() {
 
 fn metrics_recording(c: &mut Criterion) {
     let handle: PrometheusHandle =
-        fleetgate_admin::telemetry::install_recorder().expect("the only recorder of this process");
+        fleetgate_registry::metrics::install_recorder().expect("the only recorder of this process");
     let prometheus = WorkerMetrics::new();
     let noop = with_local_recorder(&NoopRecorder, WorkerMetrics::new);
 

@@ -28,7 +28,7 @@ pub enum TargetError {
     #[error("--url must start with http:// or https://, not {0:?}")]
     BadUrl(String),
     #[error(
-        "no fleetgate binary at {0}; build it (`cargo build --release -p fleetgate-proxy`), \
+        "no fleetgate binary at {0}; build it (`cargo build --release -p fleetgate`), \
          or pass --gateway-bin, or give --url"
     )]
     BinaryMissing(PathBuf),
@@ -259,7 +259,7 @@ fn default_binary() -> Result<PathBuf, TargetError> {
     };
     eprintln!("fleetgate-loadtest: no {}; building it", bin.display());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "fleetgate-proxy", "--bin", "fleetgate"])
+    cmd.args(["build", "-p", "fleetgate", "--bin", "fleetgate"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");

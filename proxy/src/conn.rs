@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use fleetgate_registry::store::Store;
 
+use crate::app::Worker;
 use crate::http::codec::{self, Parsed};
 use crate::http::response::write_json;
 use crate::io::{close_within, send_within, DeviceIo, READ_CHUNK};
-use crate::routes;
-use crate::worker::Worker;
+use crate::router;
 
 /// Serves one connection until it closes, errors or times out, over plain
 /// TCP or TLS. `client_cert` is the verified client certificate of a TLS
@@ -41,7 +41,7 @@ pub async fn serve<S: Store, C: DeviceIo>(
             match codec::parse(&buf[consumed..], &config.limits) {
                 Parsed::Complete(req) => {
                     let keep = req.keep_alive && !worker.draining();
-                    routes::handle(worker, &req, peer, client_cert.as_deref(), keep, &mut out)
+                    router::handle(worker, &req, peer, client_cert.as_deref(), keep, &mut out)
                         .await;
                     consumed += req.len;
                     if !keep {

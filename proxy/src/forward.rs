@@ -7,19 +7,21 @@
 //!
 //! In the all-in-one process the admin service lives on the tokio runtime in
 //! the same process, so a forwarded request is handed over in-process: the
-//! worker spawns the admin handler onto tokio through its `Handle` and awaits
+//! worker spawns the [`AdminHandler`] (which the composing crate implements
+//! for the admin service; this crate does not know it) onto tokio through
+//! its `Handle` and awaits
 //! a `tokio::sync::oneshot` (both are runtime-neutral, so a monoio task can
 //! await it). This avoids a loopback connection, a second HTTP parse, and any
 //! dependence on whether `--admin-listen` is on. The admin service sees the
 //! device's real peer address.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetgate_admin::AdminService;
-use fleetgate_registry::store::Store;
 
 /// How long a forwarded request may take before the device gets 504.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,11 +34,22 @@ type UpstreamClient = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
+/// The admin service as the proxy sees it: a function from a request and
+/// the device's address to a response, run on the tokio runtime. The
+/// response future must be `Send`: it is spawned onto tokio.
+pub trait AdminHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: http::Request<Bytes>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send + '_>>;
+}
+
 /// Hands requests to the admin service: in-process, or over HTTP.
-pub enum Forwarder<S> {
+pub enum Forwarder {
     InProcess {
         runtime: tokio::runtime::Handle,
-        service: Arc<AdminService<S>>,
+        service: Arc<dyn AdminHandler>,
     },
     Upstream {
         runtime: tokio::runtime::Handle,
@@ -45,8 +58,8 @@ pub enum Forwarder<S> {
     },
 }
 
-impl<S: Store> Forwarder<S> {
-    pub fn in_process(runtime: tokio::runtime::Handle, service: Arc<AdminService<S>>) -> Self {
+impl Forwarder {
+    pub fn in_process(runtime: tokio::runtime::Handle, service: Arc<dyn AdminHandler>) -> Self {
         Forwarder::InProcess { runtime, service }
     }
 
@@ -83,7 +96,7 @@ impl<S: Store> Forwarder<S> {
                     // leaves the queue instead of hashing for nobody.
                     let mut tx = tx;
                     tokio::select! {
-                        response = service.handle(req, Some(peer)) => {
+                        response = service.handle(req, peer) => {
                             let _ = tx.send(response);
                         }
                         _ = tx.closed() => {}

@@ -13,8 +13,12 @@
 //! - [`tls`]: the HTTPS and MQTTS listeners' rustls configuration, the
 //!   server certificate, and the rustls-over-monoio adapter.
 //! - [`http`]: the sans-IO HTTP/1.1 request codec and response writer.
-//! - [`routes`]: what each request gets: the register poll, health checks,
-//!   or forwarding to the admin service.
+//! - [`app`]: `App`, the state every worker shares (registry, forwarding,
+//!   limits, configuration), and `Worker`, one worker thread's own.
+//! - [`router`]: what each request gets: the register poll, certificate
+//!   login, health checks, or forwarding to the admin service.
+//! - [`register`]: the register poll, the hot path, and its HTTP answers.
+//! - [`login`]: mutual-TLS certificate login, answered by the proxy.
 //! - [`limiter`]: per-device and per-source rate limits (GCRA), no store
 //!   access, on fixed-size keyed-hash keys.
 //! - [`sources`]: the per-source cap on open connections.
@@ -25,15 +29,18 @@
 //!   the credential caches, and the splice to the upstream broker.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod conn;
 pub mod forward;
 pub mod http;
 pub mod io;
 pub mod limiter;
 pub mod listener;
+pub mod login;
 pub mod mqtt;
 pub mod pacing;
-pub mod routes;
+pub mod register;
+pub mod router;
 pub mod sources;
 pub mod telemetry;
 pub mod tls;

@@ -6,6 +6,7 @@
 //! lookup and no lock. The cost is measured in `docs/BENCHMARKS.md`.
 
 use fleetgate_registry::metrics::{self as names, outcome};
+use fleetgate_registry::registry::RegisterOutcome;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 /// The outcomes a request can have, as label values.
@@ -135,6 +136,22 @@ impl WorkerMetrics {
 impl Default for WorkerMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Outcome {
+    /// The metrics label of a register outcome.
+    pub fn of(outcome: &RegisterOutcome) -> Outcome {
+        match outcome {
+            RegisterOutcome::Invalid(_) => Outcome::Invalid,
+            RegisterOutcome::Policy { .. } => Outcome::Policy,
+            RegisterOutcome::Conflict => Outcome::Conflict,
+            RegisterOutcome::Denied => Outcome::Denied,
+            RegisterOutcome::Locked { .. } => Outcome::Locked,
+            RegisterOutcome::Pending { .. } => Outcome::Pending,
+            RegisterOutcome::Granted { .. } => Outcome::Granted,
+            RegisterOutcome::Unavailable(_) => Outcome::Unavailable,
+        }
     }
 }
 

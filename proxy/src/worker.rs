@@ -21,7 +21,6 @@
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,32 +29,16 @@ use fleetgate_registry::store::Store;
 use monoio::io::AsyncWriteRentExt;
 use monoio::{FusionDriver, FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
+use crate::app::{App, IoDriver, Shutdown, Worker};
 use crate::conn;
 use crate::http::response::write_json;
 use crate::mqtt::credentials::CredentialCache;
 use crate::mqtt::session;
-use crate::routes::{App, IoDriver};
 use crate::telemetry::{Listener, WorkerMetrics};
 use crate::tls::{Handshake, TlsStream, WorkerTls};
 
 /// How long a worker waits for open connections after shutdown begins.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
-
-/// Tells workers to stop accepting and drain.
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown {
-    flag: Arc<AtomicBool>,
-}
-
-impl Shutdown {
-    pub fn trigger(&self) {
-        self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.flag.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
 
 /// One worker's listening sockets.
 pub struct WorkerSockets {
@@ -67,54 +50,37 @@ pub struct WorkerSockets {
     pub tls: Option<WorkerTls>,
 }
 
-/// One worker's state, shared by its tasks (never across threads).
-pub struct Worker<S> {
-    pub id: usize,
-    pub app: Arc<App<S>>,
-    pub shutdown: Shutdown,
-    /// Connections open on this worker.
-    pub open: Cell<usize>,
-    /// Requests now waiting on the store or the admin service.
-    pub inflight: Cell<usize>,
-    pub credentials: RefCell<CredentialCache>,
-    pub metrics: WorkerMetrics,
+/// Why a worker could not serve. Sent to `main` (never `process::exit`), so
+/// that it starts the drain of every other worker and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker {worker}: cannot build its runtime: {source}")]
+    Runtime {
+        worker: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("worker {worker}: cannot register its {listener:?} listener: {source}")]
+    Listener {
+        worker: usize,
+        listener: Listener,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl<S> Worker<S> {
-    /// Reserves an in-flight slot, or `None` when the worker is at its bound
-    /// (the caller sheds the request).
-    pub fn try_begin(&self) -> Option<InflightGuard<'_>> {
-        if self.inflight.get() >= self.app.shed.max_inflight {
-            return None;
-        }
-        self.inflight.set(self.inflight.get() + 1);
-        Some(InflightGuard(&self.inflight))
-    }
+/// Where workers report a [`WorkerError`]. The unbounded sender of tokio's
+/// channel is runtime-neutral: a worker thread sends without a tokio
+/// runtime, and `main` awaits the receiver next to its signal handlers.
+pub type Failures = tokio::sync::mpsc::UnboundedSender<WorkerError>;
 
-    /// Whether shutdown has begun (connections then close after a response).
-    pub fn draining(&self) -> bool {
-        self.shutdown.is_triggered()
-    }
-
-    pub fn shutdown_flag(&self) -> &Arc<AtomicBool> {
-        &self.shutdown.flag
-    }
-}
-
-/// Releases an in-flight slot when dropped.
-pub struct InflightGuard<'a>(&'a Cell<usize>);
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
-/// Starts one worker thread per socket set.
+/// Starts one worker thread per socket set. A worker that fails reports it
+/// on `failures` and stops; the others go on until `shutdown`.
 pub fn spawn_workers<S: Store>(
     app: Arc<App<S>>,
     sockets: Vec<WorkerSockets>,
     shutdown: Shutdown,
+    failures: Failures,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     sockets
         .into_iter()
@@ -122,14 +88,21 @@ pub fn spawn_workers<S: Store>(
         .map(|(id, sockets)| {
             let app = app.clone();
             let shutdown = shutdown.clone();
+            let failures = failures.clone();
             std::thread::Builder::new()
                 .name(format!("fleetgate-worker-{id}"))
-                .spawn(move || run(id, app, sockets, shutdown))
+                .spawn(move || run(id, app, sockets, shutdown, failures))
         })
         .collect()
 }
 
-fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: Shutdown) {
+fn run<S: Store>(
+    id: usize,
+    app: Arc<App<S>>,
+    sockets: WorkerSockets,
+    shutdown: Shutdown,
+    failures: Failures,
+) {
     let runtime = match app.config.io_driver {
         IoDriver::Auto => RuntimeBuilder::<FusionDriver>::new().enable_timer().build(),
         IoDriver::Epoll => RuntimeBuilder::<LegacyDriver>::new()
@@ -143,9 +116,9 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: 
     };
     let mut runtime = match runtime {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(worker = id, error = %e, "cannot build the worker runtime");
-            std::process::exit(1);
+        Err(source) => {
+            let _ = failures.send(WorkerError::Runtime { worker: id, source });
+            return;
         }
     };
     let driver = match &runtime {
@@ -184,10 +157,11 @@ fn run<S: Store>(id: usize, app: Arc<App<S>>, sockets: WorkerSockets, shutdown: 
                 socket,
                 listener,
                 tls.clone(),
+                failures.clone(),
             )))
         })
         .collect();
-        accept_loop(worker.clone(), sockets.http, Listener::Http, None).await;
+        accept_loop(worker.clone(), sockets.http, Listener::Http, None, failures).await;
         for task in others {
             task.await;
         }
@@ -204,13 +178,18 @@ async fn accept_loop<S: Store>(
     listener: StdListener,
     kind: Listener,
     tls: Option<Rc<WorkerTls>>,
+    failures: Failures,
 ) {
     let id = worker.id;
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
-        Err(e) => {
-            tracing::error!(worker = id, error = %e, "cannot register the listener");
-            std::process::exit(1);
+        Err(source) => {
+            let _ = failures.send(WorkerError::Listener {
+                worker: id,
+                listener: kind,
+                source,
+            });
+            return;
         }
     };
     let open_gauge = &worker.metrics.open[kind as usize];

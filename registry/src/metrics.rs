@@ -9,6 +9,8 @@
 //! Hot-path callers resolve handles once per worker (see the proxy's
 //! `WorkerMetrics`), so recording is an atomic add with no lookup.
 
+use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
+
 /// Register polls and MQTT CONNECTs, by `transport` and `outcome`.
 pub const REQUESTS_TOTAL: &str = "fleetgate_requests_total";
 /// Time from a complete request to its answer, by `transport`.
@@ -178,6 +180,43 @@ pub fn describe() {
         Unit::Seconds,
         "The base Retry-After currently advised to polling devices, before jitter."
     );
+}
+
+/// Installs the process-wide Prometheus recorder. Call before building
+/// anything that resolves metric handles (the registry, the workers).
+pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(REQUEST_DURATION_SECONDS.into()),
+            &LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_OPERATION_DURATION_SECONDS.into()),
+            &LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(TLS_HANDSHAKE_DURATION_SECONDS.into()),
+            &LATENCY_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe();
+    // Series that exist before their first event, so dashboards and alerts
+    // see a 0 rather than nothing.
+    for kind in ["full", "resumed"] {
+        metrics::counter!(TLS_HANDSHAKES_TOTAL, "kind" => kind).absolute(0);
+    }
+    metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL).absolute(0);
+    for result in ["success", "failure"] {
+        metrics::counter!(CERTIFICATE_LOGINS_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(CERTIFICATES_ISSUED_TOTAL).absolute(0);
+    metrics::counter!(GRANTS_TOTAL).absolute(0);
+    metrics::counter!(DENIALS_TOTAL).absolute(0);
+    for result in ["success", "failure"] {
+        metrics::counter!(LOGINS_TOTAL, "result" => result).absolute(0);
+    }
+    Ok(handle)
 }
 
 #[cfg(test)]

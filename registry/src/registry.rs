@@ -83,8 +83,9 @@ pub enum RegisterOutcome {
         pairing_id: PairingId,
         certificate: Option<String>,
     },
-    /// 503: the store is unavailable or full.
-    Unavailable(String),
+    /// 503: the store is unavailable or full; 500 when the error is a bug
+    /// or a corrupt reply ([`StoreError::is_internal`]).
+    Unavailable(StoreError),
 }
 
 /// Why an unlock did not happen.
@@ -468,7 +469,12 @@ impl<S: Store> Registry<S> {
                 Decision::Conflict => RegisterOutcome::Conflict,
                 Decision::Denied => RegisterOutcome::Denied,
             },
-            Err(e) => RegisterOutcome::Unavailable(e.to_string()),
+            Err(e) => {
+                if e.is_internal() {
+                    tracing::error!(error = %e, "register: corrupt store reply");
+                }
+                RegisterOutcome::Unavailable(e)
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The reason phrase for the status codes the proxy sends.
 pub fn reason(status: u16) -> &'static str {
@@ -88,6 +88,60 @@ pub fn write_forwarded(out: &mut Vec<u8>, resp: &http::Response<bytes::Bytes>, k
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// 404 for a path no route serves.
+pub fn write_not_found(out: &mut Vec<u8>, keep_alive: bool) {
+    write_json(
+        out,
+        404,
+        &[],
+        br#"{"status":"not_found","error":"no such route"}"#,
+        keep_alive,
+    );
+}
+
+/// 405 with `Allow`.
+pub fn method_not_allowed(out: &mut Vec<u8>, allow: &str, keep_alive: bool) {
+    write_json(
+        out,
+        405,
+        &[("Allow", allow)],
+        br#"{"status":"invalid","error":"method not allowed"}"#,
+        keep_alive,
+    );
+}
+
+/// The body of every device-facing 503 caused by the store.
+pub const STORE_UNAVAILABLE_BODY: &[u8] =
+    br#"{"status":"unavailable","error":"store unavailable"}"#;
+
+/// The body of a device-facing 500: a bug or a corrupt store reply, whose
+/// detail is logged, never sent.
+pub const INTERNAL_ERROR_BODY: &[u8] = br#"{"status":"internal","error":"internal error"}"#;
+
+/// 503 for a worker past its in-flight bound.
+pub fn write_shed(out: &mut Vec<u8>, keep_alive: bool) {
+    write_json(
+        out,
+        503,
+        &[("Retry-After", "1")],
+        br#"{"status":"unavailable","error":"the gateway is busy; retry later"}"#,
+        keep_alive,
+    );
+}
+
+/// 429 with the limiter's wait, rounded up to whole seconds.
+pub fn write_rate_limited(out: &mut Vec<u8>, wait: Duration, keep_alive: bool) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1).to_string();
+    write_json(
+        out,
+        429,
+        &[("Retry-After", secs.as_str())],
+        br#"{"status":"rate_limited","error":"too many polls; wait for Retry-After"}"#,
+        keep_alive,
+    );
 }
 
 #[cfg(test)]

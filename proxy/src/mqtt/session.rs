@@ -34,47 +34,10 @@ use monoio::net::TcpStream;
 
 use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID};
 use super::credentials::{Cached, CredentialCache};
+use crate::app::Worker;
 use crate::io::{close_within, send_within, DeviceIo};
 use crate::limiter::Verdict as LimitVerdict;
-use crate::routes::telemetry_outcome;
 use crate::telemetry::{Outcome, Transport as TelemetryTransport};
-use crate::worker::Worker;
-
-/// MQTT settings shared by every worker.
-#[derive(Clone, Debug)]
-pub struct MqttConfig {
-    /// Largest CONNECT remaining length.
-    pub max_remaining: usize,
-    /// A client must deliver its whole CONNECT within this time.
-    pub connect_timeout: Duration,
-    /// Where granted clients are spliced to; `None` refuses them with 3/0x88.
-    pub upstream: Option<SocketAddr>,
-    /// How long connecting to the upstream may take.
-    pub upstream_timeout: Duration,
-    /// Key of the per-process credential-cache digests.
-    pub cache_key: [u8; 32],
-    /// How long a verified credential is trusted without argon2.
-    pub cache_ttl: Duration,
-    /// How long a refused credential is refused without argon2.
-    pub negative_cache_ttl: Duration,
-    /// Entries per worker, for each of the two caches.
-    pub cache_capacity: usize,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            max_remaining: super::codec::DEFAULT_MAX_REMAINING,
-            connect_timeout: Duration::from_secs(10),
-            upstream: None,
-            upstream_timeout: Duration::from_secs(5),
-            cache_key: [0; 32],
-            cache_ttl: Duration::from_secs(600),
-            negative_cache_ttl: Duration::from_secs(60),
-            cache_capacity: 100_000,
-        }
-    }
-}
 
 /// What to do with a connection after its CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,7 +263,7 @@ pub async fn decide<S: Store>(
                     RegisterOutcome::Unavailable(_) => Refusal::Unavailable,
                     _ => Refusal::NotAuthorized,
                 };
-                return Decided::refuse(refusal, telemetry_outcome(&outcome));
+                return Decided::refuse(refusal, Outcome::of(&outcome));
             }
             None => return Decided::refuse(Refusal::NotAuthorized, Outcome::Policy),
         }
@@ -389,7 +352,7 @@ async fn splice<C: DeviceIo>(
     buffered: Vec<u8>,
     upstream: SocketAddr,
     level: Level,
-    config: &super::session::MqttConfig,
+    config: &crate::app::MqttConfig,
     write_timeout: Duration,
 ) {
     let connected =

@@ -1,10 +1,10 @@
-//! Metrics plumbing shared by both binaries: installing the Prometheus
-//! recorder, serving `/metrics`, and the once-a-second ticker that
-//! publishes the registry gauges.
+//! Metrics wiring shared by both binaries: the renderer the admin service
+//! answers `/metrics` with, the proxy's own `/metrics` listener, and the
+//! once-a-second ticker that publishes the registry gauges.
 //!
-//! Names live in `fleetgate_registry::metrics`. Latency metrics are exported
-//! as real Prometheus histograms (fixed buckets), so dashboards can take
-//! `histogram_quantile` across instances.
+//! The recorder itself (names, buckets, series that start at 0) is
+//! `fleetgate_registry::metrics::install_recorder`, so the metrics benches
+//! measure the same configuration the binaries run.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,54 +12,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fleetgate_registry::metrics as names;
 use fleetgate_registry::store::Store;
 use fleetgate_registry::{Registry, UnixMillis};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::service::MetricsRenderer;
+use fleetgate_admin::service::MetricsRenderer;
 
-/// Installs the process-wide Prometheus recorder. Call before building
-/// anything that resolves metric handles (the registry, the workers).
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::REQUEST_DURATION_SECONDS.into()),
-            &names::LATENCY_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(names::STORE_OPERATION_DURATION_SECONDS.into()),
-            &names::LATENCY_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(names::TLS_HANDSHAKE_DURATION_SECONDS.into()),
-            &names::LATENCY_BUCKETS,
-        )?
-        .install_recorder()?;
-    names::describe();
-    // Series that exist before their first event, so dashboards and alerts
-    // see a 0 rather than nothing.
-    for kind in ["full", "resumed"] {
-        metrics::counter!(names::TLS_HANDSHAKES_TOTAL, "kind" => kind).absolute(0);
+/// Installs the Prometheus recorder (`on`), or a recorder whose handles
+/// are no-ops (`--metrics off`, for measuring what recording costs; then
+/// `/metrics` is empty).
+pub fn recorder(on: bool) -> anyhow::Result<PrometheusHandle> {
+    if on {
+        return Ok(fleetgate_registry::metrics::install_recorder()?);
     }
-    metrics::counter!(names::TLS_HANDSHAKE_FAILURES_TOTAL).absolute(0);
-    for result in ["success", "failure"] {
-        metrics::counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => result).absolute(0);
-    }
-    metrics::counter!(names::CERTIFICATES_ISSUED_TOTAL).absolute(0);
-    metrics::counter!(names::GRANTS_TOTAL).absolute(0);
-    metrics::counter!(names::DENIALS_TOTAL).absolute(0);
-    for result in ["success", "failure"] {
-        metrics::counter!(names::LOGINS_TOTAL, "result" => result).absolute(0);
-    }
-    Ok(handle)
+    tracing::warn!("--metrics off: nothing is recorded");
+    Ok(metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle())
 }
 
-/// A renderer for [`crate::AdminService::with_metrics`] and [`serve_metrics`].
+/// A renderer for [`fleetgate_admin::AdminService::with_metrics`] and [`serve_metrics`].
 pub fn renderer(handle: PrometheusHandle) -> MetricsRenderer {
     Arc::new(move || handle.render())
 }

@@ -1,6 +1,7 @@
 //! Opening the registry the way both binaries do at start: the store named
-//! by `--store`, the server secret, the `admin` user, and the background
-//! sweeper of expired records.
+//! by `--store`, the server secret, the client CA, the `admin` user, and the
+//! background sweeper of expired records (a [`Sweeper`] that `main` stops
+//! cleanly in its drain).
 //!
 //! - `memory`: the data dir is created, `secret.key` is loaded or created
 //!   there, and the embedded store replays its journal.
@@ -21,7 +22,7 @@ use fleetgate_store_redis::{
     CachedStore, PollCache, RedisConfig, RedisStore, TokioBridge, WaitReplicas,
 };
 
-use crate::config::{StoreArgs, StoreKind};
+use crate::config::{StoreConfig, StoreKind};
 
 /// Start-up failed; the binaries print this and exit non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +56,49 @@ pub enum Opened {
     Redis(Arc<RedisRegistry>),
 }
 
+/// The background sweeper of expired records; [`Sweeper::stop`] ends it
+/// and waits for a sweep in progress to finish.
+pub struct Sweeper {
+    running: Running,
+}
+
+enum Running {
+    /// The embedded store sweeps on its own thread (a sweep is CPU work on
+    /// the shards, not I/O); dropping the sender wakes and ends it.
+    Thread {
+        stop: std::sync::mpsc::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    /// Redis sweeps are I/O, on the tokio runtime.
+    Task {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Sweeper {
+    /// Stops the sweeper and waits for it.
+    pub async fn stop(self) {
+        match self.running {
+            Running::Thread { stop, thread } => {
+                drop(stop);
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Running::Task { stop, task } => {
+                let _ = stop.send(());
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// How often expired records are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Opens the registry described by `args`. A generated admin password is
 /// printed once to standard output (never to the log). Must run on the
 /// tokio runtime that will also serve the store.
-pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
+pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapError> {
     let config = args.registry_config();
     let now = UnixMillis::now();
     match &args.store {
@@ -82,8 +122,12 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
             let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
             ensure_admin(&registry, args).await?;
             tracing::info!(data_dir = %dir.display(), "registry opened on the embedded store");
-            start_embedded_sweeper(&registry);
-            Ok(Opened::Embedded(registry))
+            let sweeper =
+                start_embedded_sweeper(&registry).map_err(|source| BootstrapError::DataDir {
+                    path: "the sweeper thread".into(),
+                    source,
+                })?;
+            Ok((Opened::Embedded(registry), sweeper))
         }
         StoreKind::Redis(url) => {
             let tls_ca = match &args.redis_ca_cert {
@@ -126,7 +170,7 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
                 }
             };
             let redis = Arc::new(redis);
-            start_redis_sweeper(redis.clone());
+            let sweeper = start_redis_sweeper(redis.clone());
             let cache = PollCache::new(args.poll_cache_ttl, config.max_pending);
             fleetgate_store_redis::cache::spawn_event_listener(
                 cache.clone(),
@@ -146,16 +190,16 @@ pub async fn open(args: &StoreArgs) -> Result<Opened, BootstrapError> {
                 prefix = %args.redis_prefix,
                 "registry opened on Redis"
             );
-            Ok(Opened::Redis(registry))
+            Ok((Opened::Redis(registry), sweeper))
         }
     }
 }
 
 /// The CA given by `--ca-cert` and `--ca-key`, if both are set.
 fn ca_from_flags(
-    args: &StoreArgs,
+    args: &StoreConfig,
 ) -> Result<Option<CertificateAuthority>, fleetgate_registry::ca::CaError> {
-    let (Some(cert), Some(key)) = (&args.ca_cert, &args.ca_key) else {
+    let Some((cert, key)) = &args.ca else {
         return Ok(None);
     };
     CertificateAuthority::from_pem(&read_pem(cert)?, &read_pem(key)?, args.cert_validity_days)
@@ -173,7 +217,7 @@ fn read_pem(path: &std::path::Path) -> Result<String, fleetgate_registry::ca::Ca
 /// once) or sets the configured password.
 async fn ensure_admin<S: fleetgate_registry::store::Store>(
     registry: &Registry<S>,
-    args: &StoreArgs,
+    args: &StoreConfig,
 ) -> Result<(), fleetgate_registry::registry::AdminSetupError> {
     if let Some(generated) = registry
         .ensure_admin(args.admin_password.as_deref(), UnixMillis::now())
@@ -189,27 +233,42 @@ async fn ensure_admin<S: fleetgate_registry::store::Store>(
 }
 
 /// Starts the embedded store's background sweeper of expired records.
-fn start_embedded_sweeper(registry: &Arc<EmbeddedRegistry>) {
+fn start_embedded_sweeper(registry: &Arc<EmbeddedRegistry>) -> std::io::Result<Sweeper> {
     let registry = registry.clone();
-    std::thread::Builder::new()
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
         .name("fleetgate-sweeper".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
-            registry.store().sweep(UnixMillis::now());
-        })
-        .expect("spawning the sweeper thread");
+        .spawn(move || {
+            // Nothing is ever sent: a timeout means "sweep", a disconnect
+            // (the `Sweeper` stopped) means "stop".
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(SWEEP_EVERY)
+            {
+                registry.store().sweep(UnixMillis::now());
+            }
+        })?;
+    Ok(Sweeper {
+        running: Running::Thread { stop, thread },
+    })
 }
 
 /// Every 5 s, sweeps expired requests out of Redis' indexes (frees their
 /// pending slots) and repairs lock copies.
-fn start_redis_sweeper(store: Arc<RedisStore>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
+fn start_redis_sweeper(store: Arc<RedisStore>) -> Sweeper {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = &mut stopped => return,
+            }
             if let Err(e) = store.sweep(UnixMillis::now(), 1000).await {
                 tracing::debug!(error = %e, "redis sweep failed; will retry");
             }
         }
     });
+    Sweeper {
+        running: Running::Task { stop, task },
+    }
 }
