@@ -36,6 +36,27 @@ fn bin_dir() -> &'static Path {
         let dir = exe.parent().expect("binary dir").to_path_buf();
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--workspace", "--bins"]);
+        // `cargo test` runs this process with the test package's `CARGO_PKG_*`,
+        // `CARGO_MANIFEST_DIR` and `OUT_DIR` in its environment. Build
+        // scripts (ring's) rerun when those change, and a rerun of ring
+        // rebuilds everything above it (about 3 minutes on 2 cores). Without
+        // them, the build sees the environment of `scripts/test.sh`'s own
+        // `cargo build` and finds it up to date.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            const SET_FOR_TESTS: [&str; 7] = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ];
+            if SET_FOR_TESTS.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
