@@ -11,7 +11,9 @@
 //!
 //! # Layout
 //! - [`service`]: [`AdminService`], the routes, as a function from a request
-//!   to a response with no socket in sight.
+//!   to a response with no socket in sight (`mod.rs` the service and its
+//!   entry point, `routes.rs` the route table and handlers, `views.rs` the
+//!   JSON shapes, `error.rs` [`service::ApiError`]).
 //! - [`server`]: serving [`AdminService`] over HTTP/1.1 with hyper.
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`throttle`]: the login failure budgets per (username, source) and

@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use fleetgate_registry::decision::{Decision, LockState, Windows};
 use fleetgate_registry::embedded::EmbeddedStore;
-use fleetgate_registry::model::{RequestRecord, UserRecord};
+use fleetgate_registry::fingerprint::Fingerprint;
+use fleetgate_registry::model::{
+    Operation, Permission, PermissionContext, RequestRecord, RequestState, Transport, UserRecord,
+};
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
@@ -21,6 +24,8 @@ use fleetgate_registry::store::{
 use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
 use fleetgate_registry::{Registry, RegistryConfig, UnixMillis};
 
+use super::routes::Route;
+use super::views::Health;
 use super::*;
 
 const ADMIN_PASSWORD: &str = "adminpass";
@@ -994,6 +999,66 @@ fn routes_parse() {
     assert_eq!(parse("/api/users/a+b"), Some(Route::User("a+b".into())));
     assert_eq!(parse("/api/client-registry/requests//grant"), None);
     assert!(Route::parse("/api/users/%ff").is_err());
+}
+
+/// The JSON of one request as the API shows it, byte for byte, in each of
+/// its states: `state` is `"pending"`, `"granted"` or `"denied"`, only the
+/// matching timestamp appears, and the field order is fixed.
+#[test]
+fn request_view_json_is_pinned() {
+    let record = |state| RequestRecord {
+        username: "dev01".into(),
+        fingerprint: Fingerprint([7; 32]),
+        state,
+        transport: Transport::Mqtt,
+        sealed: Vec::new(),
+        roles: vec!["device".into()],
+        permissions: vec![Permission {
+            resource: "t/#".into(),
+            operation: Operation::ReadWrite,
+            context: PermissionContext::Mqtt,
+        }],
+        context: None,
+        source_addr: Some("192.0.2.1:1883".parse().unwrap()),
+        client_id: Some("c1".into()),
+        first_seen: UnixMillis(1_700_000_000_000),
+        last_seen: UnixMillis(1_700_000_001_000),
+        polls: 3,
+        certificate: None,
+    };
+    let json = |state| serde_json::to_string(&record(state).view()).unwrap();
+    let pairing_id = Fingerprint([7; 32]).pairing_id();
+    let expected = |state: &str, decided: &str| {
+        format!(
+            r#"{{"username":"dev01","state":"{state}","transport":"mqtt","pairingId":"{pairing_id}","context":null,"roles":["device"],"permissions":[{{"resource":"t/#","operation":"readWrite","context":"mqtt"}}],"clientId":"c1","sourceAddr":"192.0.2.1:1883","firstSeen":"2023-11-14T22:13:20.000Z","lastSeen":"2023-11-14T22:13:21.000Z","polls":3{decided}}}"#
+        )
+    };
+    assert_eq!(json(RequestState::Pending), expected("pending", ""));
+    assert_eq!(
+        json(RequestState::Granted {
+            granted_at: UnixMillis(1_700_000_002_000)
+        }),
+        expected("granted", r#","grantedAt":"2023-11-14T22:13:22.000Z""#)
+    );
+    assert_eq!(
+        json(RequestState::Denied {
+            denied_at: UnixMillis(1_700_000_003_000)
+        }),
+        expected("denied", r#","deniedAt":"2023-11-14T22:13:23.000Z""#)
+    );
+}
+
+/// The health answers, byte for byte.
+#[test]
+fn health_json_is_pinned() {
+    assert_eq!(
+        serde_json::to_string(&Health::Ok).unwrap(),
+        r#"{"status":"ok"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Health::Ready).unwrap(),
+        r#"{"status":"ready"}"#
+    );
 }
 
 // ---- store outages ----

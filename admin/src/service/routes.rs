@@ -1,0 +1,491 @@
+//! The route table and its handlers: which method and path reach which code,
+//! who may call it, and what each route does with the [`Registry`].
+//!
+//! [`Route::parse`] turns a path into a [`Route`] (an unknown path is 404),
+//! [`Route::allow`] lists its methods (any other is 405 with an `Allow`
+//! header), and [`Route::needs_admin`] says whether it needs an admin token.
+//! [`AdminService::handle`] in [`super`] calls `dispatch`, which applies
+//! those three checks in that order, authorizes, runs the route, and logs an
+//! audit line for every change an admin asks for. The handlers read their
+//! bodies and write their answers with the shapes in [`super::views`], and
+//! fail with an [`ApiError`].
+//!
+//! [`Registry`]: fleetgate_registry::Registry
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+
+use fleetgate_registry::metrics::LOGINS_TOTAL;
+use fleetgate_registry::model::UserRecord;
+use fleetgate_registry::password::Scheme;
+use fleetgate_registry::registry::{DenyError, GrantError, GrantOverrides, ADMIN_USERNAME};
+use fleetgate_registry::store::{ForgetResult, ListState, Store};
+use fleetgate_registry::UnixMillis;
+
+use super::error::ApiError;
+use super::views::{
+    json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
+    DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, StatusView, UnlockBody,
+};
+use super::{AdminService, MAX_BODY};
+use crate::query::{percent_decode, Plus, QueryParams};
+
+/// The routes, with `{username}` segments already percent-decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    CaCertificate,
+    Login,
+    RegistryStatus,
+    Unlock,
+    Lock,
+    Requests,
+    Request(String),
+    Grant(String),
+    Deny(String),
+    Users,
+    User(String),
+}
+
+impl Route {
+    /// The route of `path`, `None` for an unknown path. Trailing slashes
+    /// and empty segments are not normalised: `/api/users/` is unknown.
+    pub(super) fn parse(path: &str) -> Result<Option<Route>, ApiError> {
+        match path {
+            "/healthz" => return Ok(Some(Route::Healthz)),
+            "/readyz" => return Ok(Some(Route::Readyz)),
+            "/metrics" => return Ok(Some(Route::Metrics)),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix("/api/") else {
+            return Ok(None);
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        let user =
+            |s: &str| -> Result<String, ApiError> { Ok(percent_decode(s, Plus::IsLiteral)?) };
+        let route = match segments.as_slice() {
+            ["login"] => Route::Login,
+            ["certificates", "ca"] => Route::CaCertificate,
+            ["client-registry"] => Route::RegistryStatus,
+            ["client-registry", "unlock"] => Route::Unlock,
+            ["client-registry", "lock"] => Route::Lock,
+            ["client-registry", "requests"] => Route::Requests,
+            ["client-registry", "requests", u] if !u.is_empty() => Route::Request(user(u)?),
+            ["client-registry", "requests", u, "grant"] if !u.is_empty() => Route::Grant(user(u)?),
+            ["client-registry", "requests", u, "deny"] if !u.is_empty() => Route::Deny(user(u)?),
+            ["users"] => Route::Users,
+            ["users", u] if !u.is_empty() => Route::User(user(u)?),
+            _ => return Ok(None),
+        };
+        Ok(Some(route))
+    }
+
+    /// The methods this route answers, as the `Allow` header lists them.
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::CaCertificate
+            | Route::RegistryStatus
+            | Route::Requests
+            | Route::Users => "GET",
+            Route::Request(_) => "GET, DELETE",
+            Route::Login | Route::Unlock | Route::Lock | Route::Grant(_) | Route::Deny(_) => "POST",
+            Route::User(_) => "GET, DELETE",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        self.allow().split(", ").any(|m| m == method.as_str())
+    }
+
+    fn needs_admin(&self) -> bool {
+        !matches!(
+            self,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::CaCertificate | Route::Login
+        )
+    }
+}
+
+impl<S: Store> AdminService<S> {
+    /// Routes, authorizes and runs one request whose body is already read.
+    pub(super) async fn dispatch(
+        &self,
+        req: &Request<Bytes>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Bytes>, ApiError> {
+        if req.body().len() > MAX_BODY {
+            return Err(ApiError::TooLarge);
+        }
+        let path = req.uri().path();
+        let route = Route::parse(path)?
+            .ok_or_else(|| ApiError::NotFound(format!("no route for {path}")))?;
+        if !route.allows(req.method()) {
+            return Err(ApiError::MethodNotAllowed {
+                method: req.method().clone(),
+                allow: route.allow(),
+            });
+        }
+        let query = QueryParams::parse(req.uri().query().unwrap_or(""))?;
+        if !route.needs_admin() {
+            return self.run(route, req, &query, peer).await;
+        }
+        let admin = self.authorize(req.headers(), &query).await?;
+        let result = self.run(route, req, &query, peer).await;
+        // An audit line for every change an admin asks for, kept or refused.
+        if req.method() != Method::GET {
+            let status = match &result {
+                Ok(response) => response.status(),
+                Err(e) => e.status(),
+            };
+            tracing::info!(
+                by = %admin.username,
+                method = %req.method(),
+                path,
+                status = status.as_u16(),
+                "admin action"
+            );
+        }
+        result
+    }
+
+    /// Runs an authorized route.
+    async fn run(
+        &self,
+        route: Route,
+        req: &Request<Bytes>,
+        query: &QueryParams,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let now = UnixMillis::now();
+        let body = req.body();
+        let registry = &self.registry;
+        match route {
+            Route::Healthz => Ok(json_response(StatusCode::OK, &Health::Ok)),
+            // The CA certificate is public: devices fetch it to verify
+            // what they are issued.
+            Route::CaCertificate => match self.registry.ca() {
+                Some(ca) => {
+                    let mut response = Response::new(Bytes::from(ca.cert_pem().to_owned()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-pem-file"),
+                    );
+                    Ok(response)
+                }
+                None => Err(ApiError::NotFound("no client CA is configured".into())),
+            },
+            Route::Metrics => match &self.metrics {
+                Some(render) => {
+                    let mut response = Response::new(Bytes::from(render()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok(response)
+                }
+                None => Err(ApiError::NotFound("metrics are not enabled".into())),
+            },
+            Route::Readyz => {
+                registry.store().ping().await?;
+                Ok(json_response(StatusCode::OK, &Health::Ready))
+            }
+            Route::Login => self.login(body, peer, now).await,
+            Route::RegistryStatus => {
+                let status = registry.status(now).await?;
+                Ok(json_response(StatusCode::OK, &StatusView::from(status)))
+            }
+            Route::Unlock => {
+                let unlock: UnlockBody = parse_optional_json(body)?;
+                let duration = unlock.duration_ms.map(Duration::from_millis);
+                let status = registry.unlock(duration, now).await?;
+                Ok(json_response(StatusCode::OK, &StatusView::from(status)))
+            }
+            Route::Lock => {
+                let status = registry.lock(now).await?;
+                Ok(json_response(StatusCode::OK, &StatusView::from(status)))
+            }
+            Route::Requests => {
+                let page = registry
+                    .store()
+                    .list_requests(&requests_query(query)?, now)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &PageView::from_page(page, |r| r.view()),
+                ))
+            }
+            Route::Request(username) if req.method() == Method::DELETE => {
+                match registry.store().forget_request(&username, now).await? {
+                    ForgetResult::Forgotten => {
+                        tracing::info!(username = %username, "request forgotten");
+                        Ok(no_content())
+                    }
+                    ForgetResult::NotFound => Err(no_request(&username)),
+                    ForgetResult::Granted => Err(ApiError::Conflict(
+                        "the request was granted; delete the user instead".into(),
+                    )),
+                }
+            }
+            Route::Request(username) => {
+                let record = registry
+                    .store()
+                    .get_request(&username, now)
+                    .await?
+                    .ok_or_else(|| no_request(&username))?;
+                Ok(json_response(StatusCode::OK, &record.view()))
+            }
+            Route::Grant(username) => self.grant(username, body, now).await,
+            Route::Deny(username) => {
+                let decision: DecisionBody = parse_optional_json(body)?;
+                match registry
+                    .deny(&username, decision.pairing_id.as_deref(), now)
+                    .await
+                {
+                    Ok(()) => Ok(no_content()),
+                    Err(DenyError::NotFound) => Err(no_request(&username)),
+                    Err(e @ (DenyError::AlreadyGranted | DenyError::PairingMismatch)) => {
+                        Err(ApiError::Conflict(e.to_string()))
+                    }
+                    Err(DenyError::Store(e)) => Err(e.into()),
+                }
+            }
+            Route::Users => {
+                // `state` is ignored by `list_users`.
+                let page = registry
+                    .store()
+                    .list_users(&list_query(query, ListState::Pending)?)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &PageView::from_page(page, UserRecord::view),
+                ))
+            }
+            Route::User(username) if req.method() == Method::DELETE => {
+                // Keep it simple and never lock everyone out: the built-in
+                // admin cannot be deleted. (Other admin-role users can,
+                // and `ensure_admin` recreates `admin` at every start.)
+                if username == ADMIN_USERNAME {
+                    return Err(ApiError::Conflict(format!(
+                        "the built-in `{ADMIN_USERNAME}` user cannot be deleted"
+                    )));
+                }
+                if registry.store().delete_user(&username).await? {
+                    Ok(no_content())
+                } else {
+                    Err(no_user(&username))
+                }
+            }
+            Route::User(username) => {
+                let user = registry
+                    .store()
+                    .get_user(&username)
+                    .await?
+                    .ok_or_else(|| no_user(&username))?;
+                Ok(json_response(StatusCode::OK, &user.view()))
+            }
+        }
+    }
+
+    /// Checks that the request carries the token of a current admin and
+    /// returns that admin.
+    ///
+    /// The roles are read from the stored user, not from the token's claims,
+    /// so removing a role or deleting a user takes effect at once. A token
+    /// issued before its user was (re)created is refused too, so a deleted
+    /// user's token does not come back to life if the name is registered
+    /// again.
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        query: &QueryParams,
+    ) -> Result<UserRecord, ApiError> {
+        let token = match bearer_token(headers)? {
+            Some(token) => token,
+            // For compatibility with clients that cannot set headers.
+            None => {
+                query
+                    .get("apiToken")
+                    .filter(|t| !t.is_empty())
+                    .ok_or(ApiError::Unauthorized(
+                        "missing token: send `Authorization: Bearer <token>` from POST /api/login",
+                    ))?
+            }
+        };
+        let claims = self
+            .registry
+            .tokens()
+            .verify(token)
+            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
+        let user = self
+            .registry
+            .store()
+            .get_user(&claims.sub)
+            .await?
+            .ok_or(ApiError::Unauthorized("the token's user no longer exists"))?;
+        if claims.gen != user.created_at.0 {
+            return Err(ApiError::Unauthorized(
+                "the token was issued to an earlier user of this name",
+            ));
+        }
+        if !user.is_admin() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(user)
+    }
+
+    /// `POST /api/login`: any user with a password can log in.
+    async fn login(
+        &self,
+        body: &Bytes,
+        peer: Option<SocketAddr>,
+        now: UnixMillis,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let login: LoginBody = parse_json(body)?;
+        // Range-checked before any hashing, so a bad request costs nothing.
+        let hours = fleetgate_registry::token::lifetime_hours(login.expire_time_in_hours)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let source = peer.map(|p| p.ip());
+        if let Some(wait) = self
+            .throttle
+            .check(&login.username, source, std::time::Instant::now())
+        {
+            metrics::counter!(LOGINS_TOTAL, "result" => "throttled").increment(1);
+            return Err(ApiError::TooManyLogins(wait));
+        }
+        let user = self.registry.store().get_user(&login.username).await?;
+        let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let verified = self.verify_password(login.password, stored_hash).await?;
+        if verified {
+            self.throttle.succeeded(&login.username, source);
+        } else {
+            self.throttle
+                .failed(&login.username, source, std::time::Instant::now());
+        }
+        match user {
+            Some(user) if verified => {
+                let token = self.registry.tokens().issue_for(&user, now, hours);
+                tracing::info!(username = %user.username, peer = ?peer, hours, "login");
+                metrics::counter!(LOGINS_TOTAL, "result" => "success").increment(1);
+                let mut response = json_response(StatusCode::OK, &LoginView { token });
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Ok(response)
+            }
+            // The username is not logged: people type passwords into it.
+            _ => {
+                tracing::info!(peer = ?peer, "login refused");
+                metrics::counter!(LOGINS_TOTAL, "result" => "failure").increment(1);
+                Err(ApiError::Unauthorized("unknown user or wrong password"))
+            }
+        }
+    }
+
+    /// Checks `password` against `stored` on the blocking pool. Without a
+    /// stored hash (unknown user, or a certificate-only user) it spends the
+    /// same argon2 work on a throwaway hash, so the answer's timing does not
+    /// tell which usernames exist.
+    async fn verify_password(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, ApiError> {
+        let permit = self.login_permit().await?;
+        let registry = Arc::clone(&self.registry);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let hashing = registry.hashing();
+            match stored {
+                Some(phc) => hashing.verify(password.as_bytes(), &phc),
+                None => hashing
+                    .hash(password.as_bytes(), Scheme::Admin)
+                    .map(|_| false),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check task failed: {e}")))?;
+        outcome.or_else(|e| {
+            // A corrupt stored credential must not let anyone in, nor tell
+            // the client more than "no".
+            tracing::error!(error = %e, "stored credential cannot be checked");
+            Ok(false)
+        })
+    }
+
+    /// `POST /api/client-registry/requests/{username}/grant`.
+    async fn grant(
+        &self,
+        username: String,
+        body: &Bytes,
+        now: UnixMillis,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let grant: GrantBody = parse_optional_json(body)?;
+        let overrides = GrantOverrides {
+            roles: grant.roles,
+            permissions: grant.permissions,
+            pairing_id: grant.pairing_id,
+        };
+        // `Registry::grant` hashes the device secret (0.35 ms of CPU), so it
+        // runs on the blocking pool. `Handle::block_on` from a blocking-pool
+        // thread is sound on both runtime flavours (it is not inside an
+        // async context, so it cannot panic or stall a worker). The embedded
+        // store never needs the IO or timer drivers; a network store's
+        // would be driven by the runtime's own thread(s), which this request
+        // leaves free while it awaits the blocking task.
+        let permit = self.hashing_permit().await?;
+        let registry = Arc::clone(&self.registry);
+        let runtime = tokio::runtime::Handle::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            runtime.block_on(registry.grant(&username, overrides, now))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("grant task failed: {e}")))?;
+        match outcome {
+            Ok(record) => Ok(json_response(StatusCode::OK, &record.view())),
+            Err(GrantError::NotFound) => Err(ApiError::NotFound(GrantError::NotFound.to_string())),
+            Err(GrantError::Conflict(why)) => Err(ApiError::Conflict(why.to_owned())),
+            Err(GrantError::Invalid(why)) => Err(ApiError::Invalid(why)),
+            Err(GrantError::Store(e)) => Err(e.into()),
+            Err(GrantError::Internal(why)) => Err(ApiError::Internal(why)),
+        }
+    }
+}
+
+/// The bearer token of an `Authorization` header, `None` without the header.
+/// A header with another scheme is refused rather than ignored, so a client
+/// sending Basic credentials learns why it is not let in.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    match token {
+        Some(token) => Ok(Some(token)),
+        None => Err(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+        )),
+    }
+}
+
+fn no_request(username: &str) -> ApiError {
+    ApiError::NotFound(format!("no request for `{username}`"))
+}
+
+fn no_user(username: &str) -> ApiError {
+    ApiError::NotFound(format!("no user `{username}`"))
+}

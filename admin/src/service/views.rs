@@ -1,0 +1,219 @@
+//! The admin API's JSON shapes, in and out, and the helpers that read and
+//! write them: request bodies ([`LoginBody`], [`UnlockBody`], [`GrantBody`],
+//! [`DecisionBody`]), the listing parameters ([`requests_query`],
+//! [`list_query`]) and answers ([`Health`], [`LoginView`], [`StatusView`],
+//! [`PageView`], [`ErrorBody`]).
+//!
+//! The handlers in [`super::routes`] parse with [`parse_json`] or
+//! [`parse_optional_json`] and answer with [`json_response`] or
+//! [`no_content`]; [`super::error`] renders its body as an [`ErrorBody`].
+//! Requests and users are shown as the registry's own
+//! [`RequestView`](fleetgate_registry::model::RequestView) and
+//! [`UserView`](fleetgate_registry::model::UserView), which never carry
+//! secrets, so they are not redefined here.
+//!
+//! Every field and variant name below is part of the API: the tests in
+//! [`super::tests`] pin the JSON a client sees.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use fleetgate_registry::model::Permission;
+use fleetgate_registry::registry::RegistryStatus;
+use fleetgate_registry::store::{ListQuery, ListState, Page, MAX_PAGE};
+use fleetgate_registry::UnixMillis;
+
+use super::error::ApiError;
+use crate::query::QueryParams;
+
+/// Page size of a listing when the request gives no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
+// ---- reading requests ----
+
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
+}
+
+/// Like [`parse_json`], but an empty (or all-whitespace) body means "all
+/// defaults", for routes whose body is optional.
+pub(super) fn parse_optional_json<T: DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
+/// The listing `GET /api/client-registry/requests` asks for: its `state`
+/// (`pending`, the default, or `granted`), then [`list_query`]'s
+/// parameters. A bad `state` is reported before a bad `limit`.
+pub(super) fn requests_query(query: &QueryParams) -> Result<ListQuery, ApiError> {
+    let state = match query.get("state").unwrap_or("pending") {
+        "pending" => ListState::Pending,
+        "granted" => ListState::Granted,
+        other => {
+            return Err(ApiError::Invalid(format!(
+                "state must be `pending` or `granted`, not `{other}`"
+            )))
+        }
+    };
+    list_query(query, state)
+}
+
+/// The `limit`, `cursor` and `prefix` of a listing. An empty `cursor` or
+/// `prefix` is the same as none.
+pub(super) fn list_query(query: &QueryParams, state: ListState) -> Result<ListQuery, ApiError> {
+    let limit = match query.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::Invalid(format!("limit must be an integer from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let non_empty = |name| query.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
+    Ok(ListQuery {
+        state,
+        limit,
+        cursor: non_empty("cursor"),
+        prefix: non_empty("prefix"),
+    })
+}
+
+/// `POST /api/login`. Unknown fields are ignored, as clients of the older
+/// API send extra ones.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LoginBody {
+    pub(super) username: String,
+    pub(super) password: String,
+    /// Signed, so that `-1` gets the range message rather than a type error.
+    #[serde(default)]
+    pub(super) expire_time_in_hours: Option<i64>,
+}
+
+/// `POST /api/client-registry/unlock`. Unknown fields are refused: a typo
+/// must not silently unlock for the default duration.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct UnlockBody {
+    #[serde(default)]
+    pub(super) duration_ms: Option<u64>,
+}
+
+/// `POST .../grant`. Unknown fields are refused: a typo (`role`) must not
+/// silently grant the requested roles instead.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GrantBody {
+    #[serde(default)]
+    pub(super) roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) permissions: Option<Vec<Permission>>,
+    /// The pairing id the admin compared with the device (409 if the
+    /// request now has another).
+    #[serde(default, rename = "pairingId")]
+    pub(super) pairing_id: Option<String>,
+}
+
+/// `POST .../deny`: optionally the pairing id the admin saw.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DecisionBody {
+    #[serde(default, rename = "pairingId")]
+    pub(super) pairing_id: Option<String>,
+}
+
+// ---- writing responses ----
+
+pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Bytes> {
+    let (status, bytes) = match serde_json::to_vec(body) {
+        Ok(bytes) => (status, Bytes::from(bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "response serialisation failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(br#"{"status":"internal","error":"internal error"}"#),
+            )
+        }
+    };
+    let mut response = Response::new(bytes);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub(super) fn no_content() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// The body of every error: `status` is [`ApiError::short`], `error` the
+/// message.
+#[derive(Serialize)]
+pub(super) struct ErrorBody {
+    pub(super) status: &'static str,
+    pub(super) error: String,
+}
+
+/// What the health routes answer, as `{"status": "<variant>"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub(super) enum Health {
+    /// `GET /healthz`: the process is serving requests.
+    Ok,
+    /// `GET /readyz`: the store answered a ping as well.
+    Ready,
+}
+
+#[derive(Serialize)]
+pub(super) struct LoginView {
+    pub(super) token: String,
+}
+
+/// The registry's lock state and pending count.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StatusView {
+    locked: bool,
+    unlocked_until: Option<String>,
+    pending: usize,
+}
+
+impl From<RegistryStatus> for StatusView {
+    fn from(status: RegistryStatus) -> Self {
+        StatusView {
+            locked: status.unlocked_until.is_none(),
+            unlocked_until: status.unlocked_until.map(UnixMillis::to_rfc3339),
+            pending: status.pending,
+        }
+    }
+}
+
+/// One page of a listing: pass `nextCursor` back as `cursor` for the next.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PageView<V> {
+    items: Vec<V>,
+    next_cursor: Option<String>,
+}
+
+impl<V> PageView<V> {
+    pub(super) fn from_page<T>(page: Page<T>, view: impl Fn(&T) -> V) -> Self {
+        PageView {
+            items: page.items.iter().map(view).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
