@@ -45,7 +45,10 @@
 //!   script replies.
 //! - [`events`]: the pub/sub events the transitions publish, and a
 //!   reconnecting subscriber for the proxies' caches.
-//! - [`store`]: `RedisStore` and its `Store` implementation.
+//! - [`store`]: `RedisStore` and its `Store` implementation, one file per
+//!   part: connection and config, error classification (outage or corrupt
+//!   reply), shared blobs and secret, lock state and its bucket copies, the
+//!   register protocol, events and epochs, the sweep, and the trait impl.
 #![forbid(unsafe_code)]
 
 pub mod bridge;
