@@ -24,7 +24,10 @@
 //!
 //! Every method must run inside a tokio runtime (with the time driver). It
 //! answers `StoreError::Unavailable` within `op_timeout` (1 s by default) when
-//! Redis is down or slow, and recovers by itself when Redis is back.
+//! Redis is down or slow, and recovers by itself when Redis is back. What
+//! Redis holds or answers that this version cannot read (a foreign writer, a
+//! version mismatch, a bug) is `StoreError::Corrupt` instead, with an error
+//! log line: see the `# Failures` section of [`store`].
 //!
 //! # Layout
 //! - [`bridge`]: `TokioBridge`, which lets monoio workers call a

@@ -10,7 +10,7 @@ use fleetgate_registry::store::StoreError;
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
-use super::failure::unavailable;
+use super::failure::redis_error;
 use super::RedisStore;
 use crate::events::{self, StoreEvent};
 use crate::keys::BUCKETS;
@@ -25,7 +25,7 @@ impl RedisStore {
                 .arg(event.encode())
                 .query_async::<i64>(&mut self.conn())
                 .await
-                .map_err(|e| unavailable("PUBLISH", e))?;
+                .map_err(|e| redis_error("PUBLISH", e))?;
             Ok(())
         })
         .await
@@ -53,7 +53,7 @@ impl RedisStore {
                 .into_iter()
                 .map(|r| r.map(Option::unwrap_or_default))
                 .collect::<Result<Vec<u64>, _>>()
-                .map_err(|e| unavailable("GET epoch", e))
+                .map_err(|e| redis_error("GET epoch", e))
         })
         .await
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use fleetgate_registry::decision::Windows;
 use fleetgate_registry::store::StoreError;
 
-use super::failure::unavailable;
+use super::failure::redis_error;
 use super::ms;
 use crate::config::{ConfigError, RedisConfig, Topology, WaitReplicas};
 use crate::conn::Conn;
@@ -27,7 +27,8 @@ pub enum ConnectError {
     /// The URL, prefix or timeouts are wrong: a usage error.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Redis could not be reached, or refused to load the scripts.
+    /// Redis could not be reached, or refused to load the scripts (the
+    /// `StoreError` says whether that was an outage or a bug).
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -107,10 +108,10 @@ impl RedisStore {
                 config.tls_ca.as_deref(),
             )
             .await
-            .map_err(|e| unavailable("connect", e))?;
+            .map_err(|e| redis_error("connect", e))?;
             conn.load_scripts(&scripts)
                 .await
-                .map_err(|e| unavailable("SCRIPT LOAD", e))?;
+                .map_err(|e| redis_error("SCRIPT LOAD", e))?;
             let durable = match config.wait_replicas {
                 Some(_) => Some(
                     Conn::connect(
@@ -120,7 +121,7 @@ impl RedisStore {
                         config.tls_ca.as_deref(),
                     )
                     .await
-                    .map_err(|e| unavailable("connect", e))?,
+                    .map_err(|e| redis_error("connect", e))?,
                 ),
                 None => None,
             };

@@ -23,16 +23,21 @@ use futures_util::future::join_all;
 #[cfg(doc)]
 use fleetgate_registry::store::Store;
 
-use super::failure::unavailable;
+use super::failure::{corrupt, redis_error};
 use super::RedisStore;
 use crate::events::StoreEvent;
 use crate::keys::BUCKETS;
+use crate::record::BadReply;
 
 /// `<version>:<unlocked_until ms>` as (version, ms); (0, 0) when absent.
-pub(super) fn parse_lock(v: Option<&str>) -> (u64, u64) {
-    v.and_then(|v| v.split_once(':'))
+/// Anything else was not written by this store: `Corrupt`.
+pub(super) fn parse_lock(v: Option<&str>) -> Result<(u64, u64), BadReply> {
+    let Some(v) = v else {
+        return Ok((0, 0));
+    };
+    v.split_once(':')
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .unwrap_or((0, 0))
+        .ok_or_else(|| BadReply(format!("lock state {v:?}")))
 }
 
 impl RedisStore {
@@ -42,8 +47,8 @@ impl RedisStore {
             .arg(self.keys.lock())
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| unavailable("GET lock", e))?;
-        let (_, until) = parse_lock(v.as_deref());
+            .map_err(|e| redis_error("GET lock", e))?;
+        let (_, until) = parse_lock(v.as_deref()).map_err(|e| corrupt("GET lock", e))?;
         Ok(LockState {
             unlocked_until: (until > 0).then_some(UnixMillis(until)),
         })
@@ -57,7 +62,7 @@ impl RedisStore {
             .arg(self.keys.lock_version())
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| unavailable("INCR lock-version", e))?;
+            .map_err(|e| redis_error("INCR lock-version", e))?;
         // The global key and the 64 bucket copies at once. A copy only
         // moves to a newer version, so concurrent calls converge on the
         // later one everywhere; a call that fails half-way is repaired
@@ -68,7 +73,7 @@ impl RedisStore {
             .arg(StoreEvent::Lock(state).encode())
             .query_async::<i64>(&mut self.conn())
             .await
-            .map_err(|e| unavailable("PUBLISH", e))?;
+            .map_err(|e| redis_error("PUBLISH", e))?;
         Ok(())
     }
 
@@ -95,7 +100,7 @@ impl RedisStore {
             }
         });
         for r in join_all(writes).await {
-            r.map_err(|e| unavailable("set lock copy", e))?;
+            r.map_err(|e| redis_error("set lock copy", e))?;
         }
         Ok(())
     }
@@ -107,10 +112,28 @@ impl RedisStore {
             .arg(self.keys.lock())
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| unavailable("GET lock", e))?;
-        match parse_lock(v.as_deref()) {
+            .map_err(|e| redis_error("GET lock", e))?;
+        match parse_lock(v.as_deref()).map_err(|e| corrupt("GET lock", e))? {
             (0, _) => Ok(()),
             (version, until) => self.write_lock_copies(version, until, false).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_values_parse_and_foreign_ones_are_refused() {
+        assert_eq!(parse_lock(None), Ok((0, 0)), "missing: locked");
+        assert_eq!(parse_lock(Some("7:0")), Ok((7, 0)));
+        assert_eq!(
+            parse_lock(Some("12:1800000000000")),
+            Ok((12, 1_800_000_000_000))
+        );
+        for bad in ["", "7", "7:", ":5", "x:5", "7:soon", "open sesame"] {
+            assert!(parse_lock(Some(bad)).is_err(), "{bad:?}");
         }
     }
 }

@@ -28,7 +28,7 @@ use fleetgate_registry::model::RequestRecord;
 use fleetgate_registry::store::{Poll, StoreError};
 use redis::Value;
 
-use super::failure::{bad_reply, unavailable};
+use super::failure::{corrupt, redis_error};
 use super::RedisStore;
 use crate::keys::{BucketKeys, UserKeys};
 use crate::record::{self, BadReply};
@@ -125,9 +125,9 @@ impl RedisStore {
             let reply = conn
                 .eval(&self.scripts, &cmd)
                 .await
-                .map_err(|e| unavailable("register", e))?;
+                .map_err(|e| redis_error("register", e))?;
             let (code, swept, rest) =
-                record::split_reply(reply).map_err(|e| bad_reply("register", e))?;
+                record::split_reply(reply).map_err(|e| corrupt("register", e))?;
             if code == "full" {
                 return Err(StoreError::PendingLimit {
                     max: self.max_pending,
@@ -143,9 +143,8 @@ impl RedisStore {
         let reply = conn
             .eval(&self.scripts, &cmd)
             .await
-            .map_err(|e| unavailable("register", e))?;
-        let (code, swept, rest) =
-            record::split_reply(reply).map_err(|e| bad_reply("register", e))?;
+            .map_err(|e| redis_error("register", e))?;
+        let (code, swept, rest) = record::split_reply(reply).map_err(|e| corrupt("register", e))?;
         if code != "need_slot" {
             return self.register_outcome(poll.username, &code, rest);
         }
@@ -157,8 +156,10 @@ impl RedisStore {
         let count = conn
             .eval(&self.scripts, &reserve)
             .await
-            .map_err(|e| unavailable("reserve", e))?;
-        if record::int(&count).unwrap_or(-1) < 0 {
+            .map_err(|e| redis_error("reserve", e))?;
+        let count = record::int(&count)
+            .ok_or_else(|| corrupt("reserve", BadReply(format!("count {count:?}"))))?;
+        if count < 0 {
             return Err(StoreError::PendingLimit {
                 max: self.max_pending,
             });
@@ -171,9 +172,8 @@ impl RedisStore {
         let reply = conn
             .eval(&self.scripts, &cmd)
             .await
-            .map_err(|e| unavailable("register", e))?;
-        let (code, swept, rest) =
-            record::split_reply(reply).map_err(|e| bad_reply("register", e))?;
+            .map_err(|e| redis_error("register", e))?;
+        let (code, swept, rest) = record::split_reply(reply).map_err(|e| corrupt("register", e))?;
         let unused_slot = i64::from(code != "create");
         self.release_slots(swept + unused_slot).await;
         self.register_outcome(call.username, &code, rest)
@@ -186,10 +186,10 @@ impl RedisStore {
         rest: Vec<Value>,
     ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
         let decision = decision_of(code)
-            .ok_or_else(|| bad_reply("register", BadReply(format!("decision {code:?}"))))?;
+            .ok_or_else(|| corrupt("register", BadReply(format!("decision {code:?}"))))?;
         let record = if decision == Decision::Collect {
-            let f = record::fields(rest).map_err(|e| bad_reply("register", e))?;
-            record::decode_request(username, &f).map_err(|e| bad_reply("register", e))?
+            let f = record::fields(rest).map_err(|e| corrupt("register", e))?;
+            record::decode_request(username, &f).map_err(|e| corrupt("register", e))?
         } else {
             None
         };

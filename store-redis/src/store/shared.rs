@@ -10,8 +10,9 @@ use fleetgate_registry::store::StoreError;
 use rand::RngCore;
 use redis::Value;
 
-use super::failure::unavailable;
+use super::failure::{corrupt, redis_error};
 use super::RedisStore;
+use crate::record::BadReply;
 
 impl RedisStore {
     /// The 32-byte server secret shared by every instance on this Redis:
@@ -30,14 +31,17 @@ impl RedisStore {
                 .arg("NX")
                 .query_async::<Value>(&mut conn)
                 .await
-                .map_err(|e| unavailable("SET secret", e))?;
+                .map_err(|e| redis_error("SET secret", e))?;
             let stored: Vec<u8> = redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| unavailable("GET secret", e))?;
+                .map_err(|e| redis_error("GET secret", e))?;
             stored.as_slice().try_into().map_err(|_| {
-                StoreError::Unavailable(format!("{key} holds {} bytes, expected 32", stored.len()))
+                corrupt(
+                    "GET secret",
+                    BadReply(format!("{key} holds {} bytes, expected 32", stored.len())),
+                )
             })
         })
         .await
@@ -61,12 +65,12 @@ impl RedisStore {
                 .arg("NX")
                 .query_async::<Value>(&mut conn)
                 .await
-                .map_err(|e| unavailable("SET shared", e))?;
+                .map_err(|e| redis_error("SET shared", e))?;
             redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| unavailable("GET shared", e))
+                .map_err(|e| redis_error("GET shared", e))
         })
         .await
     }

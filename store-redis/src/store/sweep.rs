@@ -12,7 +12,7 @@ use fleetgate_registry::store::StoreError;
 use futures_util::future::join_all;
 use redis::Value;
 
-use super::failure::{bad_reply, unavailable};
+use super::failure::{corrupt, redis_error};
 use super::RedisStore;
 use crate::keys::BUCKETS;
 use crate::record::{self, BadReply};
@@ -45,12 +45,16 @@ impl RedisStore {
             let mut pending = 0;
             let mut total = 0;
             for reply in join_all(calls).await {
-                let reply = reply.map_err(|e| unavailable("sweep", e))?;
+                let reply = reply.map_err(|e| redis_error("sweep", e))?;
                 let Value::Array(items) = reply else {
-                    return Err(bad_reply("sweep", BadReply("not an array".into())));
+                    return Err(corrupt("sweep", BadReply("not an array".into())));
                 };
-                let p = items.first().and_then(record::int).unwrap_or(0);
-                let g = items.get(1).and_then(record::int).unwrap_or(0);
+                let (Some(p), Some(g)) = (
+                    items.first().and_then(record::int),
+                    items.get(1).and_then(record::int),
+                ) else {
+                    return Err(corrupt("sweep", BadReply(format!("counts {items:?}"))));
+                };
                 pending += p;
                 total += p + g;
             }

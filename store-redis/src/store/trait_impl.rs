@@ -18,7 +18,7 @@ use fleetgate_registry::store::{
 use futures_util::future::join_all;
 use redis::Value;
 
-use super::failure::{bad_reply, unavailable};
+use super::failure::{corrupt, redis_error};
 use super::{to_json, RedisStore};
 use crate::conn::Conn;
 use crate::keys::{lex_range, BUCKETS};
@@ -58,7 +58,7 @@ impl Store for RedisStore {
             });
             let mut total = 0;
             for n in join_all(counts).await {
-                total += n.map_err(|e| unavailable("ZCARD", e))?;
+                total += n.map_err(|e| redis_error("ZCARD", e))?;
             }
             Ok(total)
         })
@@ -104,15 +104,18 @@ impl Store for RedisStore {
                     let reply = conn
                         .eval(&self.scripts, &cmd)
                         .await
-                        .map_err(|e| unavailable("list", e))?;
+                        .map_err(|e| redis_error("list", e))?;
                     let Value::Array(names) = reply else {
-                        return Err(bad_reply("list", BadReply("not an array".into())));
+                        return Err(corrupt("list", BadReply("not an array".into())));
                     };
-                    Ok(names
+                    names
                         .iter()
-                        .filter_map(record::text)
-                        .map(str::to_owned)
-                        .collect())
+                        .map(|n| {
+                            record::text(n)
+                                .map(str::to_owned)
+                                .ok_or_else(|| corrupt("list", BadReply(format!("username {n:?}"))))
+                        })
+                        .collect()
                 }
             };
             let (keys, more) = page::merge(BUCKETS, &min, limit, fetch).await?;
@@ -172,14 +175,14 @@ impl Store for RedisStore {
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
                 .await
-                .map_err(|e| unavailable("grant", e))?;
+                .map_err(|e| redis_error("grant", e))?;
             let (code, swept, rest) =
-                record::split_reply(reply).map_err(|e| bad_reply("grant", e))?;
+                record::split_reply(reply).map_err(|e| corrupt("grant", e))?;
             let read = |rest| -> Result<RequestRecord, StoreError> {
-                let f = record::fields(rest).map_err(|e| bad_reply("grant", e))?;
+                let f = record::fields(rest).map_err(|e| corrupt("grant", e))?;
                 record::decode_request(username, &f)
-                    .map_err(|e| bad_reply("grant", e))?
-                    .ok_or_else(|| bad_reply("grant", BadReply("granted record missing".into())))
+                    .map_err(|e| corrupt("grant", e))?
+                    .ok_or_else(|| corrupt("grant", BadReply("granted record missing".into())))
             };
             let result = match code.as_str() {
                 "granted" => {
@@ -198,7 +201,7 @@ impl Store for RedisStore {
                 ),
                 "denied" => GrantResult::Conflict("the request was denied"),
                 other => {
-                    return Err(bad_reply("grant", BadReply(format!("outcome {other:?}"))));
+                    return Err(corrupt("grant", BadReply(format!("outcome {other:?}"))));
                 }
             };
             Ok(result)
@@ -216,7 +219,7 @@ impl Store for RedisStore {
                 "denied" => Ok(DenyResult::Denied),
                 "not_found" => Ok(DenyResult::NotFound),
                 "already_granted" => Ok(DenyResult::AlreadyGranted),
-                other => Err(bad_reply("deny", BadReply(format!("outcome {other:?}")))),
+                other => Err(corrupt("deny", BadReply(format!("outcome {other:?}")))),
             }
         })
         .await
@@ -236,7 +239,7 @@ impl Store for RedisStore {
                 "forgotten" => Ok(ForgetResult::Forgotten),
                 "not_found" => Ok(ForgetResult::NotFound),
                 "granted" => Ok(ForgetResult::Granted),
-                other => Err(bad_reply("forget", BadReply(format!("outcome {other:?}")))),
+                other => Err(corrupt("forget", BadReply(format!("outcome {other:?}")))),
             }
         })
         .await
@@ -268,7 +271,7 @@ impl Store for RedisStore {
                         .arg(n)
                         .query_async::<Vec<String>>(&mut conn)
                         .await
-                        .map_err(|e| unavailable("ZRANGEBYLEX", e))
+                        .map_err(|e| redis_error("ZRANGEBYLEX", e))
                 }
             };
             let (keys, more) = page::merge(BUCKETS, &min, limit, fetch).await?;
@@ -295,7 +298,7 @@ impl Store for RedisStore {
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
                 .await
-                .map_err(|e| unavailable("put_user", e))?;
+                .map_err(|e| redis_error("put_user", e))?;
             self.check_wait("put_user", acked)
         })
         .await
@@ -317,9 +320,13 @@ impl Store for RedisStore {
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
                 .await
-                .map_err(|e| unavailable("delete_user", e))?;
+                .map_err(|e| redis_error("delete_user", e))?;
             self.check_wait("delete_user", acked)?;
-            Ok(record::int(&reply) == Some(1))
+            match record::int(&reply) {
+                Some(1) => Ok(true),
+                Some(0) => Ok(false),
+                _ => Err(corrupt("delete_user", BadReply(format!("reply {reply:?}")))),
+            }
         })
         .await
     }
@@ -329,7 +336,7 @@ impl Store for RedisStore {
             redis::cmd("PING")
                 .query_async::<Value>(&mut self.conn())
                 .await
-                .map_err(|e| unavailable("PING", e))?;
+                .map_err(|e| redis_error("PING", e))?;
             Ok(())
         })
         .await
@@ -343,10 +350,10 @@ impl RedisStore {
             .arg(self.keys.user_keys(username).user)
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| unavailable("GET user", e))?;
+            .map_err(|e| redis_error("GET user", e))?;
         v.map(|b| serde_json::from_slice(&b))
             .transpose()
-            .map_err(|e| bad_reply("GET user", BadReply(e.to_string())))
+            .map_err(|e| corrupt("GET user", BadReply(format!("user {username}: {e}"))))
     }
 
     /// Reads one request hash.
@@ -360,10 +367,10 @@ impl RedisStore {
             .arg(&key)
             .query_async(conn)
             .await
-            .map_err(|e| unavailable("HGETALL", e))?;
-        let items = record::hash_items(v).map_err(|e| bad_reply("HGETALL", e))?;
-        let f = record::fields(items).map_err(|e| bad_reply("HGETALL", e))?;
-        record::decode_request(username, &f).map_err(|e| bad_reply("HGETALL", e))
+            .map_err(|e| redis_error("HGETALL", e))?;
+        let items = record::hash_items(v).map_err(|e| corrupt("HGETALL", e))?;
+        let f = record::fields(items).map_err(|e| corrupt("HGETALL", e))?;
+        record::decode_request(username, &f).map_err(|e| corrupt("HGETALL", e))
     }
 
     /// Runs `deny.lua` or `forget.lua`, which take the same keys and
@@ -390,8 +397,8 @@ impl RedisStore {
             .conn()
             .eval(&self.scripts, &cmd)
             .await
-            .map_err(|e| unavailable(what, e))?;
-        let (code, swept, _) = record::split_reply(reply).map_err(|e| bad_reply(what, e))?;
+            .map_err(|e| redis_error(what, e))?;
+        let (code, swept, _) = record::split_reply(reply).map_err(|e| corrupt(what, e))?;
         self.release_slots(swept).await;
         Ok(code)
     }
