@@ -139,8 +139,11 @@ async fn forward(
         let Ok(payload) = msg.get_payload::<String>() else {
             continue;
         };
-        if let Some(event) = StoreEvent::parse(&payload) {
-            tx.send(event).await.map_err(|_| "receiver dropped")?;
+        match StoreEvent::parse(&payload) {
+            Some(event) => tx.send(event).await.map_err(|_| "receiver dropped")?,
+            // A newer publisher's event: ignored (the epochs still cover
+            // whatever it announced).
+            None => tracing::debug!(payload, "unknown store event ignored"),
         }
     }
     Err("connection closed".into())

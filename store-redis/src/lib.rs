@@ -24,7 +24,10 @@
 //!
 //! Every method must run inside a tokio runtime (with the time driver). It
 //! answers `StoreError::Unavailable` within `op_timeout` (1 s by default) when
-//! Redis is down or slow, and recovers by itself when Redis is back.
+//! Redis is down or slow, and recovers by itself when Redis is back. What
+//! Redis holds or answers that this version cannot read (a foreign writer, a
+//! version mismatch, a bug) is `StoreError::Corrupt` instead, with an error
+//! log line: see the `# Failures` section of [`store`].
 //!
 //! # Layout
 //! - [`bridge`]: `TokioBridge`, which lets monoio workers call a
@@ -45,7 +48,10 @@
 //!   script replies.
 //! - [`events`]: the pub/sub events the transitions publish, and a
 //!   reconnecting subscriber for the proxies' caches.
-//! - [`store`]: `RedisStore` and its `Store` implementation.
+//! - [`store`]: `RedisStore` and its `Store` implementation, one file per
+//!   part: connection and config, error classification (outage or corrupt
+//!   reply), shared blobs and secret, lock state and its bucket copies, the
+//!   register protocol, events and epochs, the sweep, and the trait impl.
 #![forbid(unsafe_code)]
 
 pub mod bridge;

@@ -27,8 +27,10 @@ use fleetgate_registry::model::{RequestRecord, RequestState, Transport};
 use fleetgate_registry::store::Poll;
 use redis::Value;
 
-/// A reply that is not what the script promises: a bug or a foreign writer
-/// in our namespace, never a client's mistake.
+/// A reply that is not what the script promises, or a stored record that
+/// does not decode: a bug or a foreign writer in our namespace, never a
+/// client's mistake and never an outage (the store answers
+/// `StoreError::Corrupt` for it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]
 pub struct BadReply(pub String);

@@ -993,3 +993,103 @@ async fn rediss_with_a_private_ca() {
     };
     assert!(RedisStore::connect_with(plain).await.is_err());
 }
+
+/// What Redis holds that this version cannot read is `Corrupt` (500: a bug,
+/// a version mismatch or a foreign writer in the namespace), whether it is
+/// a record that does not decode or a key of the wrong type; a Redis that
+/// refuses for now (OOM, READONLY) or is stopped is `Unavailable` (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_the_namespace_is_corrupt_and_an_outage_is_not() {
+    let mut server = RedisServer::start();
+    let mut config = support::config(&server.url(), "garbage");
+    config.op_timeout = Duration::from_millis(500);
+    let s = RedisStore::connect_with(config).await.unwrap();
+    unlock(&s).await;
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Create
+    );
+    s.put_user(user("u1")).await.unwrap();
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    async fn write(raw: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async::<redis::Value>(raw).await.unwrap();
+    }
+    fn corrupt<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+        match r {
+            Err(e @ StoreError::Corrupt(_)) => assert!(e.is_internal()),
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+    }
+    let pending = ListQuery {
+        state: ListState::Pending,
+        limit: 10,
+        cursor: None,
+        prefix: None,
+    };
+
+    // A request whose state no version wrote.
+    let request = s.key_space().user_keys("dev01").request;
+    write(&mut raw, &["HSET", &request, "state", "haunted"]).await;
+    corrupt("get_request", s.get_request("dev01", T0).await);
+    corrupt("list_requests", s.list_requests(&pending, T0).await);
+    // A request key that is not a hash at all (WRONGTYPE), read by a
+    // command and by a script.
+    write(&mut raw, &["DEL", &request]).await;
+    write(&mut raw, &["SET", &request, "not a hash"]).await;
+    corrupt("get_request", s.get_request("dev01", T0).await);
+    corrupt("register", s.register(poll("dev01", 1), T0).await);
+    corrupt("deny", s.deny("dev01", T0).await);
+    // A user that is not JSON.
+    let u1 = s.key_space().user_keys("u1").user;
+    write(&mut raw, &["SET", &u1, "{\"username\":"]).await;
+    corrupt("get_user", s.get_user("u1").await);
+    corrupt("list_users", s.list_users(&pending).await);
+    // A bucket epoch that is not a number.
+    let epoch = s.key_space().bucket_keys(3).epoch;
+    write(&mut raw, &["SET", &epoch, "many"]).await;
+    corrupt("bucket_epochs", s.bucket_epochs().await);
+    // A secret of the wrong length.
+    write(&mut raw, &["SET", &s.key_space().secret(), "short"]).await;
+    corrupt("secret", s.load_or_create_secret().await);
+    // A lock state that does not parse.
+    write(&mut raw, &["SET", &s.key_space().lock(), "open sesame"]).await;
+    corrupt("lock_state", s.lock_state().await);
+
+    // Redis refusing writes for now is an outage, not corruption.
+    write(&mut raw, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    let oom = s.put_user(user("u2")).await;
+    assert!(matches!(oom, Err(StoreError::Unavailable(_))), "{oom:?}");
+    write(&mut raw, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    write(&mut raw, &["REPLICAOF", "127.0.0.1", "1"]).await;
+    let readonly = s.put_user(user("u2")).await;
+    assert!(
+        matches!(readonly, Err(StoreError::Unavailable(_))),
+        "{readonly:?}"
+    );
+    write(&mut raw, &["REPLICAOF", "NO", "ONE"]).await;
+    s.put_user(user("u2")).await.unwrap();
+
+    // And a stopped server is still an outage.
+    server.stop();
+    for (what, r) in [
+        ("get_request", s.get_request("dev01", T0).await.map(|_| ())),
+        (
+            "list_requests",
+            s.list_requests(&pending, T0).await.map(|_| ()),
+        ),
+        ("get_user", s.get_user("u1").await.map(|_| ())),
+    ] {
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "{what}: expected Unavailable, got {r:?}"
+        );
+    }
+}

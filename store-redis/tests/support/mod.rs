@@ -1,5 +1,7 @@
 //! Test support for the Redis store's tests: the real servers
-//! ([`servers`]) and stores on fresh key prefixes.
+//! ([`servers`]), stores on fresh key prefixes, the caching stack the
+//! binaries build on Redis ([`production_stack`]), and a `block_on` for
+//! driving it from a thread that is not a tokio one.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -7,7 +9,9 @@ mod servers;
 pub use servers::*;
 
 use fleetgate_registry::decision::Windows;
-use fleetgate_store_redis::{RedisConfig, RedisStore};
+use fleetgate_store_redis::{
+    CachedStore, PollCache, RedisConfig, RedisStore, StoreEvent, TokioBridge,
+};
 
 /// Connects a store with a fresh prefix.
 pub async fn store(url: &str, name: &str, windows: Windows, max_pending: usize) -> RedisStore {
@@ -19,6 +23,71 @@ pub async fn store(url: &str, name: &str, windows: Windows, max_pending: usize) 
 /// A conformance-suite store: a fresh prefix on the server at `url`.
 pub async fn conformance_store(url: String, windows: Windows, max_pending: usize) -> RedisStore {
     store(&url, "conformance", windows, max_pending).await
+}
+
+/// The stack the binaries build on Redis (`admin/src/bootstrap.rs`):
+/// `CachedStore<TokioBridge<RedisStore>>` on a fresh prefix, with the event
+/// listener and the epoch refresher running. Must run on tokio (the
+/// listener, the refresher and the bridge's runtime are spawned here).
+///
+/// Returned in the state of a proxy that has run for a while: the
+/// subscriber's first `Resync` has been applied (so it cannot empty the
+/// cache in the middle of a test) and one epoch reading has been taken (so
+/// the cache answers from the first call, not only after the refresher's
+/// first reading).
+pub async fn production_stack(
+    url: &str,
+    windows: Windows,
+    max_pending: usize,
+    cache_ttl: std::time::Duration,
+) -> CachedStore<TokioBridge<RedisStore>> {
+    use fleetgate_store_redis::cache::{spawn_event_listener, spawn_refresher, REVALIDATE_EVERY};
+
+    let redis = std::sync::Arc::new(store(url, "production", windows, max_pending).await);
+    let cache = PollCache::new(cache_ttl, max_pending);
+    let mut events = redis.subscribe_events();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+        .await
+        .expect("the subscriber connects within 5 s");
+    assert_eq!(first, Some(StoreEvent::Resync));
+    cache.apply(&StoreEvent::Resync);
+    spawn_event_listener(cache.clone(), events);
+    let read_at = std::time::Instant::now();
+    let epochs = redis.bucket_epochs().await.expect("bucket epochs");
+    cache.apply_epochs(&epochs, read_at);
+    spawn_refresher(cache.clone(), redis.clone(), REVALIDATE_EVERY);
+    let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
+    CachedStore::new(std::sync::Arc::new(bridge), cache)
+}
+
+/// Runs `fut` to completion on the calling thread, which must not be in a
+/// tokio runtime: how a monoio proxy worker awaits the store, so that every
+/// [`TokioBridge`] call is spawned onto the runtime and answered through
+/// its oneshot.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "block_on is for threads outside tokio"
+    );
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            // A spurious wake-up only costs one more poll.
+            Poll::Pending => std::thread::park(),
+        }
+    }
 }
 
 /// A config with a fresh prefix, for tests that change other settings.

@@ -1,0 +1,405 @@
+//! The [`Store`] implementation: each trait method, bounded by
+//! `op_timeout`, on top of the other parts of the store.
+//!
+//! `register` is the protocol in `register`, the lock methods are in
+//! `lock`. What is here: the reads (one request hash, one user, the
+//! listings and `pending_count` fanned out to the 64 buckets and merged by
+//! [`crate::page`]) and the transitions that are one script call each
+//! (grant, deny, forget, `put_user`, `delete_user`), the durable ones
+//! followed by `WAIT` on the durable connection.
+
+use fleetgate_registry::clock::UnixMillis;
+use fleetgate_registry::decision::{Decision, LockState};
+use fleetgate_registry::model::{RequestRecord, RequestState, UserRecord};
+use fleetgate_registry::store::{
+    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
+    StoreError, MAX_PAGE,
+};
+use futures_util::future::join_all;
+use redis::Value;
+
+use super::failure::{corrupt, redis_error};
+use super::{to_json, RedisStore};
+use crate::conn::Conn;
+use crate::keys::{lex_range, BUCKETS};
+use crate::page;
+use crate::record::{self, BadReply};
+
+impl Store for RedisStore {
+    async fn register(
+        &self,
+        poll: Poll<'_>,
+        now: UnixMillis,
+    ) -> Result<(Decision, Option<RequestRecord>), StoreError> {
+        self.bounded("register", self.register_inner(poll, now))
+            .await
+    }
+
+    async fn lock_state(&self) -> Result<LockState, StoreError> {
+        self.bounded("lock_state", self.read_lock_state()).await
+    }
+
+    async fn set_lock_state(&self, state: LockState) -> Result<(), StoreError> {
+        self.bounded("set_lock_state", self.write_lock_state(state))
+            .await
+    }
+
+    async fn pending_count(&self) -> Result<usize, StoreError> {
+        self.bounded("pending_count", async {
+            let counts = (0..BUCKETS).map(|b| {
+                let key = self.keys.bucket_keys(b).pending;
+                let mut conn = self.conn();
+                async move {
+                    redis::cmd("ZCARD")
+                        .arg(key)
+                        .query_async::<usize>(&mut conn)
+                        .await
+                }
+            });
+            let mut total = 0;
+            for n in join_all(counts).await {
+                total += n.map_err(|e| redis_error("ZCARD", e))?;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn get_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.bounded("get_request", async {
+            let r = self.read_request(&mut self.conn(), username).await?;
+            Ok(r.filter(|r| self.windows.is_live(r, now)))
+        })
+        .await
+    }
+
+    async fn list_requests(
+        &self,
+        query: &ListQuery,
+        now: UnixMillis,
+    ) -> Result<Page<RequestRecord>, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let (min, max) = lex_range(
+            query.prefix.as_deref().unwrap_or(""),
+            query.cursor.as_deref(),
+        );
+        self.bounded("list_requests", async {
+            // Each bucket walks its index from the cursor and returns its
+            // next live usernames; `page::merge` asks until the page is exact.
+            let fetch = |b: usize, min: Vec<u8>, n: usize| {
+                let bk = self.keys.bucket_keys(b);
+                let max = &max;
+                let mut conn = self.conn();
+                async move {
+                    let (index, expiry) = match query.state {
+                        ListState::Pending => (&bk.pending, &bk.pending_expiry),
+                        ListState::Granted => (&bk.granted, &bk.granted_expiry),
+                    };
+                    let mut cmd = self.scripts.list.evalsha(&[index, expiry]);
+                    cmd.arg(min).arg(max).arg(n).arg(now.0);
+                    let reply = conn
+                        .eval(&self.scripts, &cmd)
+                        .await
+                        .map_err(|e| redis_error("list", e))?;
+                    let Value::Array(names) = reply else {
+                        return Err(corrupt("list", BadReply("not an array".into())));
+                    };
+                    names
+                        .iter()
+                        .map(|n| {
+                            record::text(n)
+                                .map(str::to_owned)
+                                .ok_or_else(|| corrupt("list", BadReply(format!("username {n:?}"))))
+                        })
+                        .collect()
+                }
+            };
+            let (keys, more) = page::merge(BUCKETS, &min, limit, fetch).await?;
+            let next_cursor = if more { keys.last().cloned() } else { None };
+            // Only the records of the page are read.
+            let reads = keys.iter().map(|k| {
+                let mut conn = self.conn();
+                async move { self.read_request(&mut conn, k).await }
+            });
+            let mut items = Vec::with_capacity(keys.len());
+            for r in join_all(reads).await {
+                let wanted = |r: &RequestRecord| match query.state {
+                    ListState::Pending => r.state == RequestState::Pending,
+                    ListState::Granted => matches!(r.state, RequestState::Granted { .. }),
+                };
+                if let Some(r) = r?.filter(|r| self.windows.is_live(r, now) && wanted(r)) {
+                    items.push(r);
+                }
+            }
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn commit_grant(
+        &self,
+        grant: GrantCommit,
+        now: UnixMillis,
+    ) -> Result<GrantResult, StoreError> {
+        self.bounded("commit_grant", async {
+            let username = grant.username.as_str();
+            let uk = self.keys.user_keys(username);
+            let bk = self.keys.bucket_keys_of(username);
+            let mut cmd = self.scripts.grant.evalsha(&[
+                &uk.request,
+                &uk.user,
+                &bk.pending,
+                &bk.pending_expiry,
+                &bk.granted,
+                &bk.granted_expiry,
+                &bk.users,
+            ]);
+            let [ttl, collect, deny] = self.windows_ms;
+            cmd.arg(username)
+                .arg(hex::encode(grant.fingerprint.0))
+                .arg(now.0)
+                .arg(ttl)
+                .arg(collect)
+                .arg(deny)
+                .arg(grant.granted_at.0)
+                .arg(to_json(&grant.user))
+                .arg(to_json(&grant.user.roles))
+                .arg(to_json(&grant.user.permissions))
+                .arg(&self.channel)
+                .arg(grant.certificate.as_deref().unwrap_or(""));
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("grant", e))?;
+            let (code, swept, rest) =
+                record::split_reply(reply).map_err(|e| corrupt("grant", e))?;
+            let read = |rest| -> Result<RequestRecord, StoreError> {
+                let f = record::fields(rest).map_err(|e| corrupt("grant", e))?;
+                record::decode_request(username, &f)
+                    .map_err(|e| corrupt("grant", e))?
+                    .ok_or_else(|| corrupt("grant", BadReply("granted record missing".into())))
+            };
+            let result = match code.as_str() {
+                "granted" => {
+                    self.release_slots(swept).await;
+                    self.check_wait("grant", acked)?;
+                    GrantResult::Granted(read(rest)?)
+                }
+                "already" => GrantResult::AlreadyGranted(read(rest)?),
+                "not_found" => GrantResult::NotFound,
+                "other_granted" => {
+                    GrantResult::Conflict("a different request for this username was granted")
+                }
+                "user_exists" => GrantResult::Conflict("a user with this username already exists"),
+                "changed" => GrantResult::Conflict(
+                    "the pending request changed since it was read; read it again",
+                ),
+                "denied" => GrantResult::Conflict("the request was denied"),
+                other => {
+                    return Err(corrupt("grant", BadReply(format!("outcome {other:?}"))));
+                }
+            };
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+        self.bounded("deny", async {
+            match self
+                .end_request("deny", &self.scripts.deny, username, now)
+                .await?
+                .as_str()
+            {
+                "denied" => Ok(DenyResult::Denied),
+                "not_found" => Ok(DenyResult::NotFound),
+                "already_granted" => Ok(DenyResult::AlreadyGranted),
+                other => Err(corrupt("deny", BadReply(format!("outcome {other:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn forget_request(
+        &self,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<ForgetResult, StoreError> {
+        self.bounded("forget_request", async {
+            match self
+                .end_request("forget", &self.scripts.forget, username, now)
+                .await?
+                .as_str()
+            {
+                "forgotten" => Ok(ForgetResult::Forgotten),
+                "not_found" => Ok(ForgetResult::NotFound),
+                "granted" => Ok(ForgetResult::Granted),
+                other => Err(corrupt("forget", BadReply(format!("outcome {other:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.bounded("get_user", self.get_user_unbounded(username))
+            .await
+    }
+
+    async fn list_users(&self, query: &ListQuery) -> Result<Page<UserRecord>, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let (min, max) = lex_range(
+            query.prefix.as_deref().unwrap_or(""),
+            query.cursor.as_deref(),
+        );
+        self.bounded("list_users", async {
+            let fetch = |b: usize, min: Vec<u8>, n: usize| {
+                let key = self.keys.bucket_keys(b).users;
+                let max = &max;
+                let mut conn = self.conn();
+                async move {
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(key)
+                        .arg(min)
+                        .arg(max)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(n)
+                        .query_async::<Vec<String>>(&mut conn)
+                        .await
+                        .map_err(|e| redis_error("ZRANGEBYLEX", e))
+                }
+            };
+            let (keys, more) = page::merge(BUCKETS, &min, limit, fetch).await?;
+            let next_cursor = if more { keys.last().cloned() } else { None };
+            let reads = keys.iter().map(|k| self.get_user_unbounded(k));
+            let mut items = Vec::with_capacity(keys.len());
+            for u in join_all(reads).await {
+                items.extend(u?);
+            }
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn put_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        self.bounded("put_user", async {
+            let uk = self.keys.user_keys(&user.username);
+            let bk = self.keys.bucket_keys_of(&user.username);
+            let mut cmd = self.scripts.put_user.evalsha(&[&uk.user, &bk.users]);
+            cmd.arg(&user.username)
+                .arg(to_json(&user))
+                .arg(&self.channel);
+            let (_, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("put_user", e))?;
+            self.check_wait("put_user", acked)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        self.bounded("delete_user", async {
+            let uk = self.keys.user_keys(username);
+            let bk = self.keys.bucket_keys_of(username);
+            let mut cmd = self.scripts.delete_user.evalsha(&[
+                &uk.user,
+                &bk.users,
+                &uk.request,
+                &bk.granted,
+                &bk.granted_expiry,
+            ]);
+            cmd.arg(username).arg(&self.channel);
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("delete_user", e))?;
+            self.check_wait("delete_user", acked)?;
+            match record::int(&reply) {
+                Some(1) => Ok(true),
+                Some(0) => Ok(false),
+                _ => Err(corrupt("delete_user", BadReply(format!("reply {reply:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded("ping", async {
+            redis::cmd("PING")
+                .query_async::<Value>(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("PING", e))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl RedisStore {
+    /// `get_user` without its own timeout, for use inside a bounded listing.
+    async fn get_user_unbounded(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let v: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.keys.user_keys(username).user)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("GET user", e))?;
+        v.map(|b| serde_json::from_slice(&b))
+            .transpose()
+            .map_err(|e| corrupt("GET user", BadReply(format!("user {username}: {e}"))))
+    }
+
+    /// Reads one request hash.
+    async fn read_request(
+        &self,
+        conn: &mut Conn,
+        username: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let key = self.keys.user_keys(username).request;
+        let v: Value = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .map_err(|e| redis_error("HGETALL", e))?;
+        let items = record::hash_items(v).map_err(|e| corrupt("HGETALL", e))?;
+        let f = record::fields(items).map_err(|e| corrupt("HGETALL", e))?;
+        record::decode_request(username, &f).map_err(|e| corrupt("HGETALL", e))
+    }
+
+    /// Runs `deny.lua` or `forget.lua`, which take the same keys and
+    /// arguments and reply `{outcome, swept}`: gives back the swept slot and
+    /// returns the outcome.
+    async fn end_request(
+        &self,
+        what: &'static str,
+        script: &crate::scripts::Lua,
+        username: &str,
+        now: UnixMillis,
+    ) -> Result<String, StoreError> {
+        let uk = self.keys.user_keys(username);
+        let bk = self.keys.bucket_keys_of(username);
+        let mut cmd = script.evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
+        let [ttl, collect, deny] = self.windows_ms;
+        cmd.arg(username)
+            .arg(now.0)
+            .arg(ttl)
+            .arg(collect)
+            .arg(deny)
+            .arg(&self.channel);
+        let reply = self
+            .conn()
+            .eval(&self.scripts, &cmd)
+            .await
+            .map_err(|e| redis_error(what, e))?;
+        let (code, swept, _) = record::split_reply(reply).map_err(|e| corrupt(what, e))?;
+        self.release_slots(swept).await;
+        Ok(code)
+    }
+}
