@@ -109,18 +109,41 @@ where
     }
 }
 
-/// Runs every check.
-pub async fn run_all<S: Store>(f: &impl Factory<S>) {
-    poll_lifecycle(f).await;
-    lock_expires_by_itself(f).await;
-    grant_is_atomic_and_idempotent(f).await;
-    grant_needs_the_request_that_was_seen(f).await;
-    deny_then_forgotten(f).await;
-    forget_frees_the_username(f).await;
-    pending_expires_and_cap_holds(f).await;
-    listing_is_keyset_paginated(f).await;
-    users_put_list_delete(f).await;
+/// Calls the macro `$m` with the name of every case of the suite, in the
+/// order [`run_all`] runs them: `$m!(poll_lifecycle, lock_expires_by_itself,
+/// ...)`. A backend that runs the cases one by one (one `#[test]` each, or
+/// with exceptions) builds its list from this, so a case added here cannot
+/// be missed there.
+#[macro_export]
+macro_rules! for_each_conformance_case {
+    ($m:ident) => {
+        $m!(
+            poll_lifecycle,
+            lock_expires_by_itself,
+            grant_is_atomic_and_idempotent,
+            grant_needs_the_request_that_was_seen,
+            deny_then_forgotten,
+            forget_frees_the_username,
+            pending_expires_and_cap_holds,
+            listing_is_keyset_paginated,
+            users_put_list_delete
+        );
+    };
 }
+
+macro_rules! suite {
+    ($($case:ident),*) => {
+        /// The name of every case, in order.
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+
+        /// Runs every check.
+        pub async fn run_all<S: Store>(f: &impl Factory<S>) {
+            $($case(f).await;)*
+        }
+    };
+}
+
+for_each_conformance_case!(suite);
 
 /// 423 → 202 → 202 → 409 → 423-while-pending, with the pending count.
 pub async fn poll_lifecycle<S: Store>(f: &impl Factory<S>) {

@@ -75,11 +75,36 @@ pub enum RequestState {
 }
 
 impl RequestState {
+    /// Which state this is, without its timestamp.
+    pub fn phase(self) -> RequestPhase {
+        match self {
+            RequestState::Pending => RequestPhase::Pending,
+            RequestState::Granted { .. } => RequestPhase::Granted,
+            RequestState::Denied { .. } => RequestPhase::Denied,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.phase().name()
+    }
+}
+
+/// A [`RequestState`] without its timestamp: the `state` field of a
+/// [`RequestView`], serialised as `"pending"`, `"granted"` or `"denied"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestPhase {
+    Pending,
+    Granted,
+    Denied,
+}
+
+impl RequestPhase {
     pub fn name(self) -> &'static str {
         match self {
-            RequestState::Pending => "pending",
-            RequestState::Granted { .. } => "granted",
-            RequestState::Denied { .. } => "denied",
+            RequestPhase::Pending => "pending",
+            RequestPhase::Granted => "granted",
+            RequestPhase::Denied => "denied",
         }
     }
 }
@@ -126,7 +151,7 @@ impl RequestRecord {
         };
         RequestView {
             username: self.username.clone(),
-            state: self.state.name(),
+            state: self.state.phase(),
             transport: self.transport,
             pairing_id: self.pairing_id().to_string(),
             context: self.context.clone(),
@@ -148,7 +173,7 @@ impl RequestRecord {
 #[serde(rename_all = "camelCase")]
 pub struct RequestView {
     pub username: String,
-    pub state: &'static str,
+    pub state: RequestPhase,
     pub transport: Transport,
     pub pairing_id: String,
     pub context: Option<String>,

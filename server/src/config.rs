@@ -153,6 +153,17 @@ impl StoreConfig {
         nonzero("--deny-window", self.windows.deny_window)?;
         nonzero("--redis-timeout", self.redis_timeout)?;
         nonzero("--poll-cache-ttl", self.poll_cache_ttl)?;
+        // A cached answer never refreshes the request's `last_seen` in the
+        // store; a cache ttl as long as the pending ttl would let a device
+        // that polls steadily expire there (store-redis/tests/cached.rs).
+        if matches!(self.store, StoreKind::Redis(_))
+            && self.poll_cache_ttl >= self.windows.pending_ttl
+        {
+            return Err(invalid(
+                "--poll-cache-ttl",
+                "must be shorter than --pending-ttl, or polling devices expire in Redis",
+            ));
+        }
         if self.max_pending == 0 {
             return Err(invalid("--max-pending", "must be at least 1"));
         }
@@ -440,6 +451,11 @@ mod tests {
         let mut c = AdminConfig::default();
         c.store.requestable_roles = Some(vec!["admin".into()]);
         assert_eq!(c.validate().unwrap_err().flag, "--requestable-roles");
+
+        let mut c = AdminConfig::default();
+        c.store.store = StoreKind::Redis("redis://127.0.0.1:6379".into());
+        c.store.poll_cache_ttl = c.store.windows.pending_ttl;
+        assert_eq!(c.validate().unwrap_err().flag, "--poll-cache-ttl");
 
         let mut c = AdminConfig::default();
         c.store.store = StoreKind::Redis("redis+cluster://".into());

@@ -157,41 +157,17 @@ macro_rules! cached_conformance {
     };
 }
 
-cached_conformance!(
-    poll_lifecycle,
-    lock_expires_by_itself,
-    grant_is_atomic_and_idempotent,
-    grant_needs_the_request_that_was_seen,
-    deny_then_forgotten,
-    forget_frees_the_username,
-    pending_expires_and_cap_holds,
-    listing_is_keyset_paginated,
-    users_put_list_delete,
-);
-
-/// The names `registry::conformance::run_all` runs, read from its source:
-/// a stopgap until the suite exports its case list (see the report of
-/// issue #12), so that a case added there cannot be missed here.
-fn suite_cases() -> Vec<String> {
-    let source = include_str!("../../registry/src/conformance.rs");
-    let body = source
-        .split("pub async fn run_all")
-        .nth(1)
-        .and_then(|rest| rest.split_once('{'))
-        .and_then(|(_, rest)| rest.split_once("\n}"))
-        .map(|(body, _)| body)
-        .expect("run_all in registry/src/conformance.rs");
-    body.lines()
-        .filter_map(|line| line.trim().strip_suffix("(f).await;"))
-        .map(str::to_owned)
-        .collect()
-}
+fleetgate_registry::for_each_conformance_case!(cached_conformance);
 
 #[test]
 fn every_case_of_the_suite_runs_here_and_every_exception_is_a_case() {
-    let suite = suite_cases();
-    assert!(suite.len() >= 9, "parsed {suite:?}");
-    assert_eq!(CASES, suite, "this file's case list is the suite's");
+    // The list comes from the suite's own macro; this holds the generated
+    // tests to it, and each exception to a real case.
+    assert_eq!(
+        CASES,
+        conformance::CASES,
+        "this file's case list is the suite's"
+    );
     for e in CACHE_EXCEPTIONS {
         assert!(
             CASES.contains(&e.case),

@@ -31,17 +31,7 @@ macro_rules! conformance_tests {
 }
 
 // The whole suite, one test per check (each on its own server).
-conformance_tests!(
-    poll_lifecycle,
-    lock_expires_by_itself,
-    grant_is_atomic_and_idempotent,
-    grant_needs_the_request_that_was_seen,
-    deny_then_forgotten,
-    forget_frees_the_username,
-    pending_expires_and_cap_holds,
-    listing_is_keyset_paginated,
-    users_put_list_delete,
-);
+fleetgate_registry::for_each_conformance_case!(conformance_tests);
 
 #[tokio::test]
 async fn the_whole_suite_shares_one_server_under_prefixes() {
