@@ -100,6 +100,38 @@ pub struct MqttConfig {
     pub negative_cache_ttl: Duration,
     /// Entries per worker, for each of the two caches.
     pub cache_capacity: usize,
+    /// Largest remaining length of a relayed packet.
+    pub max_packet: usize,
+    /// What MQTT 3.1.1 does with a denied PUBLISH (`--mqtt-deny-publish`).
+    pub deny_publish: crate::mqtt::enforce::DenyPublish,
+    /// The client id the broker sees (`--mqtt-client-ids`).
+    pub client_ids: ClientIds,
+    /// How often a live relayed session re-reads its user: a deleted user
+    /// is cut and a permission change applies within this.
+    pub revalidate_every: Duration,
+}
+
+/// The client id a relayed client has at the broker (`--mqtt-client-ids`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientIds {
+    /// `<username>:<client id>`: a user can never take over another user's
+    /// broker session, whatever client id it sends. An empty client id
+    /// stays empty (the broker assigns one).
+    #[default]
+    Namespaced,
+    /// As the client sent it, for brokers whose own ACLs key on client
+    /// ids; then any user may take over any session by its client id.
+    AsSent,
+}
+
+impl ClientIds {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "namespaced" => Ok(ClientIds::Namespaced),
+            "as-sent" => Ok(ClientIds::AsSent),
+            _ => Err("expected namespaced or as-sent".into()),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -113,6 +145,10 @@ impl Default for MqttConfig {
             cache_ttl: Duration::from_secs(600),
             negative_cache_ttl: Duration::from_secs(60),
             cache_capacity: 100_000,
+            max_packet: crate::mqtt::relay::DEFAULT_MAX_PACKET,
+            deny_publish: crate::mqtt::enforce::DenyPublish::Ack,
+            client_ids: ClientIds::Namespaced,
+            revalidate_every: Duration::from_millis(500),
         }
     }
 }

@@ -14,14 +14,18 @@
 //! reads its responses is closed once one write has waited that long, and
 //! its connection slot is freed.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+
+use crate::mqtt::enforce::Enforcer;
 
 /// Bytes a plain read asks for at most.
 pub const READ_CHUNK: usize = 8 * 1024;
@@ -42,6 +46,18 @@ pub trait DeviceIo {
     /// until either side closes, or until one write (either way) has waited
     /// `write_timeout`, which ends the whole splice.
     fn splice(self, broker: TcpStream, write_timeout: Duration) -> impl Future<Output = ()>;
+
+    /// Like [`DeviceIo::splice`], but every byte passes through `enforcer`
+    /// ([`crate::mqtt::enforce`]): the client's packets are judged before
+    /// the broker sees them, the gateway's own answers (PUBACK, SUBACK) go
+    /// to the client, and the broker's SUBACKs are merged. A packet the
+    /// enforcer cannot accept ends the session.
+    fn relay(
+        self,
+        broker: TcpStream,
+        enforcer: Rc<RefCell<Enforcer>>,
+        write_timeout: Duration,
+    ) -> impl Future<Output = ()>;
 }
 
 /// [`DeviceIo::send_all`] within `limit`. A write that does not finish in
@@ -154,4 +170,105 @@ impl DeviceIo for TcpStream {
         };
         join_directions(up, down).await;
     }
+
+    async fn relay(
+        self,
+        broker: TcpStream,
+        enforcer: Rc<RefCell<Enforcer>>,
+        write_timeout: Duration,
+    ) {
+        let (mut client_read, client_write) = self.into_split();
+        let (mut broker_read, mut broker_write) = broker.into_split();
+        // Both directions write to the client (the broker's packets, and the
+        // gateway's own answers), so one writer owns that half.
+        let (outbox, inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let up = {
+            let enforcer = enforcer.clone();
+            let outbox = outbox.clone();
+            async move {
+                let mut buf = Vec::with_capacity(READ_CHUNK);
+                loop {
+                    buf.clear();
+                    let (res, b) = client_read.read(buf).await;
+                    buf = b;
+                    if !matches!(res, Ok(n) if n > 0) {
+                        break;
+                    }
+                    let mut replies = Vec::new();
+                    if enforcer.borrow_mut().from_client(&mut buf, &mut replies).is_err() {
+                        break;
+                    }
+                    if !replies.is_empty() && outbox.send(replies).await.is_err() {
+                        break;
+                    }
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    match monoio::time::timeout(write_timeout, broker_write.write_all(buf)).await {
+                        Ok((Ok(_), b)) => buf = b,
+                        _ => break,
+                    }
+                }
+                let _ = monoio::time::timeout(write_timeout, broker_write.shutdown()).await;
+                // The end marker: the writer closes the client side.
+                let _ = outbox.send(Vec::new()).await;
+            }
+        };
+        let down = async move {
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            loop {
+                buf.clear();
+                let (res, b) = broker_read.read(buf).await;
+                buf = b;
+                if !matches!(res, Ok(n) if n > 0) {
+                    break;
+                }
+                if enforcer.borrow_mut().from_broker(&mut buf).is_err() {
+                    break;
+                }
+                if !buf.is_empty() && outbox.send(std::mem::take(&mut buf)).await.is_err() {
+                    break;
+                }
+                buf.reserve(READ_CHUNK);
+            }
+            let _ = outbox.send(Vec::new()).await;
+        };
+        let writer = write_outbox(client_write, inbox, write_timeout);
+        let readers = async move {
+            monoio::select! {
+                _ = up => {},
+                _ = down => {},
+            }
+            Ok(())
+        };
+        join_directions(readers, writer).await;
+    }
+}
+
+/// Writes each chunk of `inbox` to `to`, each within `write_timeout`, until
+/// an empty chunk (the end marker) or a failed write; then closes `to`.
+pub async fn write_outbox<W: AsyncWriteRent>(
+    mut to: W,
+    mut inbox: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    write_timeout: Duration,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    while let Some(chunk) = inbox.recv().await {
+        if chunk.is_empty() {
+            break;
+        }
+        match monoio::time::timeout(write_timeout, to.write_all(chunk)).await {
+            Ok((Ok(_), _)) => {}
+            Ok((Err(e), _)) => {
+                result = Err(e);
+                break;
+            }
+            Err(_) => {
+                result = Err(io::Error::new(io::ErrorKind::TimedOut, "write deadline passed"));
+                break;
+            }
+        }
+    }
+    let _ = monoio::time::timeout(write_timeout, to.shutdown()).await;
+    result
 }

@@ -98,6 +98,10 @@ pub struct WorkerMetrics {
     /// Mutual-TLS authentications by result.
     pub cert_auth_ok: Counter,
     pub cert_auth_refused: Counter,
+    /// PUBLISHes the relay refused.
+    pub mqtt_denied_publish: Counter,
+    /// SUBSCRIBE filters the relay refused.
+    pub mqtt_denied_filter: Counter,
 }
 
 impl WorkerMetrics {
@@ -122,6 +126,8 @@ impl WorkerMetrics {
             tls_handshake_seconds: histogram!(names::TLS_HANDSHAKE_DURATION_SECONDS),
             cert_auth_ok: counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => "success"),
             cert_auth_refused: counter!(names::CERTIFICATE_LOGINS_TOTAL, "result" => "failure"),
+            mqtt_denied_publish: counter!(names::MQTT_DENIED_TOTAL, "kind" => "publish"),
+            mqtt_denied_filter: counter!(names::MQTT_DENIED_TOTAL, "kind" => "subscribe"),
         }
     }
 

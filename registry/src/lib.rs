@@ -27,6 +27,8 @@
 //!   (request, known state, clock).
 //! - [`password`]: PHC-string password hashing (argon2id) for admins and devices.
 //! - [`token`]: JWT issuing and verification.
+//! - [`topic`]: MQTT topic names and filters, matching, the subset test that
+//!   decides a SUBSCRIBE, and the per-user `PermissionSet`.
 //! - [`store`]: the `Store` trait every backend implements, and its errors.
 //! - [`embedded`]: the embedded store users run by default: sharded memory for
 //!   pending state, a fsynced journal for users and grants.
@@ -55,6 +57,7 @@ pub mod shard;
 pub mod source;
 pub mod store;
 pub mod token;
+pub mod topic;
 
 pub use clock::UnixMillis;
 pub use registry::{Registry, RegistryConfig};

@@ -87,8 +87,12 @@ pub mod outcome {
     ];
 }
 
+/// MQTT packets the relay refused, by `kind` (`publish`: a PUBLISH to a
+/// topic the user may not write; `subscribe`: one refused SUBSCRIBE filter).
+pub const MQTT_DENIED_TOTAL: &str = "fleetgate_mqtt_denied_total";
+
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
@@ -108,6 +112,7 @@ pub const ALL: [&str; 19] = [
     CERTIFICATES_ISSUED_TOTAL,
     LOGINS_TOTAL,
     RETRY_AFTER_SECONDS,
+    MQTT_DENIED_TOTAL,
 ];
 
 /// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
@@ -123,6 +128,10 @@ pub fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
         "Register polls and MQTT CONNECTs by transport and outcome."
+    );
+    describe_counter!(
+        MQTT_DENIED_TOTAL,
+        "MQTT PUBLISHes and SUBSCRIBE filters the relay refused, by kind."
     );
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
@@ -211,6 +220,9 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
         metrics::counter!(CERTIFICATE_LOGINS_TOTAL, "result" => result).absolute(0);
     }
     metrics::counter!(CERTIFICATES_ISSUED_TOTAL).absolute(0);
+    for kind in ["publish", "subscribe"] {
+        metrics::counter!(MQTT_DENIED_TOTAL, "kind" => kind).absolute(0);
+    }
     metrics::counter!(GRANTS_TOTAL).absolute(0);
     metrics::counter!(DENIALS_TOTAL).absolute(0);
     for result in ["success", "failure"] {

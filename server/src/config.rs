@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fleetgate_proxy::app::{ConnConfig, ShedConfig};
+use fleetgate_proxy::app::{ClientIds, ConnConfig, ShedConfig};
+use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::limiter::Rate;
 use fleetgate_proxy::pacing::PacingConfig;
 use fleetgate_registry::decision::Windows;
@@ -278,6 +279,12 @@ pub struct MqttSettings {
     pub credential_cache_ttl: Duration,
     /// Entries per worker in each credential cache. Default 100,000.
     pub credential_cache_size: usize,
+    /// What MQTT 3.1.1 does with a denied PUBLISH. Default: acknowledge
+    /// and discard.
+    pub deny_publish: DenyPublish,
+    /// The client id relayed clients have at the broker. Default:
+    /// namespaced by user.
+    pub client_ids: ClientIds,
 }
 
 impl Default for MqttSettings {
@@ -287,6 +294,8 @@ impl Default for MqttSettings {
             connect_timeout: Duration::from_secs(10),
             credential_cache_ttl: Duration::from_secs(600),
             credential_cache_size: 100_000,
+            deny_publish: DenyPublish::Ack,
+            client_ids: ClientIds::Namespaced,
         }
     }
 }

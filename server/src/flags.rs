@@ -12,7 +12,8 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use clap::{Args, Parser};
-use fleetgate_proxy::app::{ConnConfig, IoDriver, ShedConfig};
+use fleetgate_proxy::app::{ClientIds, ConnConfig, IoDriver, ShedConfig};
+use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::limiter::RateSetting;
 use fleetgate_proxy::pacing::PacingConfig;
 use fleetgate_registry::decision::Windows;
@@ -255,6 +256,18 @@ pub struct GatewayFlags {
     #[arg(long, env = "FLEETGATE_MQTT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub mqtt_connect_timeout: Duration,
 
+    /// What an MQTT 3.1.1 client gets for a PUBLISH its user may not write:
+    /// `ack` (acknowledged and discarded, as Mosquitto does) or
+    /// `disconnect`. MQTT 5 clients always get PUBACK/PUBREC 0x87.
+    #[arg(long, env = "FLEETGATE_MQTT_DENY_PUBLISH", default_value = "ack", value_parser = parse_deny_publish)]
+    pub mqtt_deny_publish: DenyPublish,
+
+    /// The client id a relayed client has at the broker: `namespaced`
+    /// (`<username>:<client id>`, so no user can take over another's
+    /// session) or `as-sent`.
+    #[arg(long, env = "FLEETGATE_MQTT_CLIENT_IDS", default_value = "namespaced", value_parser = ClientIds::parse)]
+    pub mqtt_client_ids: ClientIds,
+
     /// How long a verified MQTT credential is trusted without re-hashing.
     #[arg(long, env = "FLEETGATE_CREDENTIAL_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
     pub credential_cache_ttl: Duration,
@@ -362,6 +375,14 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
         .map_err(|e| format!("{e}; expected host:port or `off`"))
 }
 
+fn parse_deny_publish(s: &str) -> Result<DenyPublish, String> {
+    match s {
+        "ack" => Ok(DenyPublish::Ack),
+        "disconnect" => Ok(DenyPublish::Disconnect),
+        _ => Err("expected ack or disconnect".into()),
+    }
+}
+
 pub(crate) fn parse_upstream(s: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
     match (uri.scheme_str(), uri.authority()) {
@@ -402,6 +423,8 @@ impl GatewayFlags {
                 connect_timeout: self.mqtt_connect_timeout,
                 credential_cache_ttl: self.credential_cache_ttl,
                 credential_cache_size: self.credential_cache_size as usize,
+                deny_publish: self.mqtt_deny_publish,
+                client_ids: self.mqtt_client_ids,
             },
             metrics: self.metrics == "on",
             rate_limits: RateLimitConfig {

@@ -126,6 +126,8 @@ pub fn build_app<S: Store>(
             cache_key: rand::random(),
             cache_ttl: config.mqtt.credential_cache_ttl,
             cache_capacity: config.mqtt.credential_cache_size,
+            deny_publish: config.mqtt.deny_publish,
+            client_ids: config.mqtt.client_ids,
             ..MqttConfig::default()
         },
         rate_limits: RateLimits {

@@ -15,12 +15,17 @@ fn unlock(g: &Gateway, token: &str) {
 }
 
 fn grant(g: &Gateway, token: &str, username: &str) {
+    grant_with(g, token, username, b"");
+}
+
+/// Grants with a body (roles and permissions overrides).
+fn grant_with(g: &Gateway, token: &str, username: &str, body: &[u8]) {
     let r = authed(
         g.admin,
         token,
         "POST",
         &format!("/api/client-registry/requests/{username}/grant"),
-        b"",
+        body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -93,7 +98,9 @@ fn mosquitto_clients_register_then_pass_through_to_the_broker() {
             .as_str()
             .unwrap()
             .starts_with("127.0.0.1:"));
-        grant(&g, &token, user);
+        // A granted user may do only what it is given: here, the plant.
+        let plant = br#"{"permissions":[{"resource":"plant/#","operation":"readWrite","context":"mqtt"}]}"#;
+        grant_with(&g, &token, user, plant);
     }
 
     // Granted: a subscriber and a publisher through the gateway; the message
@@ -350,7 +357,7 @@ fn malformed_and_silent_clients_are_closed() {
 }
 
 #[test]
-fn granted_connect_is_forwarded_byte_for_byte_and_deletion_revokes() {
+fn granted_connect_is_relayed_and_deletion_revokes() {
     let broker = Mosquitto::start("");
     let upstream = broker.addr.to_string();
     let g = Gateway::start(&["--mqtt-upstream", &upstream]);
@@ -361,7 +368,8 @@ fn granted_connect_is_forwarded_byte_for_byte_and_deletion_revokes() {
     assert_eq!(r.status, 202);
     grant(&g, &token, "dev-http");
 
-    // CONNECT plus a pipelined PINGREQ: the broker answers both, through us.
+    // CONNECT plus a pipelined PINGREQ: the broker answers both, through the
+    // relay (the CONNECT reaches it with the client id namespaced).
     let mut wire = connect(MqttLevel::V311, "c-h", "dev-http", "secret-h");
     wire.extend_from_slice(&[0xC0, 0x00]); // PINGREQ
     let mut s = TcpStream::connect(g.mqtt).unwrap();
@@ -374,7 +382,7 @@ fn granted_connect_is_forwarded_byte_for_byte_and_deletion_revokes() {
         [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00],
         "CONNACK 0 then PINGRESP from the broker"
     );
-    // The spliced connection stays usable.
+    // The relayed connection stays usable.
     s.write_all(&[0xC0, 0x00]).unwrap();
     let mut pong = [0u8; 2];
     s.read_exact(&mut pong).unwrap();

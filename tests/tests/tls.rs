@@ -56,9 +56,14 @@ fn unlock(g: &Gateway, token: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// Grants `username` the right to publish to `fleet/<username>` (a newly
+/// granted user has no permissions; the relay enforces them).
 fn grant(g: &Gateway, token: &str, username: &str) {
     let path = format!("/api/client-registry/requests/{username}/grant");
-    let r = authed(g.admin, token, "POST", &path, b"");
+    let body = json!({"permissions": [
+        {"resource": "fleet/{username}", "operation": "write", "context": "mqtt"}
+    ]});
+    let r = authed(g.admin, token, "POST", &path, body.to_string().as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -136,8 +136,9 @@ impl<'b> Reader<'b> {
 }
 
 /// Decodes the fixed header's remaining length: `Ok(Some((value, header
-/// bytes)))`, `Ok(None)` if more bytes are needed.
-fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, Malformed> {
+/// bytes)))`, `Ok(None)` if more bytes are needed. Shared with the relay
+/// codec ([`super::relay`]).
+pub(super) fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, Malformed> {
     let mut value = 0usize;
     for i in 0..4 {
         let Some(b) = buf.get(1 + i) else {
@@ -262,6 +263,82 @@ fn parse_body(body: &[u8]) -> Result<Connect<'_>, Malformed> {
         will,
         len: 0,
     })
+}
+
+/// Re-encodes a complete, already valid CONNECT (`packet`, exactly
+/// [`Connect::len`] bytes) with another client id and, when `username` is
+/// set, another username (added if the client sent none). Everything else
+/// (flags, keep-alive, properties, will, password) is kept byte for byte.
+/// The relay uses it to namespace client ids by user and to give the
+/// broker a certificate client's CN. `None` if `packet` is not a valid
+/// CONNECT.
+pub fn rewrite_connect(packet: &[u8], client_id: &str, username: Option<&str>) -> Option<Vec<u8>> {
+    let (remaining, header) = remaining_length(packet).ok()??;
+    let body = packet.get(header..header + remaining)?;
+    let mut r = Reader {
+        buf: body,
+        pos: 0,
+        level: None,
+    };
+    let name = r.binary().ok()?;
+    let level = r.u8().ok()?;
+    let v5 = name == b"MQTT" && level == 5;
+    let flags_at = r.pos;
+    let flags = r.u8().ok()?;
+    r.u16().ok()?;
+    if v5 {
+        r.skip_properties().ok()?;
+    }
+    let id_at = r.pos;
+    r.string().ok()?;
+    let middle_at = r.pos;
+    if flags & 0x04 != 0 {
+        if v5 {
+            r.skip_properties().ok()?;
+        }
+        r.string().ok()?;
+        r.binary().ok()?;
+    }
+    let user_at = r.pos;
+    if flags & 0x80 != 0 {
+        r.string().ok()?;
+    }
+    let password_at = r.pos;
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    if client_id.len() > usize::from(u16::MAX) || username.is_some_and(|u| u.len() > usize::from(u16::MAX)) {
+        return None;
+    }
+    let mut out_body = Vec::with_capacity(body.len() + client_id.len() + 64);
+    out_body.extend_from_slice(&body[..id_at]);
+    if username.is_some() {
+        out_body[flags_at] |= 0x80;
+    }
+    string(&mut out_body, client_id);
+    out_body.extend_from_slice(&body[middle_at..user_at]);
+    match username {
+        Some(u) => string(&mut out_body, u),
+        None => out_body.extend_from_slice(&body[user_at..password_at]),
+    }
+    out_body.extend_from_slice(&body[password_at..]);
+    let mut out = Vec::with_capacity(out_body.len() + 5);
+    out.push(0x10);
+    let mut len = out_body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&out_body);
+    Some(out)
 }
 
 /// CONNACK return codes (3.1/3.1.1) and reason codes (5) fleetgate sends.
@@ -532,5 +609,44 @@ mod tests {
             connack(Level::V5, Refusal::IdentifierRejected),
             [0x20, 0x03, 0x00, 0x85, 0x00]
         );
+    }
+
+    /// A 3.1.1 CONNECT with client id "c1", username "u", password "pw",
+    /// rewritten to client id "alice:c1" and username "alice": the result
+    /// parses, with the new fields and the same password and keep-alive.
+    #[test]
+    fn rewrite_connect_replaces_client_id_and_username() {
+        let packet: &[u8] = &[
+            0x10, 21, // CONNECT, remaining length 21
+            0, 4, b'M', b'Q', b'T', b'T', // protocol name
+            4,    // level 3.1.1
+            0xC2, // flags: username, password, clean session
+            0, 60, // keep-alive 60 s
+            0, 2, b'c', b'1', // client id "c1"
+            0, 1, b'u', // username "u"
+            0, 2, b'p', b'w', // password "pw"
+        ];
+        let Parsed::Complete(_) = parse_connect(packet, DEFAULT_MAX_REMAINING) else {
+            panic!("the fixture is a valid CONNECT");
+        };
+        let out = rewrite_connect(packet, "alice:c1", Some("alice")).unwrap();
+        let Parsed::Complete(c) = parse_connect(&out, DEFAULT_MAX_REMAINING) else {
+            panic!("the rewritten CONNECT parses");
+        };
+        assert_eq!(c.client_id, "alice:c1");
+        assert_eq!(c.username, Some("alice"));
+        assert_eq!(c.password, Some(&b"pw"[..]));
+        assert_eq!(c.keep_alive, 60);
+        assert_eq!(c.len, out.len());
+        // No username in the original: the flag is added with the field.
+        let bare: &[u8] = &[
+            0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 0, // empty client id
+        ];
+        let out = rewrite_connect(bare, "cn:x", Some("cn")).unwrap();
+        let Parsed::Complete(c) = parse_connect(&out, DEFAULT_MAX_REMAINING) else {
+            panic!("the rewritten CONNECT parses");
+        };
+        assert_eq!((c.client_id, c.username, c.password), ("cn:x", Some("cn"), None));
+        assert!(rewrite_connect(b"\x20\x02\x00\x00", "x", None).is_none());
     }
 }

@@ -15,26 +15,38 @@
 //! | malformed CONNECT | closed | 0x81, then closed |
 //! | client id longer than 256 bytes | 2 | 0x85 |
 //!
-//! A granted user's CONNECT, and every byte the client sent after it, are
-//! forwarded unchanged to `--mqtt-upstream`, and the two sockets are then
-//! copied both ways until either side closes.
+//! A granted user's CONNECT goes to `--mqtt-upstream` with its client id
+//! namespaced by user (`--mqtt-client-ids`) and, for a certificate client,
+//! the CN as its username. Then every packet the client sends is judged by
+//! the user's permissions ([`super::enforce`]); the broker's side is copied
+//! back, with `SUBACK`s merged. A user whose permission set is `#`
+//! readWrite is spliced byte for byte instead. Every
+//! [`crate::app::MqttConfig::revalidate_every`] the session re-reads its
+//! user: a deleted (or re-created) user's session ends, and a permission
+//! change applies to the next packet.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{CertificateLoginError, PollContext, RegisterOutcome};
 use fleetgate_registry::request::{check_username, Credential, RegisterRequest, PASSWORD_MAX};
 use fleetgate_registry::store::Store;
+use fleetgate_registry::topic::PermissionSet;
 use fleetgate_registry::{Registry, UnixMillis};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use super::codec::{connack, parse_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID};
+use super::codec::{
+    connack, parse_connect, rewrite_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID,
+};
+use super::enforce::Enforcer;
 use super::credentials::{Cached, CredentialCache};
-use crate::app::Worker;
+use crate::app::{ClientIds, Worker};
 use crate::io::{close_within, send_within, DeviceIo};
 use crate::limiter::Verdict as LimitVerdict;
 use crate::telemetry::{Outcome, Transport as TelemetryTransport};
@@ -61,7 +73,7 @@ pub async fn serve<S: Store, C: DeviceIo>(
     let deadline = Instant::now() + config.connect_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     // Read until a whole CONNECT is buffered.
-    let (verdict, level, started) = loop {
+    let (verdict, level, started, admitted) = loop {
         match parse_connect(&buf, config.max_remaining) {
             Parsed::Complete(connect) => {
                 let started = Instant::now();
@@ -77,7 +89,20 @@ pub async fn serve<S: Store, C: DeviceIo>(
                     Some(false) => worker.metrics.credential_miss.increment(1),
                     None => {}
                 }
-                break (decided.verdict, connect.level, started);
+                // Password clients name themselves; a certificate client
+                // is its CN (checked equal to any username it sent).
+                let username = match client_cert.as_deref() {
+                    Some(cert) => fleetgate_registry::ca::certificate_common_name(cert),
+                    None => connect.username.map(str::to_owned),
+                };
+                let admitted = username.map(|username| Admitted {
+                    username,
+                    client_id: connect.client_id.to_owned(),
+                    level: connect.level,
+                    len: connect.len,
+                    by_certificate: client_cert.is_some(),
+                });
+                break (decided.verdict, connect.level, started, admitted);
             }
             Parsed::Invalid(malformed) => {
                 tracing::debug!(%peer, reason = malformed.reason, "malformed CONNECT");
@@ -103,12 +128,17 @@ pub async fn serve<S: Store, C: DeviceIo>(
     };
     let _ = started;
     let write_timeout = app.config.write_timeout;
-    match (verdict, config.upstream) {
-        (Verdict::Pass, Some(upstream)) => {
-            splice(stream, buf, upstream, level, config, write_timeout).await
+    match (verdict, config.upstream, admitted) {
+        (Verdict::Pass, Some(upstream), Some(admitted)) => {
+            relay(stream, buf, upstream, admitted, worker).await
         }
-        (Verdict::Pass, None) => refuse(stream, level, Refusal::Unavailable, write_timeout).await,
-        (Verdict::Refuse(r), _) => refuse(stream, level, r, write_timeout).await,
+        (Verdict::Pass, Some(_), None) => {
+            refuse(stream, level, Refusal::NotAuthorized, write_timeout).await
+        }
+        (Verdict::Pass, None, _) => {
+            refuse(stream, level, Refusal::Unavailable, write_timeout).await
+        }
+        (Verdict::Refuse(r), _, _) => refuse(stream, level, r, write_timeout).await,
     }
 }
 
@@ -119,6 +149,17 @@ pub struct Decided {
     pub outcome: Outcome,
     /// `Some(hit)` when the credential cache was consulted.
     pub cache_hit: Option<bool>,
+}
+
+/// Who a let-through CONNECT belongs to, and what the broker gets.
+struct Admitted {
+    username: String,
+    client_id: String,
+    level: Level,
+    /// The CONNECT's length in the buffer (bytes after it are packets).
+    len: usize,
+    /// A certificate client: the broker gets the CN as its username.
+    by_certificate: bool,
 }
 
 impl Decided {
@@ -345,35 +386,132 @@ async fn register<S: Store>(
     )
 }
 
-/// Forwards the buffered bytes (the CONNECT and anything after it) to the
-/// upstream broker, then copies both ways until either side closes.
-async fn splice<C: DeviceIo>(
+/// What a user may do, compiled, with the user's identity at the time.
+/// `None` when the user no longer exists.
+async fn load_access<S: Store>(
+    registry: &Registry<S>,
+    username: &str,
+) -> Result<Option<(Arc<PermissionSet>, UnixMillis)>, ()> {
+    let user = match registry.user(username).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    // TODO(roles): the union with the user's roles' permissions.
+    let permissions = user.permissions.clone();
+    Ok(Some((
+        Arc::new(PermissionSet::compile(username, &permissions)),
+        user.created_at,
+    )))
+}
+
+/// Connects to the broker, sends it the (rewritten) CONNECT and the packets
+/// that came behind it (judged first), then relays until either side
+/// closes, the user is deleted, or a write passes its deadline.
+async fn relay<S: Store, C: DeviceIo>(
     client: C,
     buffered: Vec<u8>,
     upstream: SocketAddr,
-    level: Level,
-    config: &crate::app::MqttConfig,
-    write_timeout: Duration,
+    admitted: Admitted,
+    worker: &Worker<S>,
 ) {
-    let connected =
-        monoio::time::timeout(config.upstream_timeout, TcpStream::connect(upstream)).await;
-    let mut broker = match connected {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::warn!(%upstream, error = %e, "cannot reach the MQTT upstream");
-            return refuse(client, level, Refusal::Unavailable, write_timeout).await;
-        }
-        Err(_) => {
-            tracing::warn!(%upstream, "MQTT upstream connect timed out");
-            return refuse(client, level, Refusal::Unavailable, write_timeout).await;
-        }
+    let app = &worker.app;
+    let config = &app.mqtt;
+    let write_timeout = app.config.write_timeout;
+    let level = admitted.level;
+    let username = admitted.username.as_str();
+    let (permissions, created_at) = match load_access(&app.registry, username).await {
+        Ok(Some(access)) => access,
+        Ok(None) => return refuse(client, level, Refusal::NotAuthorized, write_timeout).await,
+        Err(()) => return refuse(client, level, Refusal::Unavailable, write_timeout).await,
     };
-    let _ = broker.set_nodelay(true);
-    let written = monoio::time::timeout(write_timeout, broker.write_all(buffered)).await;
+    let client_id = match config.client_ids {
+        ClientIds::Namespaced if !admitted.client_id.is_empty() => {
+            format!("{username}:{}", admitted.client_id)
+        }
+        _ => admitted.client_id.clone(),
+    };
+    let broker_name = admitted.by_certificate.then_some(username);
+    let Some(mut first) = rewrite_connect(&buffered[..admitted.len], &client_id, broker_name) else {
+        return refuse(client, level, Refusal::Malformed, write_timeout).await;
+    };
+    let splice_plainly = permissions.is_everything();
+    let enforcer = Rc::new(RefCell::new(Enforcer::new(
+        level,
+        config.max_packet,
+        config.deny_publish,
+        permissions,
+    )));
+    let mut rest = buffered[admitted.len..].to_vec();
+    if !splice_plainly {
+        let mut answers = Vec::new();
+        if enforcer.borrow_mut().from_client(&mut rest, &mut answers).is_err() {
+            return close_within(&mut { client }, write_timeout).await;
+        }
+        // Answers to packets that came behind the CONNECT wait for the
+        // broker's CONNACK: nothing may reach the client before it.
+        enforcer.borrow_mut().answer_after_connack(answers);
+    }
+    first.extend_from_slice(&rest);
+    let Some(broker) = connect_upstream(upstream, config.upstream_timeout).await else {
+        return refuse(client, level, Refusal::Unavailable, write_timeout).await;
+    };
+    let mut broker = broker;
+    let written = monoio::time::timeout(write_timeout, broker.write_all(first)).await;
     if !matches!(written, Ok((Ok(_), _))) {
         return refuse(client, level, Refusal::Unavailable, write_timeout).await;
     }
-    client.splice(broker, write_timeout).await;
+    let session = async {
+        if splice_plainly {
+            client.splice(broker, write_timeout).await
+        } else {
+            client.relay(broker, enforcer.clone(), write_timeout).await
+        }
+    };
+    let watch = async {
+        // Ends when the user is gone or re-created (then the session ends
+        // with it); otherwise applies permission changes as they come.
+        loop {
+            monoio::time::sleep(config.revalidate_every).await;
+            match load_access(&app.registry, username).await {
+                Ok(Some((_, at))) if at != created_at => return,
+                Ok(Some((set, _))) if splice_plainly && !set.is_everything() => return,
+                Ok(Some((set, _))) => enforcer.borrow_mut().set_permissions(set),
+                Ok(None) => return,
+                // The store is briefly unreachable: keep what was known.
+                Err(()) => {}
+            }
+            let denials = std::mem::take(&mut enforcer.borrow_mut().denials);
+            worker.metrics.mqtt_denied_publish.increment(denials.publishes);
+            worker.metrics.mqtt_denied_filter.increment(denials.filters);
+        }
+    };
+    monoio::select! {
+        _ = session => {},
+        _ = watch => tracing::info!(username, "relayed MQTT session ended: the user was deleted or its access changed"),
+    }
+    let denials = std::mem::take(&mut enforcer.borrow_mut().denials);
+    worker.metrics.mqtt_denied_publish.increment(denials.publishes);
+    worker.metrics.mqtt_denied_filter.increment(denials.filters);
+}
+
+/// A connection to the broker, or `None` (logged) when it cannot be had in
+/// time.
+async fn connect_upstream(upstream: SocketAddr, timeout: Duration) -> Option<TcpStream> {
+    match monoio::time::timeout(timeout, TcpStream::connect(upstream)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%upstream, error = %e, "cannot reach the MQTT upstream");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%upstream, "MQTT upstream connect timed out");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

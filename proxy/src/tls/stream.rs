@@ -24,6 +24,7 @@ use monoio::net::TcpStream;
 use rustls::{HandshakeKind, ServerConnection};
 
 use crate::io::{DeviceIo, READ_CHUNK};
+use crate::mqtt::enforce::Enforcer;
 
 /// Ciphertext read per socket read: one full TLS record and its overhead.
 const CIPHERTEXT_CHUNK: usize = 16 * 1024 + 256;
@@ -210,6 +211,27 @@ impl DeviceIo for TlsStream {
     /// empty chunk tells it to close. No read is ever cancelled, so no
     /// bytes are lost in flight.
     async fn splice(self, broker: TcpStream, write_timeout: Duration) {
+        self.pipe(broker, write_timeout, None).await
+    }
+
+    async fn relay(
+        self,
+        broker: TcpStream,
+        enforcer: Rc<RefCell<Enforcer>>,
+        write_timeout: Duration,
+    ) {
+        self.pipe(broker, write_timeout, Some(enforcer)).await
+    }
+}
+
+impl TlsStream {
+    /// The splice, with every byte through `filter` when there is one.
+    async fn pipe(
+        self,
+        broker: TcpStream,
+        write_timeout: Duration,
+        filter: Option<Rc<RefCell<Enforcer>>>,
+    ) {
         let TlsStream {
             tcp,
             mut tls,
@@ -226,6 +248,7 @@ impl DeviceIo for TlsStream {
         let up = {
             let tls = tls.clone();
             let records = records.clone();
+            let filter = filter.clone();
             async move {
                 let mut rx = rx;
                 let mut plain = Vec::with_capacity(READ_CHUNK);
@@ -241,6 +264,25 @@ impl DeviceIo for TlsStream {
                         };
                         if !replies.is_empty() && records.send(replies).await.is_err() {
                             break 'copy;
+                        }
+                        if let (Ok(Some(n)), Some(filter)) = (&got, &filter) {
+                            if *n > 0 {
+                                let mut answers = Vec::new();
+                                if filter.borrow_mut().from_client(&mut plain, &mut answers).is_err() {
+                                    break 'copy;
+                                }
+                                if !answers.is_empty() {
+                                    let mut sealed = Vec::with_capacity(answers.len() + 64);
+                                    if seal(&mut tls.borrow_mut(), &answers, &mut sealed).is_err()
+                                        || records.send(sealed).await.is_err()
+                                    {
+                                        break 'copy;
+                                    }
+                                }
+                                if plain.is_empty() {
+                                    continue;
+                                }
+                            }
                         }
                         match got {
                             Ok(Some(0)) | Err(_) => break 'copy,
@@ -294,8 +336,18 @@ impl DeviceIo for TlsStream {
                         Ok(n) if n > 0 => n,
                         _ => break,
                     };
-                    let mut sealed = Vec::with_capacity(n + 64);
-                    if seal(&mut tls.borrow_mut(), &buf[..n], &mut sealed).is_err() {
+                    buf.truncate(n);
+                    if let Some(filter) = &filter {
+                        if filter.borrow_mut().from_broker(&mut buf).is_err() {
+                            break;
+                        }
+                        if buf.is_empty() {
+                            buf.reserve(READ_CHUNK);
+                            continue;
+                        }
+                    }
+                    let mut sealed = Vec::with_capacity(buf.len() + 64);
+                    if seal(&mut tls.borrow_mut(), &buf, &mut sealed).is_err() {
                         break;
                     }
                     if records.send(sealed).await.is_err() {
