@@ -189,13 +189,20 @@ impl DeviceIo for TcpStream {
                 let mut buf = Vec::with_capacity(READ_CHUNK);
                 loop {
                     buf.clear();
+                    // The enforcer may hand back a fresh, empty buffer (all
+                    // dropped): a read into no capacity would look like EOF.
+                    buf.reserve(READ_CHUNK);
                     let (res, b) = client_read.read(buf).await;
                     buf = b;
                     if !matches!(res, Ok(n) if n > 0) {
                         break;
                     }
                     let mut replies = Vec::new();
-                    if enforcer.borrow_mut().from_client(&mut buf, &mut replies).is_err() {
+                    if enforcer
+                        .borrow_mut()
+                        .from_client(&mut buf, &mut replies)
+                        .is_err()
+                    {
                         break;
                     }
                     if !replies.is_empty() && outbox.send(replies).await.is_err() {
@@ -264,7 +271,10 @@ pub async fn write_outbox<W: AsyncWriteRent>(
                 break;
             }
             Err(_) => {
-                result = Err(io::Error::new(io::ErrorKind::TimedOut, "write deadline passed"));
+                result = Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "write deadline passed",
+                ));
                 break;
             }
         }

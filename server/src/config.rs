@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetgate_proxy::app::{ClientIds, ConnConfig, ShedConfig};
-use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::limiter::Rate;
+use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::pacing::PacingConfig;
 use fleetgate_registry::decision::Windows;
 use fleetgate_registry::RegistryConfig;

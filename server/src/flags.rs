@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser};
 use fleetgate_proxy::app::{ClientIds, ConnConfig, IoDriver, ShedConfig};
-use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::limiter::RateSetting;
+use fleetgate_proxy::mqtt::enforce::DenyPublish;
 use fleetgate_proxy::pacing::PacingConfig;
 use fleetgate_registry::decision::Windows;
 

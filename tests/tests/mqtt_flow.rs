@@ -99,7 +99,8 @@ fn mosquitto_clients_register_then_pass_through_to_the_broker() {
             .unwrap()
             .starts_with("127.0.0.1:"));
         // A granted user may do only what it is given: here, the plant.
-        let plant = br#"{"permissions":[{"resource":"plant/#","operation":"readWrite","context":"mqtt"}]}"#;
+        let plant =
+            br#"{"permissions":[{"resource":"plant/#","operation":"readWrite","context":"mqtt"}]}"#;
         grant_with(&g, &token, user, plant);
     }
 

@@ -38,7 +38,10 @@ impl Setup {
     /// Registers `username` over HTTP and grants it with no overrides: the
     /// user exists with no permissions at all.
     fn user(&self, username: &str) {
-        assert_eq!(register(self.g.http, &creds(username, PASSWORD)).status, 202);
+        assert_eq!(
+            register(self.g.http, &creds(username, PASSWORD)).status,
+            202
+        );
         let r = authed(
             self.g.admin,
             &self.token,
@@ -64,7 +67,12 @@ impl Setup {
     /// `mosquitto_sub -t '#'` on the upstream broker itself, for `wait`.
     fn watch_broker(&self) -> Child {
         let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.broker.addr.port().to_string()])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.broker.addr.port().to_string(),
+            ])
             .args(["-t", "#", "-v", "-W", "20"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -96,8 +104,13 @@ impl Client {
     fn connect(setup: &Setup, level: MqttLevel, client_id: &str, username: &str) -> Client {
         let mut s = TcpStream::connect(setup.g.mqtt).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(&mqtt_connect(level, client_id, Some(username), Some(PASSWORD.as_bytes())))
-            .unwrap();
+        s.write_all(&mqtt_connect(
+            level,
+            client_id,
+            Some(username),
+            Some(PASSWORD.as_bytes()),
+        ))
+        .unwrap();
         let mut c = Client { s, level };
         let connack = c.packet();
         assert_eq!(connack[0], 0x20, "CONNACK: {connack:?}");
@@ -206,13 +219,30 @@ fn a_new_user_connects_but_may_publish_and_subscribe_nowhere() {
     let (_, _, err) = run_tool(
         "mosquitto_pub",
         &[
-            "-h", "127.0.0.1", "-p", &t.g.mqtt.port().to_string(), "-V", "mqttv5",
-            "-u", "relay-new", "-P", PASSWORD, "-q", "1", "-t", "devices/relay-new/t", "-m", "x",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &t.g.mqtt.port().to_string(),
+            "-V",
+            "mqttv5",
+            "-u",
+            "relay-new",
+            "-P",
+            PASSWORD,
+            "-q",
+            "1",
+            "-t",
+            "devices/relay-new/t",
+            "-m",
+            "x",
         ],
     );
     assert!(err.to_lowercase().contains("not authori"), "{err}");
     let seen = stop(watcher);
-    assert!(!seen.contains("denied"), "nothing denied reached the broker: {seen}");
+    assert!(
+        !seen.contains("denied"),
+        "nothing denied reached the broker: {seen}"
+    );
     assert!(!seen.contains("devices/relay-new/t x"), "{seen}");
 }
 
@@ -246,7 +276,15 @@ fn granted_topics_work_end_to_end_and_denied_ones_never_arrive() {
     let port = t.g.mqtt.port().to_string();
     let sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311"])
-        .args(["-u", "relay-sub", "-P", PASSWORD, "-t", "devices/+/temp", "-v"])
+        .args([
+            "-u",
+            "relay-sub",
+            "-P",
+            PASSWORD,
+            "-t",
+            "devices/+/temp",
+            "-v",
+        ])
         .args(["-C", "1", "-W", "20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -258,8 +296,20 @@ fn granted_topics_work_end_to_end_and_denied_ones_never_arrive() {
         let (code, _, err) = run_tool(
             "mosquitto_pub",
             &[
-                "-h", "127.0.0.1", "-p", &port, "-V", version, "-u", "relay-pub", "-P", PASSWORD,
-                "-t", "devices/relay-sub/temp", "-m", "spoofed",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-u",
+                "relay-pub",
+                "-P",
+                PASSWORD,
+                "-t",
+                "devices/relay-sub/temp",
+                "-m",
+                "spoofed",
             ],
         );
         assert_eq!(code, 0, "{err}");
@@ -267,8 +317,22 @@ fn granted_topics_work_end_to_end_and_denied_ones_never_arrive() {
     let (code, _, err) = run_tool(
         "mosquitto_pub",
         &[
-            "-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-u", "relay-pub", "-P", PASSWORD,
-            "-q", "1", "-t", "devices/relay-pub/temp", "-m", "21.5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "relay-pub",
+            "-P",
+            PASSWORD,
+            "-q",
+            "1",
+            "-t",
+            "devices/relay-pub/temp",
+            "-m",
+            "21.5",
         ],
     );
     assert_eq!(code, 0, "its own topic is allowed: {err}");
@@ -277,7 +341,10 @@ fn granted_topics_work_end_to_end_and_denied_ones_never_arrive() {
     assert_eq!(got.trim(), "devices/relay-pub/temp 21.5", "{got}");
     let seen = stop(watcher);
     assert!(seen.contains("devices/relay-pub/temp 21.5"), "{seen}");
-    assert!(!seen.contains("spoofed"), "a denied publish never reaches the broker: {seen}");
+    assert!(
+        !seen.contains("spoofed"),
+        "a denied publish never reaches the broker: {seen}"
+    );
 }
 
 #[test]
@@ -296,12 +363,25 @@ fn suback_codes_are_exact_for_mixed_filters() {
         // allowed (a subset), denied (another device).
         c.subscribe(
             3,
-            &["devices/relay-mix/#", "#", "devices/relay-mix/+/x", "devices/other/x"],
+            &[
+                "devices/relay-mix/#",
+                "#",
+                "devices/relay-mix/+/x",
+                "devices/other/x",
+            ],
         );
         let suback = c.packet();
         let codes = &suback[suback.len() - 4..];
-        assert_eq!(codes, [0x00, refused, 0x00, refused], "{level:?}: {suback:?}");
-        assert_eq!(u16::from_be_bytes([suback[2], suback[3]]), 3, "packet id kept");
+        assert_eq!(
+            codes,
+            [0x00, refused, 0x00, refused],
+            "{level:?}: {suback:?}"
+        );
+        assert_eq!(
+            u16::from_be_bytes([suback[2], suback[3]]),
+            3,
+            "packet id kept"
+        );
         assert_eq!(c.ping(), [0xD0, 0x00]);
     }
 }
@@ -316,7 +396,11 @@ fn a_user_cannot_take_over_another_users_session() {
     // (namespaced by user), so the victim's session is not taken over.
     let mut thief = t.mqtt(MqttLevel::V311, "shared-id", "relay-thief");
     assert_eq!(thief.ping(), [0xD0, 0x00]);
-    assert_eq!(victim.ping(), [0xD0, 0x00], "the victim's session is still up");
+    assert_eq!(
+        victim.ping(),
+        [0xD0, 0x00],
+        "the victim's session is still up"
+    );
     // The same user reconnecting with its own id does take its session over
     // (the broker's usual rule): the old connection is closed.
     let _again = t.mqtt(MqttLevel::V311, "shared-id", "relay-victim");
@@ -339,5 +423,8 @@ fn deleting_a_user_cuts_its_live_session_within_a_second() {
     let n = c.s.read(&mut buf).unwrap_or(0);
     let took = deleted.elapsed();
     assert_eq!(n, 0, "the session is closed, not answered: {:?}", &buf[..n]);
-    assert!(took < Duration::from_secs(1), "closed {took:?} after the delete");
+    assert!(
+        took < Duration::from_secs(1),
+        "closed {took:?} after the delete"
+    );
 }

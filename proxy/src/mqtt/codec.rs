@@ -308,7 +308,9 @@ pub fn rewrite_connect(packet: &[u8], client_id: &str, username: Option<&str>) -
         out.extend_from_slice(&(s.len() as u16).to_be_bytes());
         out.extend_from_slice(s.as_bytes());
     };
-    if client_id.len() > usize::from(u16::MAX) || username.is_some_and(|u| u.len() > usize::from(u16::MAX)) {
+    if client_id.len() > usize::from(u16::MAX)
+        || username.is_some_and(|u| u.len() > usize::from(u16::MAX))
+    {
         return None;
     }
     let mut out_body = Vec::with_capacity(body.len() + client_id.len() + 64);
@@ -646,7 +648,10 @@ mod tests {
         let Parsed::Complete(c) = parse_connect(&out, DEFAULT_MAX_REMAINING) else {
             panic!("the rewritten CONNECT parses");
         };
-        assert_eq!((c.client_id, c.username, c.password), ("cn:x", Some("cn"), None));
+        assert_eq!(
+            (c.client_id, c.username, c.password),
+            ("cn:x", Some("cn"), None)
+        );
         assert!(rewrite_connect(b"\x20\x02\x00\x00", "x", None).is_none());
     }
 }

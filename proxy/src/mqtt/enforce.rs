@@ -139,7 +139,11 @@ impl Enforcer {
 
     /// `data` holds bytes the client sent; on return it holds what to send
     /// to the broker, and `to_client` what the gateway answers itself.
-    pub fn from_client(&mut self, data: &mut Vec<u8>, to_client: &mut Vec<u8>) -> Result<(), Close> {
+    pub fn from_client(
+        &mut self,
+        data: &mut Vec<u8>,
+        to_client: &mut Vec<u8>,
+    ) -> Result<(), Close> {
         if !self.client_carry.is_empty() {
             self.client_carry.extend_from_slice(data);
             std::mem::swap(&mut self.client_carry, data);
@@ -180,20 +184,27 @@ impl Enforcer {
         Ok(())
     }
 
-    fn judge(&mut self, packet: ClientPacket<'_>, to_client: &mut Vec<u8>) -> Result<Verdict, Close> {
+    fn judge(
+        &mut self,
+        packet: ClientPacket<'_>,
+        to_client: &mut Vec<u8>,
+    ) -> Result<Verdict, Close> {
         match packet {
             ClientPacket::Publish(p) => {
                 let topic = if p.topic.is_empty() {
                     // MQTT 5: the topic is the alias's.
                     match p.topic_alias.and_then(|a| self.aliases.get(&a)) {
                         Some(t) => t.as_str(),
-                        None => return Err(Close::Client(RelayError::Protocol("unknown topic alias"))),
+                        None => {
+                            return Err(Close::Client(RelayError::Protocol("unknown topic alias")))
+                        }
                     }
                 } else {
                     if let Some(alias) = p.topic_alias {
-                        if self.aliases.len() >= MAX_ALIASES && !self.aliases.contains_key(&alias)
-                        {
-                            return Err(Close::Client(RelayError::Protocol("too many topic aliases")));
+                        if self.aliases.len() >= MAX_ALIASES && !self.aliases.contains_key(&alias) {
+                            return Err(Close::Client(RelayError::Protocol(
+                                "too many topic aliases",
+                            )));
                         }
                         self.aliases.insert(alias, p.topic.to_owned());
                     }
@@ -208,8 +219,12 @@ impl Enforcer {
                 }
                 let reason = NOT_AUTHORIZED_V5;
                 match (p.qos, p.packet_id) {
-                    (1, Some(id)) => to_client.extend_from_slice(&encode_puback(self.level, id, reason)),
-                    (2, Some(id)) => to_client.extend_from_slice(&encode_pubrec(self.level, id, reason)),
+                    (1, Some(id)) => {
+                        to_client.extend_from_slice(&encode_puback(self.level, id, reason))
+                    }
+                    (2, Some(id)) => {
+                        to_client.extend_from_slice(&encode_pubrec(self.level, id, reason))
+                    }
                     _ => {}
                 }
                 Ok(Verdict::Drop)
@@ -294,7 +309,9 @@ impl Enforcer {
                 continue;
             }
             if total > self.max_remaining {
-                return Err(Close::Broker(RelayError::Malformed("SUBACK over the packet cap")));
+                return Err(Close::Broker(RelayError::Malformed(
+                    "SUBACK over the packet cap",
+                )));
             }
             if data.len() - at < total {
                 break;
@@ -302,7 +319,9 @@ impl Enforcer {
             let packet = match check_server(&data[at..at + total], self.level, self.max_remaining) {
                 Frame::Complete(p) => p,
                 Frame::Incomplete => {
-                    return Err(Close::Broker(RelayError::Malformed("SUBACK shorter than its length")))
+                    return Err(Close::Broker(RelayError::Malformed(
+                        "SUBACK shorter than its length",
+                    )))
                 }
                 Frame::Invalid(e) => return Err(Close::Broker(e)),
             };
@@ -315,7 +334,9 @@ impl Enforcer {
                     let denied = self.open_subscribes.remove(&packet_id).unwrap_or_default();
                     let merged = merge_suback(codes, &denied);
                     out.get_or_insert_with(|| data[..at].to_vec())
-                        .extend_from_slice(&encode_suback(self.level, packet_id, properties, &merged));
+                        .extend_from_slice(&encode_suback(
+                            self.level, packet_id, properties, &merged,
+                        ));
                 }
                 _ => {
                     if let Some(out) = out.as_mut() {
@@ -365,7 +386,9 @@ fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize)>, Close> {
             return Ok(Some((first, 2 + i + remaining)));
         }
     }
-    Err(Close::Broker(RelayError::Malformed("remaining length longer than 4 bytes")))
+    Err(Close::Broker(RelayError::Malformed(
+        "remaining length longer than 4 bytes",
+    )))
 }
 
 enum Verdict {
@@ -457,7 +480,10 @@ mod tests {
         }
         let mut e = Enforcer::new(Level::V311, 1024, DenyPublish::Disconnect, set(&[]));
         let mut wire = publish("x", 0, 0, b"", false);
-        assert_eq!(e.from_client(&mut wire, &mut Vec::new()), Err(Close::DeniedPublish));
+        assert_eq!(
+            e.from_client(&mut wire, &mut Vec::new()),
+            Err(Close::DeniedPublish)
+        );
     }
 
     #[test]
@@ -471,7 +497,10 @@ mod tests {
             let mut answers = Vec::new();
             e.from_client(&mut wire, &mut answers).unwrap();
             assert!(answers.is_empty());
-            assert_eq!(wire, encode_subscribe(level, 5, props, &[("devices/dev1/+", 1)]));
+            assert_eq!(
+                wire,
+                encode_subscribe(level, 5, props, &[("devices/dev1/+", 1)])
+            );
             // The broker answers a PUBLISH and the SUBACK, split mid-SUBACK.
             let mut from_broker = publish("devices/dev1/a", 0, 0, b"hi", level == Level::V5);
             let before = from_broker.clone();

@@ -34,7 +34,8 @@
 //! [`NOT_AUTHORIZED_V5`] in v5 ([`encode_puback`], [`encode_pubrec`]); MQTT
 //! 3.1.1 has no way to refuse a PUBLISH, so the session either acknowledges
 //! and drops it or closes the connection. MQTT 3.1 predates the SUBACK
-//! failure code 0x80; a 3.1 client is sent it anyway, as brokers do.
+//! failure code 0x80; [`suback_refusal`] gives it to 3.1 clients too, there
+//! being no better answer in that version.
 
 use std::str;
 
@@ -45,7 +46,7 @@ use super::codec::{remaining_length, Level};
 /// The largest remaining length (the packet after its fixed header)
 /// accepted by default in either direction: 256 KiB, far beyond a device's
 /// telemetry message, and a bound on what one connection makes the worker
-/// buffer (brokers such as mosquitto default to no limit at all).
+/// buffer.
 pub const DEFAULT_MAX_PACKET: usize = 256 * 1024;
 
 /// The SUBACK return code for a refused filter in MQTT 3.1.1.

@@ -44,8 +44,8 @@ use monoio::net::TcpStream;
 use super::codec::{
     connack, parse_connect, rewrite_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID,
 };
-use super::enforce::Enforcer;
 use super::credentials::{Cached, CredentialCache};
+use super::enforce::Enforcer;
 use crate::app::{ClientIds, Worker};
 use crate::io::{close_within, send_within, DeviceIo};
 use crate::limiter::Verdict as LimitVerdict;
@@ -432,7 +432,8 @@ async fn relay<S: Store, C: DeviceIo>(
         _ => admitted.client_id.clone(),
     };
     let broker_name = admitted.by_certificate.then_some(username);
-    let Some(mut first) = rewrite_connect(&buffered[..admitted.len], &client_id, broker_name) else {
+    let Some(mut first) = rewrite_connect(&buffered[..admitted.len], &client_id, broker_name)
+    else {
         return refuse(client, level, Refusal::Malformed, write_timeout).await;
     };
     let splice_plainly = permissions.is_everything();
@@ -445,7 +446,11 @@ async fn relay<S: Store, C: DeviceIo>(
     let mut rest = buffered[admitted.len..].to_vec();
     if !splice_plainly {
         let mut answers = Vec::new();
-        if enforcer.borrow_mut().from_client(&mut rest, &mut answers).is_err() {
+        if enforcer
+            .borrow_mut()
+            .from_client(&mut rest, &mut answers)
+            .is_err()
+        {
             return close_within(&mut { client }, write_timeout).await;
         }
         // Answers to packets that came behind the CONNECT wait for the
@@ -482,7 +487,10 @@ async fn relay<S: Store, C: DeviceIo>(
                 Err(()) => {}
             }
             let denials = std::mem::take(&mut enforcer.borrow_mut().denials);
-            worker.metrics.mqtt_denied_publish.increment(denials.publishes);
+            worker
+                .metrics
+                .mqtt_denied_publish
+                .increment(denials.publishes);
             worker.metrics.mqtt_denied_filter.increment(denials.filters);
         }
     };
@@ -491,7 +499,10 @@ async fn relay<S: Store, C: DeviceIo>(
         _ = watch => tracing::info!(username, "relayed MQTT session ended: the user was deleted or its access changed"),
     }
     let denials = std::mem::take(&mut enforcer.borrow_mut().denials);
-    worker.metrics.mqtt_denied_publish.increment(denials.publishes);
+    worker
+        .metrics
+        .mqtt_denied_publish
+        .increment(denials.publishes);
     worker.metrics.mqtt_denied_filter.increment(denials.filters);
 }
 

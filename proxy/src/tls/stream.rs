@@ -268,7 +268,11 @@ impl TlsStream {
                         if let (Ok(Some(n)), Some(filter)) = (&got, &filter) {
                             if *n > 0 {
                                 let mut answers = Vec::new();
-                                if filter.borrow_mut().from_client(&mut plain, &mut answers).is_err() {
+                                if filter
+                                    .borrow_mut()
+                                    .from_client(&mut plain, &mut answers)
+                                    .is_err()
+                                {
                                     break 'copy;
                                 }
                                 if !answers.is_empty() {
