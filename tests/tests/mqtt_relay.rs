@@ -53,6 +53,19 @@ impl Setup {
         assert_eq!(r.json()["permissions"], json!([]), "{}", r.text());
     }
 
+    /// Registers `username` and grants it exactly `permissions`.
+    fn user_with(&self, username: &str, permissions: serde_json::Value) {
+        assert_eq!(register(self.g.http, &creds(username, PASSWORD)).status, 202);
+        let r = authed(
+            self.g.admin,
+            &self.token,
+            "POST",
+            &format!("/api/client-registry/requests/{username}/grant"),
+            json!({ "permissions": permissions }).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     fn patch(&self, username: &str, body: serde_json::Value) {
         let r = authed(
             self.g.admin,
@@ -350,12 +363,9 @@ fn granted_topics_work_end_to_end_and_denied_ones_never_arrive() {
 #[test]
 fn suback_codes_are_exact_for_mixed_filters() {
     let t = Setup::start();
-    t.user("relay-mix");
-    t.patch(
+    t.user_with(
         "relay-mix",
-        json!({"permissions": [
-            {"resource": "devices/{username}/#", "operation": "read", "context": "mqtt"}
-        ]}),
+        json!([{"resource": "devices/{username}/#", "operation": "read", "context": "mqtt"}]),
     );
     for (level, cid, refused) in [(MqttLevel::V311, "m3", 0x80), (MqttLevel::V5, "m5", 0x87)] {
         let mut c = t.mqtt(level, cid, "relay-mix");
