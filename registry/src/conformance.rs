@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::Fingerprint;
-use crate::model::{RequestState, Transport, UserRecord};
+use crate::model::{
+    Operation, Permission, PermissionContext, RequestState, Role, Transport, UserRecord,
+};
 use crate::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate,
     Store, StoreError,
@@ -81,6 +83,22 @@ async fn grant<S: Store>(s: &S, username: &str, n: u8, now: UnixMillis) -> Grant
     .unwrap()
 }
 
+/// Fixture: a role named `name` whose permissions are one read per
+/// resource in `resources`, on MQTT.
+pub fn role(name: &str, resources: &[&str]) -> Role {
+    Role {
+        name: name.into(),
+        permissions: resources
+            .iter()
+            .map(|r| Permission {
+                resource: (*r).into(),
+                operation: Operation::Read,
+                context: PermissionContext::Mqtt,
+            })
+            .collect(),
+    }
+}
+
 /// A factory for a fresh, empty store with the given windows and cap.
 ///
 /// A plain closure `Fn(Windows, usize) -> S` is a factory. A backend that
@@ -126,7 +144,9 @@ macro_rules! for_each_conformance_case {
             forget_frees_the_username,
             pending_expires_and_cap_holds,
             listing_is_keyset_paginated,
-            users_put_list_delete
+            users_put_list_delete,
+            roles_put_get_list_delete,
+            roles_are_global_and_apart_from_users
         );
     };
 }
@@ -463,4 +483,99 @@ pub async fn users_put_list_delete<S: Store>(f: &impl Factory<S>) {
     assert_eq!(s.get_request("dev01", T0).await.unwrap(), None);
     // The username is free again.
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+}
+
+/// Roles are created, read, listed in name order, replaced and deleted.
+pub async fn roles_put_get_list_delete<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    assert_eq!(
+        s.list_roles().await.unwrap(),
+        vec![],
+        "a fresh store has no roles"
+    );
+    assert_eq!(s.get_role("sensors").await.unwrap(), None);
+    assert!(!s.delete_role("sensors").await.unwrap());
+
+    // Put out of order; the listing is sorted by name (byte order).
+    for r in [
+        role("sensors", &["plant/+/temp"]),
+        role("Ops", &["#"]),
+        role("actuators.v2", &["plant/+/cmd", "plant/+/ack"]),
+        role("site:4-line_2", &[]),
+    ] {
+        s.put_role(r).await.unwrap();
+    }
+    let names = |roles: Vec<Role>| roles.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.list_roles().await.unwrap()),
+        ["Ops", "actuators.v2", "sensors", "site:4-line_2"]
+    );
+    assert_eq!(
+        s.get_role("actuators.v2").await.unwrap(),
+        Some(role("actuators.v2", &["plant/+/cmd", "plant/+/ack"])),
+        "permissions come back in the order they were put"
+    );
+    assert_eq!(
+        s.get_role("site:4-line_2").await.unwrap(),
+        Some(role("site:4-line_2", &[])),
+        "a role may have no permissions"
+    );
+    assert_eq!(
+        s.get_role("ops").await.unwrap(),
+        None,
+        "names are case-sensitive"
+    );
+
+    // Put replaces the whole role.
+    let mut replaced = role("sensors", &["plant/+/humidity"]);
+    replaced.permissions[0].operation = Operation::ReadWrite;
+    replaced.permissions[0].context = PermissionContext::Http;
+    s.put_role(replaced.clone()).await.unwrap();
+    assert_eq!(s.get_role("sensors").await.unwrap(), Some(replaced.clone()));
+    assert_eq!(s.list_roles().await.unwrap().len(), 4);
+
+    assert!(s.delete_role("Ops").await.unwrap());
+    assert!(!s.delete_role("Ops").await.unwrap());
+    assert_eq!(s.get_role("Ops").await.unwrap(), None);
+    assert_eq!(
+        names(s.list_roles().await.unwrap()),
+        ["actuators.v2", "sensors", "site:4-line_2"]
+    );
+    // A deleted name can be defined again.
+    s.put_role(role("Ops", &["ops/#"])).await.unwrap();
+    assert_eq!(
+        s.get_role("Ops").await.unwrap(),
+        Some(role("Ops", &["ops/#"]))
+    );
+    assert_eq!(s.get_role("sensors").await.unwrap(), Some(replaced));
+}
+
+/// Roles are one namespace for the whole store, apart from users: a user
+/// and a role may share a name, deleting one leaves the other, and a user
+/// keeps naming a role that was deleted.
+pub async fn roles_are_global_and_apart_from_users<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    s.put_role(role("sensor", &["plant/#"])).await.unwrap();
+    // `user()` holds the role `sensor`; this one is also named `sensor`.
+    s.put_user(user("sensor")).await.unwrap();
+    s.put_user(user("dev01")).await.unwrap();
+    assert!(s.delete_user("sensor").await.unwrap());
+    assert_eq!(
+        s.get_role("sensor").await.unwrap(),
+        Some(role("sensor", &["plant/#"]))
+    );
+    assert!(s.delete_role("sensor").await.unwrap());
+    let dev = s.get_user("dev01").await.unwrap().unwrap();
+    assert_eq!(
+        dev.roles,
+        ["sensor"],
+        "a user keeps the name of a deleted role"
+    );
+    assert_eq!(s.list_roles().await.unwrap(), vec![]);
+    // Role changes leave requests and users alone.
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::Create);
+    s.put_role(role("sensor", &[])).await.unwrap();
+    assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::StillPending);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
 }

@@ -5,6 +5,9 @@
 //! granted (collectable for a grace window) or denied (answered 403 for a
 //! while). A [`UserRecord`] is an account that can log in. The admin API shows
 //! both through [`RequestView`] and [`UserView`], which never carry secrets.
+//! A [`Role`] is a named set of permissions; what a user may do is the union
+//! of its direct permissions and those of its roles
+//! (`Registry::effective_permissions`).
 
 use std::net::SocketAddr;
 
@@ -240,8 +243,38 @@ pub struct CertificateInfo {
     pub not_after: UnixMillis,
 }
 
-/// The role that grants access to the admin API.
+/// The role that grants access to the admin API. It is also a built-in
+/// [`Role`], created at start with [`admin_role_permissions`], which can be
+/// changed but never deleted or emptied.
 pub const ADMIN_ROLE: &str = "admin";
+
+/// A named set of permissions that users hold by name (`UserRecord::roles`).
+/// Roles are global: one namespace per store, not per user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    /// 1 to `request::ROLE_MAX` bytes from `[A-Za-z0-9._:-]`
+    /// (`request::check_role_name`).
+    pub name: String,
+    pub permissions: Vec<Permission>,
+}
+
+/// What the built-in `admin` role allows when it is created: everything, on
+/// both protocols (`#` matches every MQTT topic, `/#` every HTTP path).
+pub fn admin_role_permissions() -> Vec<Permission> {
+    vec![
+        Permission {
+            resource: "#".into(),
+            operation: Operation::ReadWrite,
+            context: PermissionContext::Mqtt,
+        },
+        Permission {
+            resource: "/#".into(),
+            operation: Operation::ReadWrite,
+            context: PermissionContext::Http,
+        },
+    ]
+}
 
 impl UserRecord {
     pub fn is_admin(&self) -> bool {

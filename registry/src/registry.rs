@@ -5,6 +5,9 @@
 //! fingerprint, seal, then one store transition. No password hashing happens
 //! there. The admin service calls the rest; [`Registry::grant`] is where a
 //! pending secret is unsealed and hashed into the user's stored credential.
+//! Roles are defined with [`Registry::put_role`] and [`Registry::delete_role`],
+//! given to users with [`Registry::update_user_access`], and resolved into
+//! what a user may do by [`Registry::effective_permissions`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::{self, CredentialKind, Fingerprint, PairingId};
-use crate::model::{Permission, RequestRecord, Transport, UserRecord, ADMIN_ROLE};
+use crate::model::{Permission, RequestRecord, Role, Transport, UserRecord, ADMIN_ROLE};
 use crate::password::{PasswordHashing, Scheme};
 use crate::request::{Credential, RegisterRequest, RequestError};
 use crate::secrets::Secrets;
@@ -116,6 +119,73 @@ pub enum AdminSetupError {
     Hash(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a role could not be defined or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// 404: no role of that name.
+    #[error("no role `{0}`")]
+    NotFound(String),
+    /// 422: the name or the permissions break a rule (`role_name`,
+    /// `permissions_count`, `resource_length`, `defined_roles_count`,
+    /// `admin_role`); `rule` names it.
+    #[error("{message}")]
+    Policy { rule: &'static str, message: String },
+    /// 409: the built-in `admin` role cannot be deleted.
+    #[error("the built-in `{ADMIN_ROLE}` role cannot be deleted")]
+    Builtin,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `PATCH /api/users/{username}` replaces: each field given replaces
+/// the user's; a field left out stays as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessUpdate {
+    pub roles: Option<Vec<String>>,
+    pub permissions: Option<Vec<Permission>>,
+}
+
+/// Why a user's roles or permissions were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// 400: the update names nothing to change.
+    #[error("nothing to change: give `roles`, `permissions` or both")]
+    Empty,
+    /// 404: no user of that name.
+    #[error("no user `{0}`")]
+    NotFound(String),
+    /// 422: a rule is broken (`roles_count`, `role_length`,
+    /// `permissions_count`, `resource_length`, `unknown_roles`,
+    /// `admin_role`); `rule` names it.
+    #[error("{message}")]
+    Policy { rule: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RequestError> for RoleError {
+    fn from(e: RequestError) -> Self {
+        let (rule, message) = policy_parts(e);
+        RoleError::Policy { rule, message }
+    }
+}
+
+impl From<RequestError> for AccessError {
+    fn from(e: RequestError) -> Self {
+        let (rule, message) = policy_parts(e);
+        AccessError::Policy { rule, message }
+    }
+}
+
+/// The rule and message of a validation error. The checks used here
+/// (`check_role_name`, `check_access_limits`) only ever return `Policy`.
+fn policy_parts(e: RequestError) -> (&'static str, String) {
+    match e {
+        RequestError::Policy { rule, message } => (rule, message),
+        RequestError::Invalid(message) => ("invalid", message),
+    }
 }
 
 /// Why a verified client certificate does not authenticate anyone.
@@ -672,10 +742,6 @@ impl<S: Store> Registry<S> {
         }
     }
 
-    /// Makes sure the built-in `admin` user exists. With `password`, the
-    /// admin's password is set to it (rehashing only if it changed). Without,
-    /// a missing admin gets a generated password, returned so the caller can
-    /// print it once; it is stored only as a hash.
     /// Authenticates a client certificate that the TLS layer has already
     /// verified against the client CA (chain, validity, clientAuth): its CN
     /// names the user, and the user must still exist and hold exactly this
@@ -706,11 +772,17 @@ impl<S: Store> Registry<S> {
         Ok(user)
     }
 
+    /// Makes sure the built-in `admin` user (and first the built-in `admin`
+    /// role, see [`Registry::ensure_admin_role`]) exists. With `password`,
+    /// the admin's password is set to it (rehashing only if it changed).
+    /// Without, a missing admin gets a generated password, returned so the
+    /// caller can print it once; it is stored only as a hash.
     pub async fn ensure_admin(
         &self,
         password: Option<&str>,
         now: UnixMillis,
     ) -> Result<Option<String>, AdminSetupError> {
+        self.ensure_admin_role().await?;
         let existing = self.store.get_user(ADMIN_USERNAME).await?;
         let (password, generated) = match (password, &existing) {
             (Some(p), Some(user)) => {
@@ -752,10 +824,304 @@ impl<S: Store> Registry<S> {
             .await?;
         Ok(generated.then_some(password))
     }
+
+    /// Makes sure the built-in `admin` role exists, with
+    /// [`crate::model::admin_role_permissions`], in this store. A role an
+    /// admin has changed since is left as it is, unless it has no
+    /// permissions at all (which the API refuses; only a direct store write
+    /// can do it). Returns whether it wrote the role.
+    pub async fn ensure_admin_role(&self) -> Result<bool, StoreError> {
+        if let Some(role) = self.store.get_role(ADMIN_ROLE).await? {
+            if !role.permissions.is_empty() {
+                return Ok(false);
+            }
+            tracing::warn!("the built-in admin role had no permissions; restored");
+        }
+        self.store
+            .put_role(Role {
+                name: ADMIN_ROLE.to_owned(),
+                permissions: crate::model::admin_role_permissions(),
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// What `user` may do: its direct permissions and those of each of its
+    /// roles that is defined (a role that is not defined grants nothing),
+    /// deduplicated and sorted (by resource, then operation, then context).
+    /// One store read per distinct role; a user has at most
+    /// [`crate::request::ROLES_MAX`].
+    pub async fn effective_permissions(
+        &self,
+        user: &UserRecord,
+    ) -> Result<Vec<Permission>, StoreError> {
+        let mut all = user.permissions.clone();
+        let mut names: Vec<&str> = user.roles.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if let Some(role) = self.store.get_role(name).await? {
+                all.extend(role.permissions);
+            }
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Creates or replaces a role. The name must pass
+    /// [`crate::request::check_role_name`] and the permissions
+    /// [`crate::request::check_access_limits`] (the caps of a user's direct
+    /// permissions). A new role may not pass
+    /// [`crate::request::DEFINED_ROLES_MAX`], and the built-in `admin` role
+    /// may not be emptied. Durable before it returns.
+    ///
+    /// The count is checked before the write, not in the same store
+    /// transition, so admins creating roles at the same instant can pass
+    /// the cap by as many roles as they create at once.
+    pub async fn put_role(&self, role: Role) -> Result<Role, RoleError> {
+        use crate::request::{check_access_limits, check_role_name, DEFINED_ROLES_MAX};
+        check_role_name(&role.name)?;
+        check_access_limits(&[], &role.permissions, "given to a role")?;
+        if role.name == ADMIN_ROLE && role.permissions.is_empty() {
+            return Err(RoleError::Policy {
+                rule: "admin_role",
+                message: format!(
+                    "the built-in `{ADMIN_ROLE}` role cannot be emptied; give it at least one permission"
+                ),
+            });
+        }
+        if self.store.get_role(&role.name).await?.is_none()
+            && self.store.list_roles().await?.len() >= DEFINED_ROLES_MAX
+        {
+            return Err(RoleError::Policy {
+                rule: "defined_roles_count",
+                message: format!(
+                    "at most {DEFINED_ROLES_MAX} roles may be defined; delete one first"
+                ),
+            });
+        }
+        self.store.put_role(role.clone()).await?;
+        tracing::info!(role = %role.name, permissions = role.permissions.len(), "role put");
+        Ok(role)
+    }
+
+    /// Deletes a role; the built-in `admin` role cannot be deleted. Users
+    /// holding the role keep its name (it grants nothing while undefined).
+    pub async fn delete_role(&self, name: &str) -> Result<(), RoleError> {
+        if name == ADMIN_ROLE {
+            return Err(RoleError::Builtin);
+        }
+        if self.store.delete_role(name).await? {
+            tracing::info!(role = %name, "role deleted");
+            Ok(())
+        } else {
+            Err(RoleError::NotFound(name.to_owned()))
+        }
+    }
+
+    /// Replaces a user's roles, direct permissions, or both, and returns
+    /// the user as stored. The lists are checked like a grant's overrides
+    /// ([`crate::request::check_access_limits`]); every role must be
+    /// defined (422 `unknown_roles`, naming them); the built-in `admin` user
+    /// keeps the `admin` role (422 `admin_role`). Duplicate role names are
+    /// dropped, keeping the first. Nothing else of the user changes; in
+    /// particular `created_at`, the `gen` claim of its tokens, stays, so the
+    /// user's tokens keep working (with the new roles, which the admin API
+    /// reads from the store on every request).
+    ///
+    /// This is a read followed by a write, not one store transition: a
+    /// delete of the same user between the two would be undone (the user
+    /// written back as read). Admins should not patch a user they are
+    /// deleting.
+    pub async fn update_user_access(
+        &self,
+        username: &str,
+        update: AccessUpdate,
+    ) -> Result<UserRecord, AccessError> {
+        if update.roles.is_none() && update.permissions.is_none() {
+            return Err(AccessError::Empty);
+        }
+        let roles = update.roles.map(|roles| {
+            let mut seen = std::collections::HashSet::new();
+            roles
+                .into_iter()
+                .filter(|r| seen.insert(r.clone()))
+                .collect::<Vec<_>>()
+        });
+        crate::request::check_access_limits(
+            roles.as_deref().unwrap_or_default(),
+            update.permissions.as_deref().unwrap_or_default(),
+            "given to a user",
+        )?;
+        let mut user = self
+            .user(username)
+            .await?
+            .ok_or_else(|| AccessError::NotFound(username.to_owned()))?;
+        if let Some(roles) = roles {
+            if username == ADMIN_USERNAME && !roles.iter().any(|r| r == ADMIN_ROLE) {
+                return Err(AccessError::Policy {
+                    rule: "admin_role",
+                    message: format!(
+                        "the built-in `{ADMIN_USERNAME}` user must keep the `{ADMIN_ROLE}` role"
+                    ),
+                });
+            }
+            let mut unknown = Vec::new();
+            for name in &roles {
+                if self.store.get_role(name).await?.is_none() {
+                    unknown.push(format!("`{name}`"));
+                }
+            }
+            if !unknown.is_empty() {
+                return Err(AccessError::Policy {
+                    rule: "unknown_roles",
+                    message: format!("no such role: {}", unknown.join(", ")),
+                });
+            }
+            user.roles = roles;
+        }
+        if let Some(permissions) = update.permissions {
+            user.permissions = permissions;
+        }
+        self.store.put_user(user.clone()).await?;
+        tracing::info!(username, roles = ?user.roles, permissions = user.permissions.len(), "user access changed");
+        Ok(user)
+    }
 }
 
 fn validate_grant_overrides(o: &GrantOverrides) -> Result<(), String> {
     let roles = o.roles.as_deref().unwrap_or_default();
     let permissions = o.permissions.as_deref().unwrap_or_default();
     crate::request::check_access_limits(roles, permissions, "granted").map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedStore;
+    use crate::model::{Operation, PermissionContext, UserOrigin};
+
+    /// The embedded store never suspends, so its futures finish in one poll.
+    fn now_or_never<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        match f
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the embedded store suspended"),
+        }
+    }
+
+    fn registry() -> Registry<EmbeddedStore> {
+        Registry::new(
+            EmbeddedStore::in_memory(Windows::default(), 100),
+            Secrets::random(),
+            RegistryConfig::default(),
+        )
+    }
+
+    fn perm(resource: &str, operation: Operation, context: PermissionContext) -> Permission {
+        Permission {
+            resource: resource.into(),
+            operation,
+            context,
+        }
+    }
+
+    fn user(roles: &[&str], permissions: Vec<Permission>) -> UserRecord {
+        UserRecord {
+            username: "dev01".into(),
+            password_hash: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            permissions,
+            created_at: UnixMillis(5),
+            origin: UserOrigin::Http,
+            certificate: None,
+        }
+    }
+
+    #[test]
+    fn effective_permissions_are_the_sorted_union_of_direct_and_role_permissions() {
+        use Operation::{Read, ReadWrite, Write};
+        use PermissionContext::{Http, Mqtt};
+        let r = registry();
+        let put = |name: &str, permissions| {
+            now_or_never(r.put_role(Role {
+                name: name.into(),
+                permissions,
+            }))
+            .unwrap()
+        };
+        put(
+            "sensors",
+            vec![perm("plant/+/temp", Write, Mqtt), perm("b", Read, Mqtt)],
+        );
+        put(
+            "readers",
+            vec![perm("b", Read, Mqtt), perm("/status", Read, Http)],
+        );
+        let u = user(
+            // `readers` twice, and a role that is not defined.
+            &["sensors", "readers", "ghost", "readers"],
+            vec![perm("b", Read, Mqtt), perm("b", ReadWrite, Mqtt)],
+        );
+        assert_eq!(
+            now_or_never(r.effective_permissions(&u)).unwrap(),
+            vec![
+                perm("/status", Read, Http),
+                perm("b", Read, Mqtt),
+                perm("b", ReadWrite, Mqtt),
+                perm("plant/+/temp", Write, Mqtt),
+            ]
+        );
+        // Without roles: the direct permissions, sorted and deduplicated.
+        let u = user(
+            &[],
+            vec![
+                perm("z", Read, Mqtt),
+                perm("a", Read, Mqtt),
+                perm("z", Read, Mqtt),
+            ],
+        );
+        assert_eq!(
+            now_or_never(r.effective_permissions(&u)).unwrap(),
+            vec![perm("a", Read, Mqtt), perm("z", Read, Mqtt)]
+        );
+        assert_eq!(
+            now_or_never(r.effective_permissions(&user(&["ghost"], vec![]))).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn the_admin_role_is_created_once_and_an_admin_change_is_kept() {
+        let r = registry();
+        assert!(now_or_never(r.ensure_admin_role()).unwrap());
+        let admin = now_or_never(r.store().get_role(ADMIN_ROLE))
+            .unwrap()
+            .unwrap();
+        assert_eq!(admin.permissions, crate::model::admin_role_permissions());
+        assert!(
+            !now_or_never(r.ensure_admin_role()).unwrap(),
+            "already there"
+        );
+        let narrowed = Role {
+            name: ADMIN_ROLE.into(),
+            permissions: vec![crate::model::admin_role_permissions().remove(0)],
+        };
+        now_or_never(r.put_role(narrowed.clone())).unwrap();
+        assert!(!now_or_never(r.ensure_admin_role()).unwrap());
+        assert_eq!(
+            now_or_never(r.store().get_role(ADMIN_ROLE)).unwrap(),
+            Some(narrowed)
+        );
+        // An admin user's effective permissions include the admin role's.
+        let u = user(&[ADMIN_ROLE], vec![]);
+        assert_eq!(
+            now_or_never(r.effective_permissions(&u)).unwrap(),
+            vec![crate::model::admin_role_permissions().remove(0)]
+        );
+    }
 }

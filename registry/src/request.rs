@@ -28,6 +28,12 @@ pub const PERMISSIONS_MAX: usize = 64;
 pub const RESOURCE_MAX: usize = 256;
 /// Longest free-text `context`.
 pub const CONTEXT_MAX: usize = 256;
+/// At most this many roles may be defined in one store (`PUT
+/// /api/roles/{name}`). A role holds at most [`PERMISSIONS_MAX`]
+/// permissions, the same cap as a user's direct permissions, so the whole
+/// role table stays bounded (1,000 × 64 permissions) and `list_roles` can
+/// return all of it at once.
+pub const DEFINED_ROLES_MAX: usize = 1000;
 
 /// Why a register request was refused before any state was consulted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +218,32 @@ pub fn check_access_limits(
     Ok(())
 }
 
+/// The rule for the name of a defined role: 1 to [`ROLE_MAX`] bytes (the
+/// cap on a role name in a request or a grant) from `[A-Za-z0-9._:-]`, so a
+/// role name is safe in a URL path segment, a Redis hash field and a log
+/// line without quoting.
+pub fn check_role_name(name: &str) -> Result<(), RequestError> {
+    if name.is_empty() || name.len() > ROLE_MAX {
+        return Err(RequestError::policy(
+            "role_name",
+            format!(
+                "a role name must be 1 to {ROLE_MAX} bytes long (found {} bytes)",
+                name.len()
+            ),
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(RequestError::policy(
+            "role_name",
+            "a role name may contain only letters, digits and . _ : -",
+        ));
+    }
+    Ok(())
+}
+
 /// The username rule shared by every transport: 3 to 128 characters from
 /// `[A-Za-z0-9._@-]`.
 pub fn check_username(username: &str) -> Result<(), RequestError> {
@@ -373,6 +405,28 @@ mod tests {
         );
         // A CSR that does not parse is a 400 (step 1), before any 422.
         invalid(r#"{"username":"ab","csr":"-----BEGIN CERTIFICATE REQUEST-----"}"#);
+    }
+
+    #[test]
+    fn role_names_at_their_caps() {
+        check_role_name("a").unwrap();
+        check_role_name("site-4:line_2.sensors").unwrap();
+        check_role_name(&"r".repeat(ROLE_MAX)).unwrap();
+        for bad in [
+            String::new(),
+            "r".repeat(ROLE_MAX + 1),
+            "two words".into(),
+            "a/b".into(),
+            "caf\u{e9}".into(),
+            "x%2F".into(),
+        ] {
+            match check_role_name(&bad) {
+                Err(RequestError::Policy {
+                    rule: "role_name", ..
+                }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

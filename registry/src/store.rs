@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState};
 use crate::fingerprint::Fingerprint;
-use crate::model::{Permission, RequestRecord, Transport, UserRecord};
+use crate::model::{Permission, RequestRecord, Role, Transport, UserRecord};
 use crate::secrets::Secrets;
 
 /// A store could not do what was asked. The variant says who caused it,
@@ -258,6 +258,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a user and any granted request of theirs, durably. Returns
     /// whether the user existed.
     fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The role named `name`, if defined.
+    fn get_role(&self, name: &str)
+        -> impl Future<Output = Result<Option<Role>, StoreError>> + Send;
+
+    /// Every defined role, sorted by name. Not paginated: the admin API
+    /// caps the number of roles at [`crate::request::DEFINED_ROLES_MAX`] and
+    /// their permissions at [`crate::request::PERMISSIONS_MAX`] each.
+    fn list_roles(&self) -> impl Future<Output = Result<Vec<Role>, StoreError>> + Send;
+
+    /// Creates or replaces the role `role.name`, durably (as durable as
+    /// `put_user`), before returning. Roles are global, not per user.
+    fn put_role(&self, role: Role) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes a role, durably. Returns whether it existed. Users that hold
+    /// the role by name keep the name; it grants nothing while undefined.
+    fn delete_role(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

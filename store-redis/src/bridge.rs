@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::fingerprint::Fingerprint;
-use fleetgate_registry::model::{Permission, RequestRecord, Transport, UserRecord};
+use fleetgate_registry::model::{Permission, RequestRecord, Role, Transport, UserRecord};
 use fleetgate_registry::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, SealOnCreate, Store,
     StoreError,
@@ -201,6 +201,27 @@ impl<S: Store> Store for TokioBridge<S> {
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let (inner, username) = (self.inner.clone(), username.to_owned());
         self.run(async move { inner.delete_user(&username).await })
+            .await
+    }
+
+    async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        self.run(async move { inner.get_role(&name).await }).await
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.list_roles().await }).await
+    }
+
+    async fn put_role(&self, role: Role) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.put_role(role).await }).await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        self.run(async move { inner.delete_role(&name).await })
             .await
     }
 

@@ -52,7 +52,7 @@ use fleetgate_registry::bounded::GenerationalMap;
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::metrics as names;
-use fleetgate_registry::model::{RequestRecord, UserRecord};
+use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
 use fleetgate_registry::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
 };
@@ -276,6 +276,9 @@ impl PollCache {
             | StoreEvent::Forgotten(u)
             | StoreEvent::UserPut(u)
             | StoreEvent::UserDeleted(u) => self.forget(u),
+            // The poll cache holds no role state: an entry means "pending
+            // request, no user", which no role change can alter.
+            StoreEvent::RoleChanged(_) => {}
             StoreEvent::Resync => self.clear(),
         }
     }
@@ -477,6 +480,26 @@ impl<S: Store> Store for CachedStore<S> {
         result
     }
 
+    // Roles are not cached (they are read by admins and by the relay's
+    // permission checks, never on the poll path), and no cached entry
+    // depends on them, so these pass straight through.
+
+    async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        self.inner.get_role(name).await
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        self.inner.list_roles().await
+    }
+
+    async fn put_role(&self, role: Role) -> Result<(), StoreError> {
+        self.inner.put_role(role).await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_role(name).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -605,6 +628,36 @@ mod tests {
             Decision::Collect
         );
         assert!(s.get_user("d1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn role_changes_pass_through_and_leave_cached_polls_alone() {
+        let s = cached();
+        s.set_lock_state(LockState {
+            unlocked_until: Some(T0.plus(Duration::from_secs(60))),
+        })
+        .await
+        .unwrap();
+        s.register(poll("d1", 1), T0).await.unwrap();
+        let role = Role {
+            name: "sensors".into(),
+            permissions: vec![],
+        };
+        s.put_role(role.clone()).await.unwrap();
+        assert_eq!(
+            s.inner.get_role("sensors").await.unwrap(),
+            Some(role.clone())
+        );
+        assert_eq!(s.get_role("sensors").await.unwrap(), Some(role.clone()));
+        assert_eq!(s.list_roles().await.unwrap(), vec![role]);
+        s.cache.apply(&StoreEvent::RoleChanged("sensors".into()));
+        assert!(
+            s.cache.fresh("d1", None, Instant::now()),
+            "a role event dropped a poll entry"
+        );
+        assert!(s.delete_role("sensors").await.unwrap());
+        assert_eq!(s.inner.get_role("sensors").await.unwrap(), None);
+        assert!(!s.delete_role("sensors").await.unwrap());
     }
 
     #[tokio::test]

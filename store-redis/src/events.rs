@@ -4,7 +4,8 @@
 //! Transitions publish as part of their own script, so an event is sent
 //! exactly when the change is applied: `grant:<u>` (grant script),
 //! `deny:<u>` (deny script), `forget:<u>` (forget script), `user:<u>` (`put_user`), `delete:<u>`
-//! (`delete_user`). The lock state is set by plain `SET`s, and
+//! (`delete_user`), `role:<name>` (`put_role` and `delete_role`: the role
+//! was created, replaced or deleted; read it again to know which). The lock state is set by plain `SET`s, and
 //! `set_lock_state` publishes `lock:<unlocked_until ms, 0 = locked>` right
 //! after they succeed.
 //!
@@ -36,6 +37,9 @@ pub enum StoreEvent {
     UserPut(String),
     /// A user was deleted, with any granted request (`delete:<username>`).
     UserDeleted(String),
+    /// A role was created, replaced or deleted (`role:<name>`): anything
+    /// derived from it (a user's effective permissions) must be read again.
+    RoleChanged(String),
     /// Not published: the subscriber (re)connected and may have missed
     /// events. Drop every cached state.
     Resync,
@@ -51,6 +55,7 @@ impl StoreEvent {
             StoreEvent::Forgotten(u) => format!("forget:{u}"),
             StoreEvent::UserPut(u) => format!("user:{u}"),
             StoreEvent::UserDeleted(u) => format!("delete:{u}"),
+            StoreEvent::RoleChanged(r) => format!("role:{r}"),
             StoreEvent::Resync => "resync".into(),
         }
     }
@@ -75,6 +80,7 @@ impl StoreEvent {
             "forget" => StoreEvent::Forgotten(name()?),
             "user" => StoreEvent::UserPut(name()?),
             "delete" => StoreEvent::UserDeleted(name()?),
+            "role" => StoreEvent::RoleChanged(name()?),
             _ => return None,
         })
     }
@@ -165,6 +171,7 @@ mod tests {
             StoreEvent::Forgotten("dev01".into()),
             StoreEvent::UserPut("admin".into()),
             StoreEvent::UserDeleted("dev01".into()),
+            StoreEvent::RoleChanged("site:4-line_2.v1".into()),
             StoreEvent::Resync,
         ] {
             assert_eq!(StoreEvent::parse(&e.encode()), Some(e.clone()), "{e:?}");
@@ -172,8 +179,28 @@ mod tests {
     }
 
     #[test]
+    fn role_events_are_pinned() {
+        // What the put_role and delete_role scripts publish.
+        assert_eq!(StoreEvent::RoleChanged("ops".into()).encode(), "role:ops");
+        assert_eq!(
+            StoreEvent::parse("role:site:4"),
+            Some(StoreEvent::RoleChanged("site:4".into())),
+            "a role name may contain `:`; only the first one splits"
+        );
+        assert_eq!(StoreEvent::parse("role:"), None);
+    }
+
+    #[test]
     fn unknown_or_malformed_events_are_ignored() {
-        for m in ["", "lock", "lock:x", "grant:", "rename:a:b", "hello"] {
+        for m in [
+            "",
+            "lock",
+            "lock:x",
+            "grant:",
+            "role:",
+            "rename:a:b",
+            "hello",
+        ] {
             assert_eq!(StoreEvent::parse(m), None, "{m:?}");
         }
         assert_eq!(

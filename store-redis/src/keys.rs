@@ -6,8 +6,8 @@
 //! Cluster maps a key to a slot by the hash tag alone, so all keys of a bucket
 //! are in one slot, and a script that touches only them is valid on a
 //! cluster. The 64 buckets spread over the cluster's masters; the few global
-//! keys (lock state, `--max-pending` counter, secret) are single-key and need
-//! no tag. The full table is in `docs/ARCHITECTURE.md (section "State: the Redis store")`.
+//! keys (lock state, `--max-pending` counter, secret, roles) are single-key
+//! and need no tag. The full table is in `docs/ARCHITECTURE.md (section "State: the Redis store")`.
 
 /// Number of buckets. A username's bucket is FNV-1a(username) mod 64, the
 /// same function the embedded store uses for its shards. 64 tags spread well
@@ -148,6 +148,14 @@ impl KeySpace {
     /// `<prefix>:secret`: the 32-byte server secret shared by all instances.
     pub fn secret(&self) -> String {
         format!("{}:secret", self.prefix)
+    }
+
+    /// `<prefix>:roles`: a hash of every defined role, field = role name,
+    /// value = the `Role` as JSON. Roles are global, not per user, and the
+    /// whole table is capped (`request::DEFINED_ROLES_MAX`), so one key
+    /// holds it and `list_roles` is one `HGETALL`.
+    pub fn roles(&self) -> String {
+        format!("{}:roles", self.prefix)
     }
 
     /// `<prefix>:events`: the pub/sub channel of state-change events.

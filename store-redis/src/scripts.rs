@@ -59,6 +59,8 @@ pub struct Scripts {
     pub forget: Lua,
     pub put_user: Lua,
     pub delete_user: Lua,
+    pub put_role: Lua,
+    pub delete_role: Lua,
     pub list: Lua,
     pub sweep: Lua,
     pub reserve: Lua,
@@ -75,6 +77,8 @@ impl Scripts {
             forget: Lua::new("forget", include_str!("lua/forget.lua")),
             put_user: Lua::new("put_user", include_str!("lua/put_user.lua")),
             delete_user: Lua::new("delete_user", include_str!("lua/delete_user.lua")),
+            put_role: Lua::new("put_role", include_str!("lua/put_role.lua")),
+            delete_role: Lua::new("delete_role", include_str!("lua/delete_role.lua")),
             list: Lua::new("list", include_str!("lua/list.lua")),
             sweep: Lua::new("sweep", include_str!("lua/sweep.lua")),
             reserve: Lua::new("reserve", include_str!("lua/reserve.lua")),
@@ -83,7 +87,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Lua; 11] {
+    pub fn all(&self) -> [&Lua; 13] {
         [
             &self.register,
             &self.grant,
@@ -91,6 +95,8 @@ impl Scripts {
             &self.forget,
             &self.put_user,
             &self.delete_user,
+            &self.put_role,
+            &self.delete_role,
             &self.list,
             &self.sweep,
             &self.reserve,

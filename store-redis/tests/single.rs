@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::clock::UnixMillis;
-use fleetgate_registry::conformance::{self, fp, poll, user, AsyncFactory, T0};
+use fleetgate_registry::conformance::{self, fp, poll, role, user, AsyncFactory, T0};
 use fleetgate_registry::decision::{Decision, LockState, Windows};
 use fleetgate_registry::model::RequestState;
 use fleetgate_registry::store::{
@@ -512,6 +512,20 @@ async fn wait_for_replicas_that_do_not_exist_is_not_an_acknowledgement() {
         s.put_user(user("u1")).await,
         Err(StoreError::Unavailable(_))
     ));
+    // Role writes wait too; the write is applied, not acknowledged.
+    assert!(matches!(
+        s.put_role(role("sensors", &["t/#"])).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(
+        s.get_role("sensors").await.unwrap(),
+        Some(role("sensors", &["t/#"]))
+    );
+    assert!(matches!(
+        s.delete_role("sensors").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(s.get_role("sensors").await.unwrap(), None);
 
     // WAIT 0 is always satisfied.
     config.wait_replicas = Some(WaitReplicas {
@@ -521,6 +535,29 @@ async fn wait_for_replicas_that_do_not_exist_is_not_an_acknowledgement() {
     let s0 = RedisStore::connect_with(config).await.unwrap();
     s0.put_user(user("u2")).await.unwrap();
     assert!(s0.delete_user("u2").await.unwrap());
+    s0.put_role(role("ops", &[])).await.unwrap();
+    assert!(s0.delete_role("ops").await.unwrap());
+    assert!(!s0.delete_role("ops").await.unwrap());
+}
+
+/// Roles are global to a namespace: every instance on it sees the same
+/// roles at once, and another namespace on the same server has its own.
+#[tokio::test]
+async fn instances_on_one_redis_share_the_roles() {
+    let server = RedisServer::start();
+    let config = support::config(&server.url(), "roles");
+    let a = RedisStore::connect_with(config.clone()).await.unwrap();
+    let b = RedisStore::connect_with(config).await.unwrap();
+    let other = support::store(&server.url(), "roles", Windows::default(), 1).await;
+    a.put_role(role("sensors", &["plant/#"])).await.unwrap();
+    assert_eq!(
+        b.get_role("sensors").await.unwrap(),
+        Some(role("sensors", &["plant/#"]))
+    );
+    assert_eq!(b.list_roles().await.unwrap().len(), 1);
+    assert_eq!(other.list_roles().await.unwrap(), vec![]);
+    assert!(b.delete_role("sensors").await.unwrap());
+    assert_eq!(a.get_role("sensors").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -574,6 +611,19 @@ async fn transitions_publish_events_and_the_subscriber_resyncs() {
     assert_eq!(
         next_event(&mut rx).await,
         StoreEvent::UserDeleted("dev01".into())
+    );
+    a.put_role(role("site:4", &["t/#"])).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::RoleChanged("site:4".into())
+    );
+    // Deleting a role that does not exist changes nothing and says nothing;
+    // deleting one that does, says so.
+    assert!(!a.delete_role("ghost").await.unwrap());
+    assert!(a.delete_role("site:4").await.unwrap());
+    assert_eq!(
+        next_event(&mut rx).await,
+        StoreEvent::RoleChanged("site:4".into())
     );
     a.set_lock_state(LockState::default()).await.unwrap();
     assert_eq!(
@@ -1052,6 +1102,29 @@ async fn garbage_in_the_namespace_is_corrupt_and_an_outage_is_not() {
     // A lock state that does not parse.
     write(&mut raw, &["SET", &s.key_space().lock(), "open sesame"]).await;
     corrupt("lock_state", s.lock_state().await);
+    // A role that is not JSON, and one stored under another name.
+    let roles = s.key_space().roles();
+    write(&mut raw, &["HSET", &roles, "bad", "[1,"]).await;
+    corrupt("get_role", s.get_role("bad").await);
+    corrupt("list_roles", s.list_roles().await);
+    write(
+        &mut raw,
+        &[
+            "HSET",
+            &roles,
+            "bad",
+            r#"{"name":"other","permissions":[]}"#,
+        ],
+    )
+    .await;
+    corrupt("get_role", s.get_role("bad").await);
+    // A roles key that is not a hash (WRONGTYPE), read and written by script.
+    write(&mut raw, &["DEL", &roles]).await;
+    write(&mut raw, &["SET", &roles, "not a hash"]).await;
+    corrupt("list_roles", s.list_roles().await);
+    corrupt("put_role", s.put_role(role("r", &[])).await);
+    corrupt("delete_role", s.delete_role("r").await);
+    write(&mut raw, &["DEL", &roles]).await;
 
     // Redis refusing writes for now is an outage, not corruption.
     write(&mut raw, &["CONFIG", "SET", "maxmemory", "1"]).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 
-use fleetgate_registry::registry::UnlockError;
+use fleetgate_registry::registry::{AccessError, RoleError, UnlockError};
 use fleetgate_registry::store::StoreError;
 
 use super::views::{json_response, ErrorBody};
@@ -51,6 +51,10 @@ pub enum ApiError {
     /// 409: the change conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 422: the request is well-formed but breaks the named rule (the
+    /// `rule` field of the error body, as on the device API's 422).
+    #[error("{message}")]
+    Policy { rule: &'static str, message: String },
     /// 429 with `Retry-After`: too many failed logins from this source
     /// (see [`crate::throttle`]).
     #[error("too many failed logins; try again in {} s", retry_secs(.0))]
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Policy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyLogins(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::LoginsBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,6 +106,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Policy { .. } => "policy",
             ApiError::TooManyLogins(_) => "rate_limited",
             ApiError::LoginsBusy => "unavailable",
             ApiError::TooLarge => "too_large",
@@ -109,18 +115,23 @@ impl ApiError {
         }
     }
 
-    /// The JSON error response, with `Allow` on a 405 and `Retry-After` on
-    /// a 503.
+    /// The JSON error response, with `Allow` on a 405, `Retry-After` on
+    /// a 503, and `rule` on a 422.
     pub fn into_response(self) -> Response<Bytes> {
         let message = match &self {
             // The detail may name internals; it is logged by the caller.
             ApiError::Internal(_) => "internal error".to_owned(),
             other => other.to_string(),
         };
+        let rule = match &self {
+            ApiError::Policy { rule, .. } => Some(*rule),
+            _ => None,
+        };
         let mut response = json_response(
             self.status(),
             &ErrorBody {
                 status: self.short(),
+                rule,
                 error: message,
             },
         );
@@ -169,6 +180,28 @@ impl From<UnlockError> for ApiError {
         match e {
             UnlockError::OutOfRange { .. } => ApiError::Invalid(e.to_string()),
             UnlockError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RoleError> for ApiError {
+    fn from(e: RoleError) -> Self {
+        match e {
+            RoleError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RoleError::Policy { rule, message } => ApiError::Policy { rule, message },
+            RoleError::Builtin => ApiError::Conflict(e.to_string()),
+            RoleError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Empty => ApiError::Invalid(e.to_string()),
+            AccessError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            AccessError::Policy { rule, message } => ApiError::Policy { rule, message },
+            AccessError::Store(e) => e.into(),
         }
     }
 }

@@ -20,21 +20,25 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use fleetgate_registry::metrics::LOGINS_TOTAL;
-use fleetgate_registry::model::UserRecord;
+use fleetgate_registry::model::{Role, UserRecord};
 use fleetgate_registry::password::Scheme;
-use fleetgate_registry::registry::{DenyError, GrantError, GrantOverrides, ADMIN_USERNAME};
+use fleetgate_registry::registry::{
+    AccessUpdate, DenyError, GrantError, GrantOverrides, ADMIN_USERNAME,
+};
 use fleetgate_registry::store::{ForgetResult, ListState, Store};
 use fleetgate_registry::UnixMillis;
 
 use super::error::ApiError;
 use super::views::{
     json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
-    DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, StatusView, UnlockBody,
+    DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, RoleBody, RolesView,
+    StatusView, UnlockBody, UserAccessBody,
 };
 use super::{AdminService, MAX_BODY};
 use crate::query::{percent_decode, Plus, QueryParams};
 
-/// The routes, with `{username}` segments already percent-decoded.
+/// The routes, with `{username}` and `{name}` segments already
+/// percent-decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     Healthz,
@@ -51,6 +55,8 @@ pub(super) enum Route {
     Deny(String),
     Users,
     User(String),
+    Roles,
+    Role(String),
 }
 
 impl Route {
@@ -67,7 +73,7 @@ impl Route {
             return Ok(None);
         };
         let segments: Vec<&str> = rest.split('/').collect();
-        let user =
+        let segment =
             |s: &str| -> Result<String, ApiError> { Ok(percent_decode(s, Plus::IsLiteral)?) };
         let route = match segments.as_slice() {
             ["login"] => Route::Login,
@@ -76,11 +82,15 @@ impl Route {
             ["client-registry", "unlock"] => Route::Unlock,
             ["client-registry", "lock"] => Route::Lock,
             ["client-registry", "requests"] => Route::Requests,
-            ["client-registry", "requests", u] if !u.is_empty() => Route::Request(user(u)?),
-            ["client-registry", "requests", u, "grant"] if !u.is_empty() => Route::Grant(user(u)?),
-            ["client-registry", "requests", u, "deny"] if !u.is_empty() => Route::Deny(user(u)?),
+            ["client-registry", "requests", u] if !u.is_empty() => Route::Request(segment(u)?),
+            ["client-registry", "requests", u, "grant"] if !u.is_empty() => {
+                Route::Grant(segment(u)?)
+            }
+            ["client-registry", "requests", u, "deny"] if !u.is_empty() => Route::Deny(segment(u)?),
             ["users"] => Route::Users,
-            ["users", u] if !u.is_empty() => Route::User(user(u)?),
+            ["users", u] if !u.is_empty() => Route::User(segment(u)?),
+            ["roles"] => Route::Roles,
+            ["roles", r] if !r.is_empty() => Route::Role(segment(r)?),
             _ => return Ok(None),
         };
         Ok(Some(route))
@@ -95,10 +105,12 @@ impl Route {
             | Route::CaCertificate
             | Route::RegistryStatus
             | Route::Requests
-            | Route::Users => "GET",
+            | Route::Users
+            | Route::Roles => "GET",
             Route::Request(_) => "GET, DELETE",
             Route::Login | Route::Unlock | Route::Lock | Route::Grant(_) | Route::Deny(_) => "POST",
-            Route::User(_) => "GET, DELETE",
+            Route::User(_) => "GET, PATCH, DELETE",
+            Route::Role(_) => "GET, PUT, DELETE",
         }
     }
 
@@ -283,6 +295,15 @@ impl<S: Store> AdminService<S> {
                     Err(no_user(&username))
                 }
             }
+            Route::User(username) if req.method() == Method::PATCH => {
+                let patch: UserAccessBody = parse_json(body)?;
+                let update = AccessUpdate {
+                    roles: patch.roles,
+                    permissions: patch.permissions,
+                };
+                let user = registry.update_user_access(&username, update).await?;
+                Ok(json_response(StatusCode::OK, &user.view()))
+            }
             Route::User(username) => {
                 let user = registry
                     .store()
@@ -290,6 +311,37 @@ impl<S: Store> AdminService<S> {
                     .await?
                     .ok_or_else(|| no_user(&username))?;
                 Ok(json_response(StatusCode::OK, &user.view()))
+            }
+            Route::Roles => {
+                let items = registry.store().list_roles().await?;
+                Ok(json_response(StatusCode::OK, &RolesView { items }))
+            }
+            Route::Role(name) if req.method() == Method::PUT => {
+                let put: RoleBody = parse_json(body)?;
+                if put.name.as_ref().is_some_and(|n| *n != name) {
+                    return Err(ApiError::Invalid(format!(
+                        "the body's `name` must be the path's (`{name}`), or left out"
+                    )));
+                }
+                let role = registry
+                    .put_role(Role {
+                        name,
+                        permissions: put.permissions,
+                    })
+                    .await?;
+                Ok(json_response(StatusCode::OK, &role))
+            }
+            Route::Role(name) if req.method() == Method::DELETE => {
+                registry.delete_role(&name).await?;
+                Ok(no_content())
+            }
+            Route::Role(name) => {
+                let role = registry
+                    .store()
+                    .get_role(&name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no role `{name}`")))?;
+                Ok(json_response(StatusCode::OK, &role))
             }
         }
     }

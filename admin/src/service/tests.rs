@@ -14,7 +14,8 @@ use fleetgate_registry::decision::{Decision, LockState, Windows};
 use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::model::{
-    Operation, Permission, PermissionContext, RequestRecord, RequestState, Transport, UserRecord,
+    Operation, Permission, PermissionContext, RequestRecord, RequestState, Role, Transport,
+    UserRecord,
 };
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::secrets::Secrets;
@@ -99,6 +100,18 @@ async fn get<S: Store>(service: &AdminService<S>, uri: &str, token: &str) -> Rep
 
 async fn post<S: Store>(service: &AdminService<S>, uri: &str, token: &str, body: &str) -> Reply {
     send(service, Method::POST, uri, Some(token), body.to_owned()).await
+}
+
+async fn put<S: Store>(service: &AdminService<S>, uri: &str, token: &str, body: &str) -> Reply {
+    send(service, Method::PUT, uri, Some(token), body.to_owned()).await
+}
+
+async fn patch<S: Store>(service: &AdminService<S>, uri: &str, token: &str, body: &str) -> Reply {
+    send(service, Method::PATCH, uri, Some(token), body.to_owned()).await
+}
+
+async fn delete<S: Store>(service: &AdminService<S>, uri: &str, token: &str) -> Reply {
+    send(service, Method::DELETE, uri, Some(token), "").await
 }
 
 async fn try_login<S: Store>(service: &AdminService<S>, username: &str, password: &str) -> Reply {
@@ -907,6 +920,590 @@ async fn the_builtin_admin_cannot_be_deleted() {
     );
 }
 
+// ---- roles ----
+
+/// A 422 with the rule it names, in the device API's error shape.
+fn assert_policy(reply: &Reply, rule: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["status"], "policy", "{}", reply.body);
+    assert_eq!(reply.body["rule"], rule, "{}", reply.body);
+}
+
+fn assert_status(reply: &Reply, status: StatusCode, short: &str) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(reply.body["status"], short, "{}", reply.body);
+    assert!(reply.body.get("rule").is_none(), "{}", reply.body);
+}
+
+fn admin_role_json() -> Value {
+    json!({"name": "admin", "permissions": [
+        {"resource": "#", "operation": "readWrite", "context": "mqtt"},
+        {"resource": "/#", "operation": "readWrite", "context": "http"},
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_put_get_list_delete() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    // The built-in role exists from the start.
+    let reply = get(&service, "/api/roles", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"items": [admin_role_json()]}));
+
+    let sensors = json!({"permissions": [
+        {"resource": "plant/+/temp", "operation": "write", "context": "mqtt"},
+        {"resource": "/api/telemetry", "operation": "read", "context": "http"},
+    ]});
+    let reply = put(&service, "/api/roles/sensors", &token, &sensors.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let expected = json!({"name": "sensors", "permissions": sensors["permissions"]});
+    assert_eq!(reply.body, expected);
+    let reply = get(&service, "/api/roles/sensors", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, expected);
+    // A role as read can be written back, `name` included.
+    let reply = put(
+        &service,
+        "/api/roles/sensors",
+        &token,
+        &expected.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // A name with every allowed character, percent-encoded in the path.
+    let reply = put(
+        &service,
+        "/api/roles/Site.4%3Aline_2-a",
+        &token,
+        r#"{"permissions":[]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({"name": "Site.4:line_2-a", "permissions": []})
+    );
+
+    let names = |reply: &Reply| -> Vec<String> {
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = get(&service, "/api/roles", &token).await;
+    assert_eq!(names(&reply), ["Site.4:line_2-a", "admin", "sensors"]);
+
+    // PUT replaces the whole list.
+    let replaced =
+        json!({"permissions": [{"resource": "plant/#", "operation": "read", "context": "mqtt"}]});
+    let reply = put(
+        &service,
+        "/api/roles/sensors",
+        &token,
+        &replaced.to_string(),
+    )
+    .await;
+    assert_eq!(reply.body["permissions"], replaced["permissions"]);
+    let reply = get(&service, "/api/roles/sensors", &token).await;
+    assert_eq!(reply.body["permissions"], replaced["permissions"]);
+
+    let reply = delete(&service, "/api/roles/sensors", &token).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_status(
+        &get(&service, "/api/roles/sensors", &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_status(
+        &delete(&service, "/api/roles/sensors", &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let reply = get(&service, "/api/roles", &token).await;
+    assert_eq!(names(&reply), ["Site.4:line_2-a", "admin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_role_cannot_be_deleted_or_emptied() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    assert_status(
+        &delete(&service, "/api/roles/admin", &token).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    let reply = put(
+        &service,
+        "/api/roles/admin",
+        &token,
+        r#"{"permissions":[]}"#,
+    )
+    .await;
+    assert_policy(&reply, "admin_role");
+    let reply = get(&service, "/api/roles/admin", &token).await;
+    assert_eq!(reply.body, admin_role_json(), "unchanged");
+    // It can be narrowed; admin-API access comes from the role's name.
+    let narrowed =
+        json!({"permissions": [{"resource": "#", "operation": "read", "context": "mqtt"}]});
+    let reply = put(&service, "/api/roles/admin", &token, &narrowed.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        get(&service, "/api/roles/admin", &token).await.body["permissions"],
+        narrowed["permissions"]
+    );
+    // The next start keeps the admin's change.
+    assert!(!service.registry().ensure_admin_role().await.unwrap());
+    assert_eq!(
+        get(&service, "/api/users", &token).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_put_errors() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let empty = r#"{"permissions":[]}"#;
+    // Names: 1 to 64 bytes from [A-Za-z0-9._:-].
+    let long = "r".repeat(65);
+    for uri in [
+        "/api/roles/two%20words".to_owned(),
+        "/api/roles/a%2Fb".to_owned(),
+        "/api/roles/caf%C3%A9".to_owned(),
+        "/api/roles/a+b".to_owned(),
+        format!("/api/roles/{long}"),
+    ] {
+        assert_policy(&put(&service, &uri, &token, empty).await, "role_name");
+    }
+    let at_cap = format!("/api/roles/{}", "r".repeat(64));
+    assert_eq!(
+        put(&service, &at_cap, &token, empty).await.status,
+        StatusCode::OK
+    );
+
+    // Bodies: JSON, with `permissions`, nothing unknown, `name` = the path.
+    for body in [
+        "",
+        "not json",
+        "{}",
+        r#"{"permissions":"all"}"#,
+        r#"{"permissions":[],"role":"x"}"#,
+        r#"{"name":"other","permissions":[]}"#,
+        r#"{"permissions":[{"resource":"a","operation":"fly","context":"mqtt"}]}"#,
+    ] {
+        let reply = put(&service, "/api/roles/sensors", &token, body).await;
+        assert_status(&reply, StatusCode::BAD_REQUEST, "invalid");
+    }
+    // The caps of a user's direct permissions.
+    let perms = |n: usize, resource: &str| {
+        let p: Vec<Value> = (0..n)
+            .map(|_| json!({"resource": resource, "operation": "read", "context": "mqtt"}))
+            .collect();
+        json!({ "permissions": p }).to_string()
+    };
+    let reply = put(&service, "/api/roles/sensors", &token, &perms(64, "t/#")).await;
+    assert_eq!(reply.status, StatusCode::OK, "64 permissions are allowed");
+    assert_policy(
+        &put(&service, "/api/roles/sensors", &token, &perms(65, "t/#")).await,
+        "permissions_count",
+    );
+    assert_policy(
+        &put(&service, "/api/roles/sensors", &token, &perms(1, "")).await,
+        "resource_length",
+    );
+    assert_policy(
+        &put(
+            &service,
+            "/api/roles/sensors",
+            &token,
+            &perms(1, &"x".repeat(257)),
+        )
+        .await,
+        "resource_length",
+    );
+    assert_eq!(
+        get(&service, "/api/roles/sensors", &token).await.body["permissions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        64,
+        "refused PUTs changed nothing"
+    );
+    // Reading or deleting a name no role could have is a plain 404.
+    assert_status(
+        &get(&service, "/api/roles/two%20words", &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_status(
+        &delete(&service, "/api/roles/two%20words", &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_number_of_roles_is_capped() {
+    use fleetgate_registry::request::DEFINED_ROLES_MAX;
+    let service = service().await;
+    let token = admin_token(&service).await;
+    // `admin` plus these fill the table (written straight to the store,
+    // which has no cap of its own; the cap is the API's).
+    for i in 1..DEFINED_ROLES_MAX {
+        service
+            .registry()
+            .store()
+            .put_role(Role {
+                name: format!("role{i:04}"),
+                permissions: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let empty = r#"{"permissions":[]}"#;
+    assert_policy(
+        &put(&service, "/api/roles/one-more", &token, empty).await,
+        "defined_roles_count",
+    );
+    assert_status(
+        &get(&service, "/api/roles/one-more", &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // At the cap, an existing role can still be replaced.
+    assert_eq!(
+        put(&service, "/api/roles/role0001", &token, empty)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let reply = get(&service, "/api/roles", &token).await;
+    assert_eq!(
+        reply.body["items"].as_array().unwrap().len(),
+        DEFINED_ROLES_MAX
+    );
+    // Deleting one makes room.
+    assert_eq!(
+        delete(&service, "/api/roles/role0001", &token).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        put(&service, "/api/roles/one-more", &token, empty)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_routes_need_an_admin_token() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    make_granted(&service, &admin, "dev01", "secret1", "").await;
+    let device = login(&service, "dev01", "secret1").await;
+    let body = r#"{"permissions":[]}"#;
+    let requests = [
+        (Method::GET, "/api/roles", ""),
+        (Method::GET, "/api/roles/admin", ""),
+        (Method::PUT, "/api/roles/sensors", body),
+        (Method::DELETE, "/api/roles/admin", ""),
+        (Method::PATCH, "/api/users/dev01", r#"{"roles":["admin"]}"#),
+    ];
+    for (method, uri, body) in requests.clone() {
+        let reply = send(&service, method.clone(), uri, None, body).await;
+        assert_status(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        let reply = send(&service, method.clone(), uri, Some(&device), body).await;
+        assert_status(&reply, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // Nothing changed: no role was created, the device is no admin.
+    assert_status(
+        &get(&service, "/api/roles/sensors", &admin).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(
+        get(&service, "/api/users/dev01", &admin).await.body["roles"],
+        json!([])
+    );
+    assert_eq!(
+        get(&service, "/api/roles/admin", &admin).await.body,
+        admin_role_json()
+    );
+}
+
+/// The JSON of a role as the API shows it, byte for byte.
+#[test]
+fn role_json_is_pinned() {
+    let role = Role {
+        name: "sensors".into(),
+        permissions: vec![Permission {
+            resource: "t/#".into(),
+            operation: Operation::ReadWrite,
+            context: PermissionContext::Mqtt,
+        }],
+    };
+    assert_eq!(
+        serde_json::to_string(&role).unwrap(),
+        r#"{"name":"sensors","permissions":[{"resource":"t/#","operation":"readWrite","context":"mqtt"}]}"#
+    );
+}
+
+// ---- a user's roles and permissions ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_replaces_what_it_names_and_keeps_the_users_tokens() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    make_granted(
+        &service,
+        &admin,
+        "dev01",
+        "secret1",
+        r#"{"permissions":[{"resource":"own/#","operation":"read","context":"mqtt"}]}"#,
+    )
+    .await;
+    let device = login(&service, "dev01", "secret1").await;
+    let before = get(&service, "/api/users/dev01", &admin).await.body;
+    let sensors =
+        r#"{"permissions":[{"resource":"plant/#","operation":"write","context":"mqtt"}]}"#;
+    assert_eq!(
+        put(&service, "/api/roles/sensors", &admin, sensors)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Roles only: the permissions stay.
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        r#"{"roles":["sensors","sensors"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let mut expected = before.clone();
+    expected["roles"] = json!(["sensors"]);
+    assert_eq!(
+        reply.body, expected,
+        "the user view, duplicates dropped, nothing else changed"
+    );
+    assert_eq!(
+        get(&service, "/api/users/dev01", &admin).await.body,
+        expected
+    );
+
+    // Permissions only: the roles stay.
+    let perms = json!([{"resource": "b/#", "operation": "readWrite", "context": "http"}]);
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        &json!({"permissions": perms}).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["roles"], json!(["sensors"]));
+    assert_eq!(reply.body["permissions"], perms);
+
+    // The effective permissions are the union.
+    let user = service
+        .registry()
+        .store()
+        .get_user("dev01")
+        .await
+        .unwrap()
+        .unwrap();
+    let effective = service
+        .registry()
+        .effective_permissions(&user)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&effective).unwrap(),
+        json!([
+            {"resource": "b/#", "operation": "readWrite", "context": "http"},
+            {"resource": "plant/#", "operation": "write", "context": "mqtt"},
+        ])
+    );
+
+    // Both at once, to empty lists.
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        r#"{"roles":[],"permissions":[]}"#,
+    )
+    .await;
+    assert_eq!(reply.body["roles"], json!([]));
+    assert_eq!(reply.body["permissions"], json!([]));
+    assert_eq!(
+        reply.body["createdAt"], before["createdAt"],
+        "createdAt (the token gen) is kept"
+    );
+
+    // The device's token, issued before every PATCH, still works, and the
+    // admin API reads the roles from the store: given `admin`, it is let in.
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        r#"{"roles":["admin"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        get(&service, "/api/users", &device).await.status,
+        StatusCode::OK
+    );
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        r#"{"roles":["sensors"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_status(
+        &get(&service, "/api/users", &device).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // And its password still logs in.
+    login(&service, "dev01", "secret1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_errors() {
+    let service = service().await;
+    let admin = admin_token(&service).await;
+    make_granted(&service, &admin, "dev01", "secret1", "").await;
+    let before = get(&service, "/api/users/dev01", &admin).await.body;
+
+    assert_status(
+        &patch(&service, "/api/users/nobody", &admin, r#"{"roles":[]}"#).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    for body in [
+        "",
+        "{}",
+        r#"{"roles":null,"permissions":null}"#,
+        "[]",
+        r#"{"role":["admin"]}"#,
+        r#"{"roles":"admin"}"#,
+        r#"{"permissions":[{"resource":"a","operation":"fly","context":"mqtt"}]}"#,
+    ] {
+        let reply = patch(&service, "/api/users/dev01", &admin, body).await;
+        assert_status(&reply, StatusCode::BAD_REQUEST, "invalid");
+    }
+
+    // Unknown roles: 422, naming each of them.
+    let reply = patch(
+        &service,
+        "/api/users/dev01",
+        &admin,
+        r#"{"roles":["admin","ghost","nope"]}"#,
+    )
+    .await;
+    assert_policy(&reply, "unknown_roles");
+    let message = reply.body["error"].as_str().unwrap();
+    assert!(
+        message.contains("`ghost`") && message.contains("`nope`"),
+        "{message}"
+    );
+    assert!(!message.contains("`admin`"), "{message}");
+
+    // The caps of a grant's overrides.
+    let roles: Vec<String> = (0..33).map(|i| format!("r{i}")).collect();
+    assert_policy(
+        &patch(
+            &service,
+            "/api/users/dev01",
+            &admin,
+            &json!({ "roles": roles }).to_string(),
+        )
+        .await,
+        "roles_count",
+    );
+    assert_policy(
+        &patch(&service, "/api/users/dev01", &admin, r#"{"roles":[""]}"#).await,
+        "role_length",
+    );
+    let perms: Vec<Value> = (0..65)
+        .map(|_| json!({"resource": "t", "operation": "read", "context": "mqtt"}))
+        .collect();
+    assert_policy(
+        &patch(
+            &service,
+            "/api/users/dev01",
+            &admin,
+            &json!({ "permissions": perms }).to_string(),
+        )
+        .await,
+        "permissions_count",
+    );
+    assert_policy(
+        &patch(
+            &service,
+            "/api/users/dev01",
+            &admin,
+            r#"{"permissions":[{"resource":"","operation":"read","context":"mqtt"}]}"#,
+        )
+        .await,
+        "resource_length",
+    );
+
+    // The built-in admin keeps the admin role.
+    assert_put_role(&service, &admin, "ops").await;
+    for body in [r#"{"roles":[]}"#, r#"{"roles":["ops"]}"#] {
+        assert_policy(
+            &patch(&service, "/api/users/admin", &admin, body).await,
+            "admin_role",
+        );
+    }
+    assert_eq!(
+        get(&service, "/api/users/admin", &admin).await.body["roles"],
+        json!(["admin"])
+    );
+    let reply = patch(
+        &service,
+        "/api/users/admin",
+        &admin,
+        r#"{"roles":["ops","admin"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["roles"], json!(["ops", "admin"]));
+    assert_eq!(
+        get(&service, "/api/users", &admin).await.status,
+        StatusCode::OK,
+        "still an admin"
+    );
+
+    // No refused PATCH changed dev01.
+    assert_eq!(get(&service, "/api/users/dev01", &admin).await.body, before);
+}
+
+async fn assert_put_role<S: Store>(service: &AdminService<S>, token: &str, name: &str) {
+    let reply = put(
+        service,
+        &format!("/api/roles/{name}"),
+        token,
+        r#"{"permissions":[]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
 // ---- HTTP-level behaviour ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -942,7 +1539,9 @@ async fn wrong_method_is_405_with_allow() {
             "/api/client-registry/requests/dev01/grant",
             "POST",
         ),
-        (Method::PUT, "/api/users/dev01", "GET, DELETE"),
+        (Method::PUT, "/api/users/dev01", "GET, PATCH, DELETE"),
+        (Method::POST, "/api/roles", "GET"),
+        (Method::PATCH, "/api/roles/sensors", "GET, PUT, DELETE"),
         (Method::POST, "/healthz", "GET"),
     ] {
         // No token: the method is checked before authorization.
@@ -966,6 +1565,8 @@ async fn unknown_path_is_404() {
         "/api/",
         "/api/nope",
         "/api/users/",
+        "/api/roles/",
+        "/api/roles/a/b",
         "/api/client-registry/requests/dev01/grant/again",
         "/api/client-registry/register",
         "/healthz/",
@@ -997,6 +1598,13 @@ fn routes_parse() {
         Some(Route::Deny("a/b".into()))
     );
     assert_eq!(parse("/api/users/a+b"), Some(Route::User("a+b".into())));
+    assert_eq!(parse("/api/roles"), Some(Route::Roles));
+    assert_eq!(
+        parse("/api/roles/site%3A4"),
+        Some(Route::Role("site:4".into()))
+    );
+    assert_eq!(parse("/api/roles/"), None);
+    assert!(Route::parse("/api/roles/%ff").is_err());
     assert_eq!(parse("/api/client-registry/requests//grant"), None);
     assert!(Route::parse("/api/users/%ff").is_err());
 }
@@ -1153,6 +1761,22 @@ impl Store for FlakyStore {
         self.up()?;
         self.inner.delete_user(username).await
     }
+    async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        self.up()?;
+        self.inner.get_role(name).await
+    }
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        self.up()?;
+        self.inner.list_roles().await
+    }
+    async fn put_role(&self, role: Role) -> Result<(), StoreError> {
+        self.up()?;
+        self.inner.put_role(role).await
+    }
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.delete_role(name).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.up()?;
         self.inner.ping().await
@@ -1187,6 +1811,36 @@ async fn store_outage_is_503_with_retry_after() {
         try_login(&service, "admin", ADMIN_PASSWORD).await,
     ];
     checks.push(send(&service, Method::GET, "/api/users", Some(&token), "").await);
+    checks.push(get(&service, "/api/roles", &token).await);
+    checks.push(get(&service, "/api/roles/admin", &token).await);
+    checks.push(
+        put(
+            &service,
+            "/api/roles/sensors",
+            &token,
+            r#"{"permissions":[]}"#,
+        )
+        .await,
+    );
+    checks.push(
+        send(
+            &service,
+            Method::DELETE,
+            "/api/roles/sensors",
+            Some(&token),
+            "",
+        )
+        .await,
+    );
+    checks.push(
+        patch(
+            &service,
+            "/api/users/admin",
+            &token,
+            r#"{"permissions":[]}"#,
+        )
+        .await,
+    );
     for reply in checks {
         assert_eq!(
             reply.status,

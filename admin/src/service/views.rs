@@ -1,8 +1,10 @@
 //! The admin API's JSON shapes, in and out, and the helpers that read and
 //! write them: request bodies ([`LoginBody`], [`UnlockBody`], [`GrantBody`],
-//! [`DecisionBody`]), the listing parameters ([`requests_query`],
-//! [`list_query`]) and answers ([`Health`], [`LoginView`], [`StatusView`],
-//! [`PageView`], [`ErrorBody`]).
+//! [`DecisionBody`], [`RoleBody`], [`UserAccessBody`]), the listing
+//! parameters ([`requests_query`], [`list_query`]) and answers ([`Health`],
+//! [`LoginView`], [`StatusView`], [`PageView`], [`RolesView`],
+//! [`ErrorBody`]). A role is shown as the registry's own
+//! [`Role`](fleetgate_registry::model::Role), `{"name", "permissions"}`.
 //!
 //! The handlers in [`super::routes`] parse with [`parse_json`] or
 //! [`parse_optional_json`] and answer with [`json_response`] or
@@ -20,7 +22,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use fleetgate_registry::model::Permission;
+use fleetgate_registry::model::{Permission, Role};
 use fleetgate_registry::registry::RegistryStatus;
 use fleetgate_registry::store::{ListQuery, ListState, Page, MAX_PAGE};
 use fleetgate_registry::UnixMillis;
@@ -131,6 +133,30 @@ pub(super) struct DecisionBody {
     pub(super) pairing_id: Option<String>,
 }
 
+/// `PUT /api/roles/{name}`: the role's whole permission list (required:
+/// a PUT replaces). `name` may be sent too, as `GET` shows it, so a role
+/// read can be written back; it must then equal the path's. Unknown fields
+/// are refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleBody {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    pub(super) permissions: Vec<Permission>,
+}
+
+/// `PATCH /api/users/{username}`: each field given replaces the user's.
+/// Unknown fields are refused: a typo (`role`) must not silently change
+/// nothing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserAccessBody {
+    #[serde(default)]
+    pub(super) roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) permissions: Option<Vec<Permission>>,
+}
+
 // ---- writing responses ----
 
 pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Bytes> {
@@ -160,10 +186,12 @@ pub(super) fn no_content() -> Response<Bytes> {
 }
 
 /// The body of every error: `status` is [`ApiError::short`], `error` the
-/// message.
+/// message, and on a 422 `rule` the name of the rule that was broken.
 #[derive(Serialize)]
 pub(super) struct ErrorBody {
     pub(super) status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rule: Option<&'static str>,
     pub(super) error: String,
 }
 
@@ -216,4 +244,11 @@ impl<V> PageView<V> {
             next_cursor: page.next_cursor,
         }
     }
+}
+
+/// `GET /api/roles`: every role, in name order, in one answer (the number
+/// of roles is capped, so there is no cursor).
+#[derive(Serialize)]
+pub(super) struct RolesView {
+    pub(super) items: Vec<Role>,
 }

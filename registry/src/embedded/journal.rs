@@ -1,10 +1,17 @@
-//! The embedded store's durable part: an append-only journal of users and
-//! grants, fsynced before a grant is acknowledged, compacted on start.
+//! The embedded store's durable part: an append-only journal of users,
+//! grants and roles, fsynced before a change is acknowledged, compacted on
+//! start.
 //!
 //! # Format
 //! One record per line: eight lowercase hex digits of the CRC-32 of the JSON
 //! payload, a space, the JSON payload, `\n`. Text keeps the file inspectable
 //! with `less`; the CRC catches a torn or corrupted line.
+//!
+//! Record kinds (`op`): `putUser`, `deleteUser`, `grant`, `granted`,
+//! `putRole`, `deleteRole`. The role kinds were added later; a journal
+//! without them reads as before (no roles), so old journals open unchanged.
+//! An older binary cannot open a journal that holds a role record (it stops
+//! at the unknown `op` as at corruption).
 //!
 //! # Recovery
 //! A crash can leave at most one torn record, at the end, because every
@@ -14,8 +21,8 @@
 //! silently dropping acknowledged grants.
 //!
 //! # Compaction
-//! On open, the replayed state (users, and granted requests still inside their
-//! collection window) is written to `journal.log.compact`, fsynced, and renamed
+//! On open, the replayed state (roles, users, and granted requests still
+//! inside their collection window) is written to `journal.log.compact`, fsynced, and renamed
 //! over `journal.log`, and the directory is fsynced.
 
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RequestRecord, UserRecord};
+use crate::model::{RequestRecord, Role, UserRecord};
 
 /// One durable change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +50,11 @@ pub enum JournalRecord {
     /// A granted request without its user (written only by compaction, after
     /// the users).
     Granted { request: RequestRecord },
+    /// Create or replace a role (`{"op":"putRole","role":{"name",
+    /// "permissions"}}`).
+    PutRole { role: Role },
+    /// Delete a role (`{"op":"deleteRole","name":...}`).
+    DeleteRole { name: String },
 }
 
 /// The open journal file.
@@ -242,6 +254,57 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn role_records_round_trip_with_their_pinned_json() {
+        use crate::model::{Operation, Permission, PermissionContext};
+        let role = Role {
+            name: "sensors".into(),
+            permissions: vec![Permission {
+                resource: "plant/#".into(),
+                operation: Operation::Read,
+                context: PermissionContext::Mqtt,
+            }],
+        };
+        let put = JournalRecord::PutRole { role: role.clone() };
+        let delete = JournalRecord::DeleteRole {
+            name: "sensors".into(),
+        };
+        // The payloads as they sit in the file: part of the on-disk format.
+        assert_eq!(
+            serde_json::to_string(&put).unwrap(),
+            r#"{"op":"putRole","role":{"name":"sensors","permissions":[{"resource":"plant/#","operation":"read","context":"mqtt"}]}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&delete).unwrap(),
+            r#"{"op":"deleteRole","name":"sensors"}"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::rewrite(dir.path(), std::slice::from_ref(&put)).unwrap();
+        j.append(&delete).unwrap();
+        let (records, torn) = replay(&dir.path().join("journal.log")).unwrap();
+        assert_eq!(torn, 0);
+        assert_eq!(records, vec![put, delete]);
+    }
+
+    /// A journal written before roles existed (hand-written here, byte for
+    /// byte what that version wrote) still replays.
+    #[test]
+    fn a_journal_from_before_roles_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.log");
+        let json = br#"{"op":"putUser","user":{"username":"a","password_hash":null,"roles":["sensor"],"permissions":[],"created_at":5,"origin":"http"}}"#;
+        let mut line = format!("{:08x} ", crc32fast::hash(json)).into_bytes();
+        line.extend_from_slice(json);
+        line.push(b'\n');
+        fs::write(&path, &line).unwrap();
+        let (records, torn) = replay(&path).unwrap();
+        assert_eq!(torn, 0);
+        match &records[..] {
+            [JournalRecord::PutUser { user }] => assert_eq!(user.roles, ["sensor"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

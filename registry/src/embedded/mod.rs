@@ -6,6 +6,9 @@
 //!   fsynced journal ([`journal`]) before a change is acknowledged, so they
 //!   survive `kill -9`.
 //! - The lock state lives in one atomic (read by every poll, never locked).
+//! - Roles live in one ordered map behind a read-write lock (read by every
+//!   `effective_permissions`, written only by an admin), and are journaled
+//!   like users.
 //!
 //! # Concurrency
 //! State is split over [`SHARDS`] shards by a hash of the username, each
@@ -28,11 +31,11 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
-use crate::model::{RequestRecord, RequestState, UserRecord};
+use crate::model::{RequestRecord, RequestState, Role, UserRecord};
 use crate::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
     StoreError,
@@ -63,6 +66,10 @@ pub struct EmbeddedStore {
     pending: AtomicUsize,
     max_pending: usize,
     windows: Windows,
+    /// The defined roles by name. Not sharded: at most
+    /// `request::DEFINED_ROLES_MAX` of them, read far more often than
+    /// written, and never on the poll path.
+    roles: RwLock<BTreeMap<String, Role>>,
     /// `None` for a purely in-memory store (tests, benches).
     journal: Mutex<Option<Journal>>,
 }
@@ -86,6 +93,7 @@ impl EmbeddedStore {
             pending: AtomicUsize::new(0),
             max_pending,
             windows,
+            roles: RwLock::new(BTreeMap::new()),
             journal: Mutex::new(None),
         }
     }
@@ -110,7 +118,14 @@ impl EmbeddedStore {
         for record in records {
             store.apply(record);
         }
-        let mut compacted = Vec::new();
+        // Roles first: a reader of the compacted file meets every role
+        // before the users that name it.
+        let mut compacted: Vec<JournalRecord> = store
+            .roles_read()
+            .values()
+            .map(|role| JournalRecord::PutRole { role: role.clone() })
+            .collect();
+        let roles = compacted.len();
         let mut users = 0;
         let mut granted = 0;
         for shard in store.shards.iter() {
@@ -130,6 +145,7 @@ impl EmbeddedStore {
         let journal = Journal::rewrite(dir, &compacted)?;
         tracing::info!(
             path = %journal.path().display(),
+            roles,
             users,
             granted,
             "embedded store opened; journal compacted"
@@ -140,6 +156,16 @@ impl EmbeddedStore {
 
     fn shard(&self, username: &str) -> MutexGuard<'_, Shard> {
         lock(&self.shards[shard_of(username)])
+    }
+
+    // Like the shard locks, a poisoned roles lock is used anyway: every
+    // write under it is a single map operation.
+    fn roles_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Role>> {
+        self.roles.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn roles_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Role>> {
+        self.roles.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies a replayed record to memory.
@@ -164,6 +190,12 @@ impl EmbeddedStore {
                 self.shard(&request.username)
                     .granted
                     .insert(request.username.clone(), request);
+            }
+            JournalRecord::PutRole { role } => {
+                self.roles_write().insert(role.name.clone(), role);
+            }
+            JournalRecord::DeleteRole { name } => {
+                self.roles_write().remove(&name);
             }
         }
     }
@@ -553,6 +585,40 @@ impl Store for EmbeddedStore {
         let mut s = self.shard(username);
         s.users.remove(username);
         s.granted.remove(username);
+        Ok(true)
+    }
+
+    async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        Ok(self.roles_read().get(name).cloned())
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        // A BTreeMap iterates in name order.
+        Ok(self.roles_read().values().cloned().collect())
+    }
+
+    async fn put_role(&self, role: Role) -> Result<(), StoreError> {
+        // Durable before applied, under the journal mutex like users.
+        let mut journal = self.journal();
+        self.persist(&mut journal, &JournalRecord::PutRole { role: role.clone() })?;
+        self.roles_write().insert(role.name.clone(), role);
+        Ok(())
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+        let mut journal = self.journal();
+        // Checked under the journal mutex, which every role write holds, so
+        // the role cannot appear or vanish between the check and the write.
+        if !self.roles_read().contains_key(name) {
+            return Ok(false);
+        }
+        self.persist(
+            &mut journal,
+            &JournalRecord::DeleteRole {
+                name: name.to_owned(),
+            },
+        )?;
+        self.roles_write().remove(name);
         Ok(true)
     }
 

@@ -123,6 +123,55 @@ fn users_and_grants_survive_reopen_pending_does_not() {
 }
 
 #[test]
+fn roles_survive_reopen_and_compaction() {
+    use conformance::role;
+    let dir = tempfile::tempdir().unwrap();
+    let w = Windows::default();
+    {
+        let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+        now_or_never(s.put_role(role("sensors", &["plant/#"]))).unwrap();
+        now_or_never(s.put_role(role("gone", &["x"]))).unwrap();
+        now_or_never(s.put_role(role("ops", &["a"]))).unwrap();
+        // Replaced, then deleted: the journal holds both, replay keeps the last.
+        now_or_never(s.put_role(role("ops", &["ops/#", "alerts/#"]))).unwrap();
+        assert!(now_or_never(s.delete_role("gone")).unwrap());
+        now_or_never(s.put_user(user("dev01"))).unwrap();
+        // Dropped without any shutdown step, like a crash.
+    }
+    let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+    assert_eq!(
+        now_or_never(s.list_roles()).unwrap(),
+        vec![
+            role("ops", &["ops/#", "alerts/#"]),
+            role("sensors", &["plant/#"])
+        ]
+    );
+    assert_eq!(now_or_never(s.get_role("gone")).unwrap(), None);
+    // Compacted to one line per live role, before the users.
+    let journal = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+    let ops: Vec<&str> = journal
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l[9..]).unwrap();
+            match v["op"].as_str().unwrap() {
+                "putRole" => "putRole",
+                "putUser" => "putUser",
+                other => panic!("unexpected {other} in the compacted journal:\n{journal}"),
+            }
+        })
+        .collect();
+    assert_eq!(ops, ["putRole", "putRole", "putUser"], "{journal}");
+    // A change after the reopen is durable too.
+    assert!(now_or_never(s.delete_role("sensors")).unwrap());
+    drop(s);
+    let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+    assert_eq!(
+        now_or_never(s.list_roles()).unwrap(),
+        vec![role("ops", &["ops/#", "alerts/#"])]
+    );
+}
+
+#[test]
 fn sweep_frees_expired_records_and_fixes_the_count() {
     let w = Windows {
         pending_ttl: Duration::from_secs(10),

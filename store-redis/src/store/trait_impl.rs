@@ -5,12 +5,13 @@
 //! `lock`. What is here: the reads (one request hash, one user, the
 //! listings and `pending_count` fanned out to the 64 buckets and merged by
 //! [`crate::page`]) and the transitions that are one script call each
-//! (grant, deny, forget, `put_user`, `delete_user`), the durable ones
-//! followed by `WAIT` on the durable connection.
+//! (grant, deny, forget, `put_user`, `delete_user`, `put_role`,
+//! `delete_role`), the durable ones followed by `WAIT` on the durable
+//! connection. Roles live in one global hash, `<prefix>:roles`.
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
-use fleetgate_registry::model::{RequestRecord, RequestState, UserRecord};
+use fleetgate_registry::model::{RequestRecord, RequestState, Role, UserRecord};
 use fleetgate_registry::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
     StoreError, MAX_PAGE,
@@ -331,6 +332,72 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        self.bounded("get_role", async {
+            let v: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(self.keys.roles())
+                .arg(name)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("HGET role", e))?;
+            v.map(|json| decode_role(name, &json)).transpose()
+        })
+        .await
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        self.bounded("list_roles", async {
+            let all: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+                .arg(self.keys.roles())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("HGETALL roles", e))?;
+            let mut roles = all
+                .iter()
+                .map(|(name, json)| decode_role(name, json))
+                .collect::<Result<Vec<_>, _>>()?;
+            // A hash has no order; the trait promises name order.
+            roles.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(roles)
+        })
+        .await
+    }
+
+    async fn put_role(&self, role: Role) -> Result<(), StoreError> {
+        self.bounded("put_role", async {
+            let key = self.keys.roles();
+            let mut cmd = self.scripts.put_role.evalsha(&[&key]);
+            cmd.arg(&role.name).arg(to_json(&role)).arg(&self.channel);
+            let (_, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("put_role", e))?;
+            self.check_wait("put_role", acked)
+        })
+        .await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+        self.bounded("delete_role", async {
+            let key = self.keys.roles();
+            let mut cmd = self.scripts.delete_role.evalsha(&[&key]);
+            cmd.arg(name).arg(&self.channel);
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("delete_role", e))?;
+            self.check_wait("delete_role", acked)?;
+            match record::int(&reply) {
+                Some(1) => Ok(true),
+                Some(0) => Ok(false),
+                _ => Err(corrupt("delete_role", BadReply(format!("reply {reply:?}")))),
+            }
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded("ping", async {
             redis::cmd("PING")
@@ -341,6 +408,20 @@ impl Store for RedisStore {
         })
         .await
     }
+}
+
+/// One field of the roles hash: the role's JSON, which must name the field
+/// it is stored under.
+fn decode_role(field: &str, json: &[u8]) -> Result<Role, StoreError> {
+    let role: Role = serde_json::from_slice(json)
+        .map_err(|e| corrupt("roles", BadReply(format!("role {field}: {e}"))))?;
+    if role.name != field {
+        return Err(corrupt(
+            "roles",
+            BadReply(format!("role stored as {field} is named {}", role.name)),
+        ));
+    }
+    Ok(role)
 }
 
 impl RedisStore {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
-use fleetgate_registry::model::{RequestRecord, UserRecord};
+use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
@@ -75,6 +75,18 @@ impl Store for DownStore {
         down()
     }
     async fn delete_user(&self, _: &str) -> Result<bool, StoreError> {
+        down()
+    }
+    async fn get_role(&self, _: &str) -> Result<Option<Role>, StoreError> {
+        down()
+    }
+    async fn list_roles(&self) -> Result<Vec<Role>, StoreError> {
+        down()
+    }
+    async fn put_role(&self, _: Role) -> Result<(), StoreError> {
+        down()
+    }
+    async fn delete_role(&self, _: &str) -> Result<bool, StoreError> {
         down()
     }
     async fn ping(&self) -> Result<(), StoreError> {
