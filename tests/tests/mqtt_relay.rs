@@ -55,7 +55,10 @@ impl Setup {
 
     /// Registers `username` and grants it exactly `permissions`.
     fn user_with(&self, username: &str, permissions: serde_json::Value) {
-        assert_eq!(register(self.g.http, &creds(username, PASSWORD)).status, 202);
+        assert_eq!(
+            register(self.g.http, &creds(username, PASSWORD)).status,
+            202
+        );
         let r = authed(
             self.g.admin,
             &self.token,

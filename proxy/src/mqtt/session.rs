@@ -397,8 +397,11 @@ async fn load_access<S: Store>(
         Ok(None) => return Ok(None),
         Err(_) => return Err(()),
     };
-    // TODO(roles): the union with the user's roles' permissions.
-    let permissions = user.permissions.clone();
+    // The user's own permissions and those of its roles.
+    let permissions = registry
+        .effective_permissions(&user)
+        .await
+        .map_err(|_| ())?;
     Ok(Some((
         Arc::new(PermissionSet::compile(username, &permissions)),
         user.created_at,
