@@ -441,3 +441,33 @@ fn deleting_a_user_cuts_its_live_session_within_a_second() {
         "closed {took:?} after the delete"
     );
 }
+
+#[test]
+fn a_permission_change_reaches_a_live_session_within_a_second() {
+    let t = Setup::start();
+    t.user("relay-live");
+    let watcher = t.watch_broker();
+    let mut c = t.mqtt(MqttLevel::V5, "live-1", "relay-live");
+    c.publish("devices/relay-live/t", 1, 1, b"before");
+    assert_eq!(c.packet(), [0x40, 0x04, 0x00, 0x01, 0x87, 0x00], "denied");
+    t.patch(
+        "relay-live",
+        json!({"permissions": [
+            {"resource": "devices/{username}/#", "operation": "write", "context": "mqtt"}
+        ]}),
+    );
+    // The session re-reads its user every 500 ms: within a second the same
+    // connection's next publish goes to the broker, which acknowledges it.
+    std::thread::sleep(Duration::from_millis(1000));
+    c.publish("devices/relay-live/t", 1, 2, b"after");
+    let ack = c.packet();
+    assert_eq!(&ack[..4], [0x40, ack[1], 0x00, 0x02], "{ack:?}");
+    assert!(
+        ack.len() == 4 || ack[4] == 0x00,
+        "the broker's success: {ack:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = stop(watcher);
+    assert!(seen.contains("devices/relay-live/t after"), "{seen}");
+    assert!(!seen.contains("before"), "{seen}");
+}
