@@ -241,9 +241,9 @@ impl TlsStream {
         // Our queue bounds what is buffered; rustls need not.
         tls.set_buffer_limit(None);
         let tls = Rc::new(RefCell::new(tls));
-        let (mut client_read, mut client_write) = tcp.into_split();
+        let (mut client_read, client_write) = tcp.into_split();
         let (mut broker_read, mut broker_write) = broker.into_split();
-        let (records, mut outbox) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let (records, outbox) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
 
         let up = {
             let tls = tls.clone();
@@ -374,30 +374,7 @@ impl TlsStream {
         };
         // Ok: the broker side ended (end marker); Err: a write to the
         // client failed or passed its deadline, which ends the splice.
-        let writer = async move {
-            let mut result = Ok(());
-            while let Some(chunk) = outbox.recv().await {
-                if chunk.is_empty() {
-                    break;
-                }
-                match monoio::time::timeout(write_timeout, client_write.write_all(chunk)).await {
-                    Ok((Ok(_), _)) => {}
-                    Ok((Err(e), _)) => {
-                        result = Err(e);
-                        break;
-                    }
-                    Err(_) => {
-                        result = Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "write deadline passed",
-                        ));
-                        break;
-                    }
-                }
-            }
-            let _ = monoio::time::timeout(write_timeout, client_write.shutdown()).await;
-            result
-        };
+        let writer = crate::io::write_outbox(client_write, outbox, write_timeout);
         let readers = async move {
             monoio::join!(up, down);
             Ok(())
