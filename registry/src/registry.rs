@@ -257,10 +257,45 @@ pub enum GrantError {
     Conflict(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// 422: the grant names a role that is not defined (`unknown_roles`).
+    #[error("{message}")]
+    Policy { rule: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a list of role names cannot be given to a user.
+#[derive(Debug)]
+enum RoleCheckError {
+    /// Roles that are not defined, as "`a`, `b`".
+    Unknown(String),
+    Store(StoreError),
+}
+
+impl From<RoleCheckError> for GrantError {
+    fn from(e: RoleCheckError) -> Self {
+        match e {
+            RoleCheckError::Unknown(names) => GrantError::Policy {
+                rule: "unknown_roles",
+                message: format!("no such role: {names}"),
+            },
+            RoleCheckError::Store(e) => GrantError::Store(e),
+        }
+    }
+}
+
+impl From<RoleCheckError> for AccessError {
+    fn from(e: RoleCheckError) -> Self {
+        match e {
+            RoleCheckError::Unknown(names) => AccessError::Policy {
+                rule: "unknown_roles",
+                message: format!("no such role: {names}"),
+            },
+            RoleCheckError::Store(e) => AccessError::Store(e),
+        }
+    }
 }
 
 /// Why a deny did not happen.
@@ -619,6 +654,8 @@ impl<S: Store> Registry<S> {
         now: UnixMillis,
     ) -> Result<RequestRecord, GrantError> {
         validate_grant_overrides(&overrides).map_err(GrantError::Invalid)?;
+        let roles = dedup_roles(overrides.roles.clone().unwrap_or_default());
+        self.check_roles_defined(&roles).await?;
         let record = self
             .timed(StoreOp::GetRequest, self.store.get_request(username, now))
             .await?
@@ -671,21 +708,13 @@ impl<S: Store> Registry<S> {
                 fingerprint: c.fingerprint.clone(),
                 not_after: c.not_after,
             }),
-            // Without an override, the user gets what the device asked for,
-            // less anything a device may not ask for (a request stored
-            // before a policy change, or by an older version): `admin` is
-            // only ever given by an admin naming it.
-            roles: overrides.roles.unwrap_or_else(|| {
-                record
-                    .roles
-                    .iter()
-                    .filter(|r| self.requestable(r))
-                    .cloned()
-                    .collect()
-            }),
-            permissions: overrides
-                .permissions
-                .unwrap_or_else(|| record.permissions.clone()),
+            // The user gets what the admin names, and nothing else: a grant
+            // without `roles`/`permissions` creates a user with no access at
+            // all. What the device asked for stays on the request as a hint
+            // the admin can copy (the UI's dialog pre-fills it), never as a
+            // grant by default (docs/DECISIONS.md, "what a grant gives").
+            roles,
+            permissions: overrides.permissions.unwrap_or_default(),
             created_at: now,
             origin: record.transport.into(),
         };
@@ -934,6 +963,28 @@ impl<S: Store> Registry<S> {
     /// delete of the same user between the two would be undone (the user
     /// written back as read). Admins should not patch a user they are
     /// deleting.
+    /// Fails unless every role in `roles` is defined, naming those that
+    /// are not.
+    async fn check_roles_defined(&self, roles: &[String]) -> Result<(), RoleCheckError> {
+        let mut unknown = Vec::new();
+        for name in roles {
+            if self
+                .store
+                .get_role(name)
+                .await
+                .map_err(RoleCheckError::Store)?
+                .is_none()
+            {
+                unknown.push(format!("`{name}`"));
+            }
+        }
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(RoleCheckError::Unknown(unknown.join(", ")))
+        }
+    }
+
     pub async fn update_user_access(
         &self,
         username: &str,
@@ -942,13 +993,7 @@ impl<S: Store> Registry<S> {
         if update.roles.is_none() && update.permissions.is_none() {
             return Err(AccessError::Empty);
         }
-        let roles = update.roles.map(|roles| {
-            let mut seen = std::collections::HashSet::new();
-            roles
-                .into_iter()
-                .filter(|r| seen.insert(r.clone()))
-                .collect::<Vec<_>>()
-        });
+        let roles = update.roles.map(dedup_roles);
         crate::request::check_access_limits(
             roles.as_deref().unwrap_or_default(),
             update.permissions.as_deref().unwrap_or_default(),
@@ -967,18 +1012,7 @@ impl<S: Store> Registry<S> {
                     ),
                 });
             }
-            let mut unknown = Vec::new();
-            for name in &roles {
-                if self.store.get_role(name).await?.is_none() {
-                    unknown.push(format!("`{name}`"));
-                }
-            }
-            if !unknown.is_empty() {
-                return Err(AccessError::Policy {
-                    rule: "unknown_roles",
-                    message: format!("no such role: {}", unknown.join(", ")),
-                });
-            }
+            self.check_roles_defined(&roles).await?;
             user.roles = roles;
         }
         if let Some(permissions) = update.permissions {
@@ -988,6 +1022,15 @@ impl<S: Store> Registry<S> {
         tracing::info!(username, roles = ?user.roles, permissions = user.permissions.len(), "user access changed");
         Ok(user)
     }
+}
+
+/// `roles` without repeats, in first-seen order.
+fn dedup_roles(roles: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    roles
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
 }
 
 fn validate_grant_overrides(o: &GrantOverrides) -> Result<(), String> {

@@ -59,8 +59,9 @@ fn a_device_cannot_ask_for_the_admin_role() {
         "nothing stored"
     );
 
-    // Roles a device may ask for are kept; a plain grant (no body, as a
-    // "grant all" script sends) gives them, and never admin.
+    // Roles a device may ask for are kept on the request, but a plain grant
+    // (no body, as a "grant all" script sends) gives none of them: only
+    // what the admin names is granted.
     let body =
         serde_json::json!({"username": "dev-ops", "password": "s3cret-pass", "roles": ["sensor"]});
     assert_eq!(register(g.http, &body).status, 202);
@@ -72,7 +73,8 @@ fn a_device_cannot_ask_for_the_admin_role() {
         403
     );
     let user = authed(g.admin, &token, "GET", "/api/users/dev-ops", b"").json();
-    assert_eq!(user["roles"], serde_json::json!(["sensor"]));
+    assert_eq!(user["roles"], serde_json::json!([]), "{user}");
+    assert_eq!(user["permissions"], serde_json::json!([]), "{user}");
 }
 
 #[test]

@@ -506,6 +506,7 @@ impl<S: Store> AdminService<S> {
             Err(GrantError::NotFound) => Err(ApiError::NotFound(GrantError::NotFound.to_string())),
             Err(GrantError::Conflict(why)) => Err(ApiError::Conflict(why.to_owned())),
             Err(GrantError::Invalid(why)) => Err(ApiError::Invalid(why)),
+            Err(GrantError::Policy { rule, message }) => Err(ApiError::Policy { rule, message }),
             Err(GrantError::Store(e)) => Err(e.into()),
             Err(GrantError::Internal(why)) => Err(ApiError::Internal(why)),
         }

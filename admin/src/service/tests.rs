@@ -679,6 +679,10 @@ async fn grant_lets_the_device_collect_and_log_in() {
 async fn grant_overrides_roles_and_permissions() {
     let service = service().await;
     let token = admin_token(&service).await;
+    let role =
+        json!({"permissions": [{"resource": "s/#", "operation": "read", "context": "mqtt"}]});
+    let reply = put(&service, "/api/roles/sensor", &token, &role.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let body = json!({
         "roles": ["sensor"],
         "permissions": [{"resource": "telemetry/#", "operation": "write", "context": "mqtt"}]
@@ -689,6 +693,68 @@ async fn grant_overrides_roles_and_permissions() {
     let reply = get(&service, "/api/users/dev01", &token).await;
     assert_eq!(reply.body["roles"], json!(["sensor"]));
     assert_eq!(reply.body["permissions"][0]["operation"], "write");
+}
+
+/// What a device asks for is a hint for the admin, never a grant: a grant
+/// without a body gives no roles and no permissions, and a grant naming a
+/// role that is not defined is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_grant_gives_nothing_the_device_asked_for() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    let role =
+        json!({"permissions": [{"resource": "#", "operation": "readWrite", "context": "mqtt"}]});
+    let reply = put(&service, "/api/roles/fleet", &token, &role.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let now = UnixMillis::now();
+    service.registry().unlock(None, now).await.unwrap();
+    for name in ["greedy1", "greedy2"] {
+        let ask = json!({
+            "username": name, "password": "secret1", "roles": ["fleet"],
+            "permissions": [{"resource": "#", "operation": "readWrite", "context": "mqtt"}]
+        })
+        .to_string();
+        let outcome = service
+            .registry()
+            .register(ask.as_bytes(), PollContext::default(), now)
+            .await;
+        assert!(
+            matches!(outcome, RegisterOutcome::Pending { created: true, .. }),
+            "{outcome:?}"
+        );
+    }
+    let uri = "/api/client-registry/requests/greedy1/grant";
+    let reply = post(&service, uri, &token, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let user = get(&service, "/api/users/greedy1", &token).await.body;
+    assert_eq!(user["roles"], json!([]), "{user}");
+    assert_eq!(user["permissions"], json!([]), "{user}");
+    // The request still shows what was asked, for the admin to copy.
+    let request = get(&service, "/api/client-registry/requests/greedy2", &token)
+        .await
+        .body;
+    assert_eq!(request["roles"], json!(["fleet"]), "{request}");
+    assert_eq!(request["permissions"][0]["resource"], "#", "{request}");
+
+    let uri = "/api/client-registry/requests/greedy2/grant";
+    let reply = post(&service, uri, &token, r#"{"roles":["fleet","ghost"]}"#).await;
+    assert_policy(&reply, "unknown_roles");
+    assert!(
+        reply.body["error"].as_str().unwrap().contains("`ghost`"),
+        "{}",
+        reply.body
+    );
+    let request = get(&service, "/api/client-registry/requests/greedy2", &token)
+        .await
+        .body;
+    assert_eq!(
+        request["state"], "pending",
+        "nothing was written: {request}"
+    );
+    let reply = post(&service, uri, &token, r#"{"roles":["fleet","fleet"]}"#).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let user = get(&service, "/api/users/greedy2", &token).await.body;
+    assert_eq!(user["roles"], json!(["fleet"]), "named once: {user}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
