@@ -235,6 +235,8 @@ pub struct Worker<S> {
     /// Requests now waiting on the store or the admin service.
     pub inflight: Cell<usize>,
     pub credentials: RefCell<CredentialCache>,
+    /// Compiled permission sets of the users relayed on this worker.
+    pub access: RefCell<crate::mqtt::access::AccessCache>,
     pub metrics: WorkerMetrics,
 }
 

@@ -32,6 +32,7 @@ use monoio::{FusionDriver, FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBu
 use crate::app::{App, IoDriver, Shutdown, Worker};
 use crate::conn;
 use crate::http::response::write_json;
+use crate::mqtt::access::{self, AccessCache};
 use crate::mqtt::credentials::CredentialCache;
 use crate::mqtt::session;
 use crate::telemetry::{Listener, WorkerMetrics};
@@ -141,6 +142,7 @@ fn run<S: Store>(
             open: Cell::new(0),
             inflight: Cell::new(0),
             credentials: RefCell::new(credentials),
+            access: RefCell::new(AccessCache::new(access::CAPACITY)),
             metrics: WorkerMetrics::new(),
         });
         let tls = sockets.tls.map(Rc::new);

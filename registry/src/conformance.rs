@@ -146,7 +146,8 @@ macro_rules! for_each_conformance_case {
             listing_is_keyset_paginated,
             users_put_list_delete,
             roles_put_get_list_delete,
-            roles_are_global_and_apart_from_users
+            roles_are_global_and_apart_from_users,
+            access_generation_follows_access_changes
         );
     };
 }
@@ -578,4 +579,53 @@ pub async fn roles_are_global_and_apart_from_users<S: Store>(f: &impl Factory<S>
     s.put_role(role("sensor", &[])).await.unwrap();
     assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::StillPending);
     assert_eq!(s.pending_count().await.unwrap(), 1);
+}
+
+/// Where a store can tell (`access_generation` is `Some`), the number moves
+/// after every change to a user or to any role, so a live session that
+/// compares it never misses a change, and stays put while nothing changes,
+/// so the session need not re-read anything. (`None` is always allowed: the
+/// caller then re-reads.)
+pub async fn access_generation_follows_access_changes<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    let moved = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(a), Some(b)) => a != b,
+        _ => true,
+    };
+    let steady = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    let g = s.access_generation("dev01");
+    assert!(steady(g, s.access_generation("dev01")), "nothing changed");
+    s.put_user(user("dev01")).await.unwrap();
+    let after_put = s.access_generation("dev01");
+    assert!(moved(g, after_put), "put_user moves it");
+    s.put_role(role("sensor", &["plant/#"])).await.unwrap();
+    let after_role = s.access_generation("dev01");
+    assert!(moved(after_put, after_role), "put_role moves it");
+    assert!(
+        steady(after_role, s.access_generation("dev01")),
+        "nothing changed"
+    );
+    assert!(s.delete_role("sensor").await.unwrap());
+    let after_role_delete = s.access_generation("dev01");
+    assert!(moved(after_role, after_role_delete), "delete_role moves it");
+    assert!(s.delete_user("dev01").await.unwrap());
+    let after_delete = s.access_generation("dev01");
+    assert!(
+        moved(after_role_delete, after_delete),
+        "delete_user moves it"
+    );
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    let pending = s.access_generation("dev01");
+    assert!(matches!(
+        grant(&s, "dev01", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+    assert!(
+        moved(pending, s.access_generation("dev01")),
+        "a grant (a user re-created) moves it"
+    );
 }

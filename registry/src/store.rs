@@ -278,4 +278,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A number that moves whenever what `username` may do may have
+    /// changed: its user record (put, delete, grant) or any role. Read
+    /// locally, without I/O, so a live MQTT session can ask it every few
+    /// hundred milliseconds and re-read its user and roles only when it
+    /// moved. `None` when this store cannot tell (the caller then re-reads
+    /// every time): the default, and a cached Redis store whose last
+    /// reading of the store's epochs is too old to trust.
+    ///
+    /// Contract: a change committed before this call started is reflected
+    /// (the value differs from any value read before the change), within
+    /// the store's documented visibility bound for other instances.
+    fn access_generation(&self, username: &str) -> Option<u64> {
+        let _ = username;
+        None
+    }
 }

@@ -96,6 +96,12 @@ pub struct PollCache {
     /// The store's bucket epochs at the last successful reading (`None`
     /// before the first one).
     store_epochs: Mutex<Option<Vec<u64>>>,
+    /// Bumped by every role change heard of (event, local write, or a
+    /// moved roles epoch); with `epochs`, the answer of
+    /// [`PollCache::access_generation`].
+    roles_generation: AtomicU64,
+    /// The store's roles epoch at the last successful reading.
+    store_roles_epoch: Mutex<Option<u64>>,
     /// When the last successful epoch reading started, in µs after `base`
     /// (0: never). Entries are trusted only within [`STALE_BOUND`] of it.
     validated_at: AtomicU64,
@@ -122,6 +128,8 @@ impl PollCache {
                 .collect(),
             epochs: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             store_epochs: Mutex::new(None),
+            roles_generation: AtomicU64::new(0),
+            store_roles_epoch: Mutex::new(None),
             validated_at: AtomicU64::new(0),
             base: Instant::now(),
             ttl,
@@ -244,6 +252,37 @@ impl PollCache {
         self.validated_at.fetch_max(at, Ordering::AcqRel);
     }
 
+    /// Applies one reading of the store's roles epoch: a value that moved
+    /// (or the first reading) counts as a role change.
+    pub fn apply_roles_epoch(&self, epoch: u64) {
+        let mut seen = self
+            .store_roles_epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *seen != Some(epoch) {
+            self.roles_changed();
+            *seen = Some(epoch);
+        }
+    }
+
+    /// Notes that some role changed.
+    pub fn roles_changed(&self) {
+        self.roles_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// See [`Store::access_generation`]: moves with every change to
+    /// `username`'s bucket and every role change this process heard of
+    /// (events, its own writes, epoch readings). `None` while the cache is
+    /// not trusted (the store is not answering, or the last epoch reading
+    /// is older than [`STALE_BOUND`]): a change may have gone unheard.
+    pub fn access_generation(&self, username: &str) -> Option<u64> {
+        if !self.healthy.load(Ordering::Acquire) || !self.validated(Instant::now()) {
+            return None;
+        }
+        let user = self.epochs[self.index(username)].load(Ordering::Acquire);
+        Some(user.wrapping_add(self.roles_generation.load(Ordering::Acquire)))
+    }
+
     /// Whether the last epoch reading is recent enough to answer from the
     /// cache at `now`.
     fn validated(&self, now: Instant) -> bool {
@@ -277,9 +316,13 @@ impl PollCache {
             | StoreEvent::UserPut(u)
             | StoreEvent::UserDeleted(u) => self.forget(u),
             // The poll cache holds no role state: an entry means "pending
-            // request, no user", which no role change can alter.
-            StoreEvent::RoleChanged(_) => {}
-            StoreEvent::Resync => self.clear(),
+            // request, no user", which no role change can alter. Only the
+            // access generation moves.
+            StoreEvent::RoleChanged(_) => self.roles_changed(),
+            StoreEvent::Resync => {
+                self.roles_changed();
+                self.clear();
+            }
         }
     }
 
@@ -318,9 +361,14 @@ pub fn spawn_refresher(cache: Arc<PollCache>, store: Arc<RedisStore>, every: Dur
         loop {
             tick.tick().await;
             let started = Instant::now();
-            match tokio::try_join!(store.lock_state(), store.bucket_epochs()) {
-                Ok((state, epochs)) => {
+            match tokio::try_join!(
+                store.lock_state(),
+                store.bucket_epochs(),
+                store.roles_epoch()
+            ) {
+                Ok((state, epochs, roles_epoch)) => {
                     cache.set_lock(state);
+                    cache.apply_roles_epoch(roles_epoch);
                     cache.apply_epochs(&epochs, started);
                     cache.set_healthy(true);
                 }
@@ -482,7 +530,8 @@ impl<S: Store> Store for CachedStore<S> {
 
     // Roles are not cached (they are read by admins and by the relay's
     // permission checks, never on the poll path), and no cached entry
-    // depends on them, so these pass straight through.
+    // depends on them, so these pass straight through; writes move the
+    // access generation.
 
     async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
         self.inner.get_role(name).await
@@ -493,15 +542,23 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn put_role(&self, role: Role) -> Result<(), StoreError> {
-        self.inner.put_role(role).await
+        let result = self.inner.put_role(role).await;
+        self.cache.roles_changed();
+        result
     }
 
     async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
-        self.inner.delete_role(name).await
+        let result = self.inner.delete_role(name).await;
+        self.cache.roles_changed();
+        result
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    fn access_generation(&self, username: &str) -> Option<u64> {
+        self.cache.access_generation(username)
     }
 }
 
@@ -775,5 +832,49 @@ mod tests {
         assert!(!c.fresh("d1", None, t + STALE_BOUND));
         c.apply_epochs(&[0; BUCKETS], t + STALE_BOUND);
         assert!(c.fresh("d1", None, t + STALE_BOUND));
+    }
+
+    /// A live session compares the access generation instead of re-reading
+    /// its user: it must move with every event, epoch movement and role
+    /// change heard of, stay put otherwise, and be withheld while the
+    /// cache is not trusted.
+    #[test]
+    fn the_access_generation_moves_with_what_can_change_access() {
+        let c = PollCache::new(Duration::from_secs(60), 1000);
+        assert_eq!(c.access_generation("d1"), None, "never validated");
+        let mut epochs = [0; BUCKETS];
+        c.apply_epochs(&epochs, Instant::now());
+        c.apply_roles_epoch(0);
+        let g0 = c.access_generation("d1").unwrap();
+        assert_eq!(c.access_generation("d1"), Some(g0), "nothing changed");
+        c.apply_epochs(&epochs, Instant::now());
+        c.apply_roles_epoch(0);
+        assert_eq!(c.access_generation("d1"), Some(g0), "same readings");
+
+        let mut seen = vec![g0];
+        let mut step = |c: &PollCache, what: &str| {
+            let g = c.access_generation("d1").unwrap();
+            assert!(!seen.contains(&g), "{what} did not move it");
+            seen.push(g);
+        };
+        c.apply(&StoreEvent::UserPut("d1".into()));
+        step(&c, "a user event");
+        c.apply(&StoreEvent::RoleChanged("sensor".into()));
+        step(&c, "a role event");
+        c.apply_roles_epoch(1);
+        step(&c, "a moved roles epoch (lost role event)");
+        epochs[bucket_of("d1")] += 1;
+        c.apply_epochs(&epochs, Instant::now());
+        step(&c, "a moved bucket epoch (lost user event)");
+        c.apply(&StoreEvent::Resync);
+        step(&c, "a resync");
+
+        let other = c.access_generation("d1");
+        c.apply(&StoreEvent::UserDeleted("someone-else".into()));
+        if bucket_of("someone-else") != bucket_of("d1") {
+            assert_eq!(c.access_generation("d1"), other, "another bucket's user");
+        }
+        c.set_healthy(false);
+        assert_eq!(c.access_generation("d1"), None, "store not answering");
     }
 }

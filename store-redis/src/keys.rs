@@ -9,6 +9,12 @@
 //! keys (lock state, `--max-pending` counter, secret, roles) are single-key
 //! and need no tag. The full table is in `docs/ARCHITECTURE.md (section "State: the Redis store")`.
 
+/// The field of the roles hash ([`KeySpace::roles`]) that counts role changes:
+/// every role put and delete `HINCRBY`s it in the same script, and the
+/// proxies read it with the bucket epochs, so a lost `role:` event is still
+/// noticed. Role names are `[A-Za-z0-9._:-]`, so no role can have this name.
+pub const ROLES_EPOCH_FIELD: &str = "#epoch";
+
 /// Number of buckets. A username's bucket is FNV-1a(username) mod 64, the
 /// same function the embedded store uses for its shards. 64 tags spread well
 /// over a cluster of a few masters, and a listing fans out to 64 indexes,
@@ -151,7 +157,8 @@ impl KeySpace {
     }
 
     /// `<prefix>:roles`: a hash of every defined role, field = role name,
-    /// value = the `Role` as JSON. Roles are global, not per user, and the
+    /// value = the `Role` as JSON, plus the change counter in field
+    /// [`ROLES_EPOCH_FIELD`]. Roles are global, not per user, and the
     /// whole table is capped (`request::DEFINED_ROLES_MAX`), so one key
     /// holds it and `list_roles` is one `HGETALL`.
     pub fn roles(&self) -> String {

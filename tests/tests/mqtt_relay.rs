@@ -8,10 +8,11 @@
 //! assumed.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleetgate_tests::redis::RedisServer;
 use fleetgate_tests::*;
 use serde_json::json;
 
@@ -99,7 +100,7 @@ impl Setup {
     }
 
     fn mqtt(&self, level: MqttLevel, client_id: &str, username: &str) -> Client {
-        Client::connect(self, level, client_id, username)
+        Client::connect(self.g.mqtt, level, client_id, username)
     }
 }
 
@@ -117,8 +118,8 @@ struct Client {
 }
 
 impl Client {
-    fn connect(setup: &Setup, level: MqttLevel, client_id: &str, username: &str) -> Client {
-        let mut s = TcpStream::connect(setup.g.mqtt).unwrap();
+    fn connect(mqtt: SocketAddr, level: MqttLevel, client_id: &str, username: &str) -> Client {
+        let mut s = TcpStream::connect(mqtt).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(&mqtt_connect(
             level,
@@ -470,4 +471,110 @@ fn a_permission_change_reaches_a_live_session_within_a_second() {
     let seen = stop(watcher);
     assert!(seen.contains("devices/relay-live/t after"), "{seen}");
     assert!(!seen.contains("before"), "{seen}");
+}
+
+/// Publishes QoS 1 to `topic` every 50 ms until the broker acknowledges
+/// it, and
+/// returns how long that took, failing after `deadline`.
+fn publish_until_allowed(c: &mut Client, topic: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let mut id = 100;
+    loop {
+        id += 1;
+        c.publish(topic, 1, id, b"probe");
+        let ack = c.packet();
+        assert_eq!(
+            &ack[..4],
+            [0x40, ack[1], (id >> 8) as u8, id as u8],
+            "{ack:?}"
+        );
+        // The broker's answers are success codes (0x00, or 0x10 "no
+        // matching subscribers"); the gateway's refusal is 0x87.
+        if ack.len() == 4 || ack[4] < 0x80 {
+            return start.elapsed();
+        }
+        assert_eq!(ack[4], 0x87, "denied until the change arrives: {ack:?}");
+        assert!(
+            start.elapsed() < deadline,
+            "still denied after {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two gateways on one Redis, each with its own admin API: a session
+/// relayed by one follows changes made through the other within a second
+/// (the role it holds is defined, then the user is deleted), through the
+/// Redis events and the per-worker access cache.
+#[test]
+fn over_redis_changes_made_on_another_instance_reach_a_live_session_within_a_second() {
+    let redis = RedisServer::start();
+    let broker = Mosquitto::start("");
+    let (url, upstream) = (redis.url(), broker.addr.to_string());
+    let prefix = format!("relay{}", std::process::id());
+    let args = [
+        "--store",
+        &url,
+        "--redis-prefix",
+        &prefix,
+        "--mqtt-upstream",
+        &upstream,
+    ];
+    let (a, b) = (Gateway::start(&args), Gateway::start(&args));
+    let token = b.admin_token();
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        let r = authed(b.admin, &token, method, path, body.to_string().as_bytes());
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
+    };
+    call("POST", "/api/client-registry/unlock", json!({}));
+    call("PUT", "/api/roles/relay-fleet", json!({"permissions": []}));
+    let name = "relay-redis-1";
+    assert_eq!(register(a.http, &creds(name, PASSWORD)).status, 202);
+    call(
+        "POST",
+        &format!("/api/client-registry/requests/{name}/grant"),
+        json!({"roles": ["relay-fleet"]}),
+    );
+    let mut c = Client::connect(a.mqtt, MqttLevel::V5, "redis-1", name);
+    let topic = format!("devices/{name}/t");
+    c.publish(&topic, 1, 1, b"denied");
+    assert_eq!(
+        c.packet(),
+        [0x40, 0x04, 0x00, 0x01, 0x87, 0x00],
+        "no access yet"
+    );
+
+    // The role the user holds gains the topic, on the other instance.
+    call(
+        "PUT",
+        "/api/roles/relay-fleet",
+        json!({"permissions": [
+            {"resource": "devices/{username}/#", "operation": "write", "context": "mqtt"}
+        ]}),
+    );
+    let took = publish_until_allowed(&mut c, &topic, Duration::from_secs(3));
+    assert!(
+        took < Duration::from_secs(1),
+        "allowed {took:?} after the role change"
+    );
+
+    // The user is deleted on the other instance: the session is cut.
+    let r = authed(
+        b.admin,
+        &token,
+        "DELETE",
+        &format!("/api/users/{name}"),
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let deleted = Instant::now();
+    c.s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = c.s.read(&mut buf).unwrap_or(0);
+    let took = deleted.elapsed();
+    assert_eq!(n, 0, "closed, not answered: {:?}", &buf[..n]);
+    assert!(
+        took < Duration::from_secs(1),
+        "closed {took:?} after the delete"
+    );
 }

@@ -277,7 +277,7 @@ fn csr_rows_over_https() {
 
 #[test]
 fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
-    let broker = Mosquitto::start("");
+    let mut broker = Mosquitto::start("");
     let upstream = broker.addr.to_string();
     let g = Gateway::start(&["--mqtt-upstream", &upstream]);
     let dir = tempfile::tempdir().unwrap();
@@ -309,8 +309,22 @@ fn mqtts_clients_reach_the_upstream_broker_with_a_certificate_or_a_password() {
         run_tool("mosquitto_sub", &[&args[..], &wait[..]].concat())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (code, _, err) = with_cert(&["-t", "fleet/tls-mqtt-1", "-m", "hello-over-mtls"]);
+    let (code, _, err) = with_cert(&[
+        "-i",
+        "cert-pub",
+        "-t",
+        "fleet/tls-mqtt-1",
+        "-m",
+        "hello-over-mtls",
+    ]);
     assert_eq!(code, 0, "{err}");
+    // The broker knows who it is: the certificate's CN is the username it
+    // sees (the CONNECT carried none), and the client id is namespaced by
+    // that user. Mosquitto logs both on connect.
+    let line = broker
+        .process
+        .wait_for_line("u'tls-mqtt-1'", Duration::from_secs(5));
+    assert!(line.contains(" as tls-mqtt-1:cert-pub "), "{line}");
 
     // A password device over MQTTS: implicit registration, then granted.
     let password_device = [

@@ -11,7 +11,10 @@
 //! - [`relay`]: the sans-IO codec for the packets after CONNECT (PUBLISH,
 //!   SUBSCRIBE, SUBACK, …) and the encoders for refusing them.
 //! - [`enforce`]: the relay's decisions on each packet, sans-IO.
+//! - [`access`]: the per-worker cache of each relayed user's compiled
+//!   permissions, re-read only when the store's access generation moves.
 
+pub mod access;
 pub mod codec;
 pub mod credentials;
 pub mod enforce;

@@ -29,18 +29,17 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_registry::model::Transport;
 use fleetgate_registry::registry::{CertificateLoginError, PollContext, RegisterOutcome};
 use fleetgate_registry::request::{check_username, Credential, RegisterRequest, PASSWORD_MAX};
 use fleetgate_registry::store::Store;
-use fleetgate_registry::topic::PermissionSet;
 use fleetgate_registry::{Registry, UnixMillis};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
+use super::access;
 use super::codec::{
     connack, parse_connect, rewrite_connect, Connect, Level, Parsed, Refusal, MAX_CLIENT_ID,
 };
@@ -386,28 +385,6 @@ async fn register<S: Store>(
     )
 }
 
-/// What a user may do, compiled, with the user's identity at the time.
-/// `None` when the user no longer exists.
-async fn load_access<S: Store>(
-    registry: &Registry<S>,
-    username: &str,
-) -> Result<Option<(Arc<PermissionSet>, UnixMillis)>, ()> {
-    let user = match registry.user(username).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Ok(None),
-        Err(_) => return Err(()),
-    };
-    // The user's own permissions and those of its roles.
-    let permissions = registry
-        .effective_permissions(&user)
-        .await
-        .map_err(|_| ())?;
-    Ok(Some((
-        Arc::new(PermissionSet::compile(username, &permissions)),
-        user.created_at,
-    )))
-}
-
 /// Connects to the broker, sends it the (rewritten) CONNECT and the packets
 /// that came behind it (judged first), then relays until either side
 /// closes, the user is deleted, or a write passes its deadline.
@@ -423,11 +400,13 @@ async fn relay<S: Store, C: DeviceIo>(
     let write_timeout = app.config.write_timeout;
     let level = admitted.level;
     let username = admitted.username.as_str();
-    let (permissions, created_at) = match load_access(&app.registry, username).await {
-        Ok(Some(access)) => access,
+    let (access, mut known) = match access::load(&app.registry, &worker.access, username).await {
+        Ok(Some(loaded)) => loaded,
         Ok(None) => return refuse(client, level, Refusal::NotAuthorized, write_timeout).await,
-        Err(()) => return refuse(client, level, Refusal::Unavailable, write_timeout).await,
+        Err(_) => return refuse(client, level, Refusal::Unavailable, write_timeout).await,
     };
+    let created_at = access.created_at;
+    let permissions = access.permissions;
     let client_id = match config.client_ids {
         ClientIds::Namespaced if !admitted.client_id.is_empty() => {
             format!("{username}:{}", admitted.client_id)
@@ -479,15 +458,25 @@ async fn relay<S: Store, C: DeviceIo>(
     let watch = async {
         // Ends when the user is gone or re-created (then the session ends
         // with it); otherwise applies permission changes as they come.
+        // The store's access generation is a local read; the user and its
+        // roles are read again only when it moved ([`access`]).
         loop {
             monoio::time::sleep(config.revalidate_every).await;
-            match load_access(&app.registry, username).await {
-                Ok(Some((_, at))) if at != created_at => return,
-                Ok(Some((set, _))) if splice_plainly && !set.is_everything() => return,
-                Ok(Some((set, _))) => enforcer.borrow_mut().set_permissions(set),
-                Ok(None) => return,
-                // The store is briefly unreachable: keep what was known.
-                Err(()) => {}
+            if access::changed_since(&app.registry, username, known) {
+                match access::load(&app.registry, &worker.access, username).await {
+                    Ok(Some((now, _))) if now.created_at != created_at => return,
+                    Ok(Some((now, _))) if splice_plainly && !now.permissions.is_everything() => {
+                        return
+                    }
+                    Ok(Some((now, generation))) => {
+                        known = generation;
+                        enforcer.borrow_mut().set_permissions(now.permissions);
+                    }
+                    Ok(None) => return,
+                    // The store is briefly unreachable: keep what was known,
+                    // and read again at the next check.
+                    Err(_) => {}
+                }
             }
             let denials = std::mem::take(&mut enforcer.borrow_mut().denials);
             worker

@@ -72,6 +72,11 @@ pub struct EmbeddedStore {
     roles: RwLock<BTreeMap<String, Role>>,
     /// `None` for a purely in-memory store (tests, benches).
     journal: Mutex<Option<Journal>>,
+    /// Per shard, bumped after every change to a user of that shard; with
+    /// `roles_generation`, the answer of [`Store::access_generation`].
+    user_generations: Box<[AtomicU64]>,
+    /// Bumped after every role change.
+    roles_generation: AtomicU64,
 }
 
 fn shard_of(username: &str) -> usize {
@@ -95,7 +100,15 @@ impl EmbeddedStore {
             windows,
             roles: RwLock::new(BTreeMap::new()),
             journal: Mutex::new(None),
+            user_generations: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            roles_generation: AtomicU64::new(0),
         }
+    }
+
+    /// Marks `username`'s access as changed (after the change is applied,
+    /// so a reader that sees the new generation reads the new state).
+    fn user_changed(&self, username: &str) {
+        self.user_generations[shard_of(username)].fetch_add(1, Ordering::Release);
     }
 
     /// Opens the store in `dir`: replays and compacts the journal.
@@ -483,6 +496,7 @@ impl Store for EmbeddedStore {
         s.users.insert(grant.user.username.clone(), grant.user);
         s.granted.insert(username.to_owned(), granted.clone());
         drop(s);
+        self.user_changed(username);
         if was_pending {
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
@@ -565,9 +579,9 @@ impl Store for EmbeddedStore {
     async fn put_user(&self, user: UserRecord) -> Result<(), StoreError> {
         let mut journal = self.journal();
         self.persist(&mut journal, &JournalRecord::PutUser { user: user.clone() })?;
-        self.shard(&user.username)
-            .users
-            .insert(user.username.clone(), user);
+        let username = user.username.clone();
+        self.shard(&username).users.insert(username.clone(), user);
+        self.user_changed(&username);
         Ok(())
     }
 
@@ -585,6 +599,8 @@ impl Store for EmbeddedStore {
         let mut s = self.shard(username);
         s.users.remove(username);
         s.granted.remove(username);
+        drop(s);
+        self.user_changed(username);
         Ok(true)
     }
 
@@ -602,6 +618,7 @@ impl Store for EmbeddedStore {
         let mut journal = self.journal();
         self.persist(&mut journal, &JournalRecord::PutRole { role: role.clone() })?;
         self.roles_write().insert(role.name.clone(), role);
+        self.roles_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -619,11 +636,18 @@ impl Store for EmbeddedStore {
             },
         )?;
         self.roles_write().remove(name);
+        self.roles_generation.fetch_add(1, Ordering::Release);
         Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn access_generation(&self, username: &str) -> Option<u64> {
+        // Both counters only grow, so their sum moves whenever either does.
+        let user = self.user_generations[shard_of(username)].load(Ordering::Acquire);
+        Some(user.wrapping_add(self.roles_generation.load(Ordering::Acquire)))
     }
 }
 

@@ -8,5 +8,7 @@
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
+-- Counts role changes (see put_role.lua).
+redis.call('HINCRBY', KEYS[1], '#epoch', 1)
 redis.call('PUBLISH', ARGV[2], 'role:' .. ARGV[1])
 return 1

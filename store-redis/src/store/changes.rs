@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::failure::redis_error;
 use super::RedisStore;
 use crate::events::{self, StoreEvent};
-use crate::keys::BUCKETS;
+use crate::keys::{BUCKETS, ROLES_EPOCH_FIELD};
 
 impl RedisStore {
     /// Publishes `event` on [`Self::events_channel`]. Transitions publish
@@ -36,6 +36,21 @@ impl RedisStore {
     /// bucket's epoch in the same script that publishes its event, so a
     /// cache that compares two readings finds every bucket that changed in
     /// between, whether or not the event arrived.
+    /// The roles hash's change counter (field [`ROLES_EPOCH_FIELD`], moved
+    /// by every role put and delete in the same script); 0 before any.
+    pub async fn roles_epoch(&self) -> Result<u64, StoreError> {
+        self.bounded("roles_epoch", async {
+            redis::cmd("HGET")
+                .arg(self.keys.roles())
+                .arg(ROLES_EPOCH_FIELD)
+                .query_async::<Option<u64>>(&mut self.conn())
+                .await
+                .map(Option::unwrap_or_default)
+                .map_err(|e| redis_error("HGET roles epoch", e))
+        })
+        .await
+    }
+
     pub async fn bucket_epochs(&self) -> Result<Vec<u64>, StoreError> {
         self.bounded("bucket_epochs", async {
             let reads = (0..BUCKETS).map(|b| {

@@ -22,7 +22,7 @@ use redis::Value;
 use super::failure::{corrupt, redis_error};
 use super::{to_json, RedisStore};
 use crate::conn::Conn;
-use crate::keys::{lex_range, BUCKETS};
+use crate::keys::{lex_range, BUCKETS, ROLES_EPOCH_FIELD};
 use crate::page;
 use crate::record::{self, BadReply};
 
@@ -333,6 +333,11 @@ impl Store for RedisStore {
     }
 
     async fn get_role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        if name == ROLES_EPOCH_FIELD {
+            // The hash's change counter, not a role (a device may have
+            // asked for a role of that name before roles were defined).
+            return Ok(None);
+        }
         self.bounded("get_role", async {
             let v: Option<Vec<u8>> = redis::cmd("HGET")
                 .arg(self.keys.roles())
@@ -354,6 +359,7 @@ impl Store for RedisStore {
                 .map_err(|e| redis_error("HGETALL roles", e))?;
             let mut roles = all
                 .iter()
+                .filter(|(name, _)| name.as_str() != ROLES_EPOCH_FIELD)
                 .map(|(name, json)| decode_role(name, json))
                 .collect::<Result<Vec<_>, _>>()?;
             // A hash has no order; the trait promises name order.
