@@ -16,8 +16,8 @@ use crate::model::{
     Operation, Permission, PermissionContext, RequestState, Role, Transport, UserRecord,
 };
 use crate::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll, SealOnCreate,
-    Store, StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll,
+    SealOnCreate, Store, StoreError,
 };
 
 /// The start of time in every check.
@@ -147,7 +147,8 @@ macro_rules! for_each_conformance_case {
             users_put_list_delete,
             roles_put_get_list_delete,
             roles_are_global_and_apart_from_users,
-            access_generation_follows_access_changes
+            access_generation_follows_access_changes,
+            user_access_updates_are_one_step
         );
     };
 }
@@ -628,4 +629,68 @@ pub async fn access_generation_follows_access_changes<S: Store>(f: &impl Factory
         moved(pending, s.access_generation("dev01")),
         "a grant (a user re-created) moves it"
     );
+}
+
+/// `update_user_access` changes exactly what it names, of a user that
+/// exists, and never creates one: an update of a deleted (or never
+/// created) user is `None` and leaves no user behind.
+pub async fn user_access_updates_are_one_step<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    let perms = vec![Permission {
+        resource: "devices/{username}/#".into(),
+        operation: Operation::ReadWrite,
+        context: PermissionContext::Mqtt,
+    }];
+    let only_perms = AccessChange {
+        roles: None,
+        permissions: Some(perms.clone()),
+    };
+    assert_eq!(
+        s.update_user_access("ghost", &only_perms).await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_user("ghost").await.unwrap(), None, "not created");
+
+    s.put_user(user("dev01")).await.unwrap();
+    let before = s.access_generation("dev01");
+    let u = s
+        .update_user_access("dev01", &only_perms)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (u.roles.as_slice(), &u.permissions),
+        (&["sensor".to_owned()][..], &perms)
+    );
+    if let (Some(a), Some(b)) = (before, s.access_generation("dev01")) {
+        assert_ne!(a, b, "an access update moves the access generation");
+    }
+    let only_roles = AccessChange {
+        roles: Some(vec![]),
+        permissions: None,
+    };
+    let u = s
+        .update_user_access("dev01", &only_roles)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(u.roles.is_empty());
+    assert_eq!(u.permissions, perms, "the other field is kept");
+    assert_eq!(s.get_user("dev01").await.unwrap(), Some(u.clone()));
+    assert_eq!(u.created_at, user("dev01").created_at, "the same user");
+    let all = ListQuery {
+        state: ListState::Pending,
+        limit: 10,
+        cursor: None,
+        prefix: None,
+    };
+    let listed = s.list_users(&all).await.unwrap();
+    assert_eq!(listed.items, vec![u]);
+
+    assert!(s.delete_user("dev01").await.unwrap());
+    assert_eq!(
+        s.update_user_access("dev01", &only_roles).await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_user("dev01").await.unwrap(), None, "stays deleted");
 }

@@ -999,11 +999,11 @@ impl<S: Store> Registry<S> {
             update.permissions.as_deref().unwrap_or_default(),
             "given to a user",
         )?;
-        let mut user = self
-            .user(username)
-            .await?
-            .ok_or_else(|| AccessError::NotFound(username.to_owned()))?;
-        if let Some(roles) = roles {
+        // No such user is the first thing to tell (404 before any 422).
+        if self.user(username).await?.is_none() {
+            return Err(AccessError::NotFound(username.to_owned()));
+        }
+        if let Some(roles) = &roles {
             if username == ADMIN_USERNAME && !roles.iter().any(|r| r == ADMIN_ROLE) {
                 return Err(AccessError::Policy {
                     rule: "admin_role",
@@ -1012,13 +1012,19 @@ impl<S: Store> Registry<S> {
                     ),
                 });
             }
-            self.check_roles_defined(&roles).await?;
-            user.roles = roles;
+            self.check_roles_defined(roles).await?;
         }
-        if let Some(permissions) = update.permissions {
-            user.permissions = permissions;
-        }
-        self.store.put_user(user.clone()).await?;
+        // One step in the store: a user deleted since the read above stays
+        // deleted (404), and a concurrent change of the other field is kept.
+        let change = crate::store::AccessChange {
+            roles,
+            permissions: update.permissions,
+        };
+        let user = self
+            .store
+            .update_user_access(username, &change)
+            .await?
+            .ok_or_else(|| AccessError::NotFound(username.to_owned()))?;
         tracing::info!(username, roles = ?user.roles, permissions = user.permissions.len(), "user access changed");
         Ok(user)
     }

@@ -177,6 +177,26 @@ pub enum ForgetResult {
     Granted,
 }
 
+/// What [`Store::update_user_access`] replaces in a user; `None` leaves
+/// that part as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessChange {
+    pub roles: Option<Vec<String>>,
+    pub permissions: Option<Vec<Permission>>,
+}
+
+impl AccessChange {
+    /// `user` with the change applied.
+    pub fn apply(&self, user: &mut UserRecord) {
+        if let Some(roles) = &self.roles {
+            user.roles = roles.clone();
+        }
+        if let Some(permissions) = &self.permissions {
+            user.permissions = permissions.clone();
+        }
+    }
+}
+
 /// Where registry state lives. See the module docs for the atomicity rule.
 pub trait Store: Send + Sync + 'static {
     /// Steps 3 to 5 of the decision order for one poll, applied atomically:
@@ -254,6 +274,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or replaces a user, durably.
     fn put_user(&self, user: UserRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces what `change` names (roles, permissions) in the user
+    /// `username`, durably, as one step: no other write of that user can
+    /// land between the read and the write, so a user deleted meanwhile
+    /// stays deleted and two changes of different fields both survive.
+    /// `None` when there is no such user.
+    fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
 
     /// Deletes a user and any granted request of theirs, durably. Returns
     /// whether the user existed.

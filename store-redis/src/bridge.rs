@@ -19,8 +19,8 @@ use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::model::{Permission, RequestRecord, Role, Transport, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, SealOnCreate, Store,
-    StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll,
+    SealOnCreate, Store, StoreError,
 };
 use fleetgate_registry::UnixMillis;
 use std::net::SocketAddr;
@@ -198,6 +198,16 @@ impl<S: Store> Store for TokioBridge<S> {
         self.run(async move { inner.put_user(user).await }).await
     }
 
+    async fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let (inner, username, change) = (self.inner.clone(), username.to_owned(), change.clone());
+        self.run(async move { inner.update_user_access(&username, &change).await })
+            .await
+    }
+
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let (inner, username) = (self.inner.clone(), username.to_owned());
         self.run(async move { inner.delete_user(&username).await })
@@ -228,5 +238,10 @@ impl<S: Store> Store for TokioBridge<S> {
     async fn ping(&self) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         self.run(async move { inner.ping().await }).await
+    }
+
+    // A local read of the inner store's state: no need to cross runtimes.
+    fn access_generation(&self, username: &str) -> Option<u64> {
+        self.inner.access_generation(username)
     }
 }

@@ -54,7 +54,8 @@ use fleetgate_registry::fingerprint::Fingerprint;
 use fleetgate_registry::metrics as names;
 use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store,
+    StoreError,
 };
 use fleetgate_registry::UnixMillis;
 use tokio::sync::mpsc;
@@ -519,6 +520,16 @@ impl<S: Store> Store for CachedStore<S> {
         let username = user.username.clone();
         let result = self.inner.put_user(user).await;
         self.cache.forget(&username);
+        result
+    }
+
+    async fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let result = self.inner.update_user_access(username, change).await;
+        self.cache.forget(username);
         result
     }
 

@@ -58,6 +58,7 @@ pub struct Scripts {
     pub deny: Lua,
     pub forget: Lua,
     pub put_user: Lua,
+    pub cas_user: Lua,
     pub delete_user: Lua,
     pub put_role: Lua,
     pub delete_role: Lua,
@@ -76,6 +77,7 @@ impl Scripts {
             deny: Lua::new("deny", include_str!("lua/deny.lua")),
             forget: Lua::new("forget", include_str!("lua/forget.lua")),
             put_user: Lua::new("put_user", include_str!("lua/put_user.lua")),
+            cas_user: Lua::new("cas_user", include_str!("lua/cas_user.lua")),
             delete_user: Lua::new("delete_user", include_str!("lua/delete_user.lua")),
             put_role: Lua::new("put_role", include_str!("lua/put_role.lua")),
             delete_role: Lua::new("delete_role", include_str!("lua/delete_role.lua")),
@@ -87,13 +89,14 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Lua; 13] {
+    pub fn all(&self) -> [&Lua; 14] {
         [
             &self.register,
             &self.grant,
             &self.deny,
             &self.forget,
             &self.put_user,
+            &self.cas_user,
             &self.delete_user,
             &self.put_role,
             &self.delete_role,

@@ -99,6 +99,55 @@ async fn concurrent_grants_from_two_instances_create_exactly_one_user() {
     assert_eq!(a.pending_count().await.unwrap(), 0);
 }
 
+/// Two admin instances change one user at once: one its roles, one its
+/// permissions, while a third deletes other users under updates. Both
+/// changes survive (compare-and-set, not read-then-overwrite), and a user
+/// deleted during an update is never re-created by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_access_updates_lose_nothing_and_never_resurrect() {
+    use fleetgate_registry::model::{Operation, Permission, PermissionContext};
+    use fleetgate_registry::store::AccessChange;
+    let server = RedisServer::start();
+    let config = support::config(&server.url(), "cas");
+    let a = Arc::new(RedisStore::connect_with(config.clone()).await.unwrap());
+    let b = Arc::new(RedisStore::connect_with(config).await.unwrap());
+    for round in 0..20 {
+        let name = format!("dev{round:02}");
+        a.put_user(user(&name)).await.unwrap();
+        let perms = vec![Permission {
+            resource: format!("r/{round}"),
+            operation: Operation::Write,
+            context: PermissionContext::Mqtt,
+        }];
+        let roles = AccessChange {
+            roles: Some(vec![format!("role{round}")]),
+            permissions: None,
+        };
+        let permissions = AccessChange {
+            roles: None,
+            permissions: Some(perms.clone()),
+        };
+        let (x, y) = tokio::join!(
+            a.update_user_access(&name, &roles),
+            b.update_user_access(&name, &permissions)
+        );
+        assert!(x.unwrap().is_some() && y.unwrap().is_some());
+        let u = a.get_user(&name).await.unwrap().unwrap();
+        assert_eq!(u.roles, [format!("role{round}")], "round {round}");
+        assert_eq!(u.permissions, perms, "round {round}");
+
+        let (updated, deleted) =
+            tokio::join!(a.update_user_access(&name, &roles), b.delete_user(&name));
+        assert!(deleted.unwrap(), "round {round}");
+        let _ = updated.unwrap();
+        assert_eq!(
+            b.get_user(&name).await.unwrap(),
+            None,
+            "round {round}: re-created"
+        );
+    }
+}
+
 /// A device keeps polling while the admin grants: every answer is pending
 /// or collect, never a lost grant, and once granted always collect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,8 @@ use fleetgate_registry::model::{
 use fleetgate_registry::registry::{PollContext, RegisterOutcome};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store,
+    StoreError,
 };
 use fleetgate_registry::token::{DEFAULT_EXPIRE_HOURS, MAX_EXPIRE_HOURS};
 use fleetgate_registry::{Registry, RegistryConfig, UnixMillis};
@@ -1822,6 +1823,14 @@ impl Store for FlakyStore {
     async fn put_user(&self, user: UserRecord) -> Result<(), StoreError> {
         self.up()?;
         self.inner.put_user(user).await
+    }
+    async fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.up()?;
+        self.inner.update_user_access(username, change).await
     }
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         self.up()?;

@@ -37,8 +37,8 @@ use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
 use crate::model::{RequestRecord, RequestState, Role, UserRecord};
 use crate::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
-    StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
+    Poll, Store, StoreError,
 };
 use journal::{Journal, JournalError, JournalRecord};
 use open::{CompactString, OpenRequest};
@@ -583,6 +583,26 @@ impl Store for EmbeddedStore {
         self.shard(&username).users.insert(username.clone(), user);
         self.user_changed(&username);
         Ok(())
+    }
+
+    async fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        // Every user write holds the journal mutex, so nothing can land
+        // between this read and the write below.
+        let mut journal = self.journal();
+        let Some(mut user) = self.shard(username).users.get(username).cloned() else {
+            return Ok(None);
+        };
+        change.apply(&mut user);
+        self.persist(&mut journal, &JournalRecord::PutUser { user: user.clone() })?;
+        self.shard(username)
+            .users
+            .insert(username.to_owned(), user.clone());
+        self.user_changed(username);
+        Ok(Some(user))
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {

@@ -13,8 +13,8 @@ use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::model::{RequestRecord, RequestState, Role, UserRecord};
 use fleetgate_registry::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
-    StoreError, MAX_PAGE,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
+    Poll, Store, StoreError, MAX_PAGE,
 };
 use futures_util::future::join_all;
 use redis::Value;
@@ -25,6 +25,11 @@ use crate::conn::Conn;
 use crate::keys::{lex_range, BUCKETS, ROLES_EPOCH_FIELD};
 use crate::page;
 use crate::record::{self, BadReply};
+
+/// Read-change-set rounds of [`Store::update_user_access`] before giving
+/// up (503): only a user rewritten that many times within one call gets
+/// there.
+const CAS_ATTEMPTS: usize = 16;
 
 impl Store for RedisStore {
     async fn register(
@@ -301,6 +306,60 @@ impl Store for RedisStore {
                 .await
                 .map_err(|e| redis_error("put_user", e))?;
             self.check_wait("put_user", acked)
+        })
+        .await
+    }
+
+    async fn update_user_access(
+        &self,
+        username: &str,
+        change: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.bounded("update_user_access", async {
+            let uk = self.keys.user_keys(username);
+            // Read, change, compare-and-set; a write that landed between
+            // the read and the set sends us round again. Each round trip is
+            // bounded by the call's deadline; this bounds the rounds.
+            for _ in 0..CAS_ATTEMPTS {
+                let read: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&uk.user)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| redis_error("GET user", e))?;
+                let Some(read) = read else {
+                    return Ok(None);
+                };
+                let mut user: UserRecord = serde_json::from_slice(&read)
+                    .map_err(|e| corrupt("GET user", BadReply(format!("user {username}: {e}"))))?;
+                change.apply(&mut user);
+                let mut cmd = self.scripts.cas_user.evalsha(&[&uk.user]);
+                cmd.arg(username)
+                    .arg(&read)
+                    .arg(to_json(&user))
+                    .arg(&self.channel);
+                let (reply, acked) = self
+                    .durable_conn()
+                    .eval_durable(&self.scripts, &cmd, self.wait)
+                    .await
+                    .map_err(|e| redis_error("update_user_access", e))?;
+                match record::int(&reply) {
+                    Some(1) => {
+                        self.check_wait("update_user_access", acked)?;
+                        return Ok(Some(user));
+                    }
+                    Some(-1) => return Ok(None),
+                    Some(0) => continue,
+                    _ => {
+                        return Err(corrupt(
+                            "update_user_access",
+                            BadReply(format!("reply {reply:?}")),
+                        ))
+                    }
+                }
+            }
+            Err(StoreError::Unavailable(format!(
+                "user `{username}` kept changing during {CAS_ATTEMPTS} attempts to update it"
+            )))
         })
         .await
     }

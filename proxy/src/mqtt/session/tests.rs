@@ -11,7 +11,8 @@ use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
 use fleetgate_registry::secrets::Secrets;
 use fleetgate_registry::store::{
-    DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store, StoreError,
+    AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store,
+    StoreError,
 };
 use fleetgate_registry::{Registry, RegistryConfig};
 
@@ -72,6 +73,13 @@ impl Store for DownStore {
         down()
     }
     async fn put_user(&self, _: UserRecord) -> Result<(), StoreError> {
+        down()
+    }
+    async fn update_user_access(
+        &self,
+        _: &str,
+        _: &AccessChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
         down()
     }
     async fn delete_user(&self, _: &str) -> Result<bool, StoreError> {
