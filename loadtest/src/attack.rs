@@ -482,7 +482,10 @@ pub fn print_summary(s: &RunSummary) {
         );
         match c.fleet_collected_secs {
             Some(secs) => println!("whole fleet collected its 201 after {secs:.1} s"),
-            None => println!("whole fleet collected its 201: no ({} missing)", c.not_collected),
+            None => println!(
+                "whole fleet collected its 201: no ({} missing)",
+                c.not_collected
+            ),
         }
     }
     if let Some(a) = &s.admin {

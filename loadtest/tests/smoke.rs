@@ -195,9 +195,18 @@ fn polling_storm_devices_collect_their_grants() {
     assert!(admin.was_locked, "a fresh gateway starts locked");
     // Granted through the bulk route, never one by one.
     assert!(admin.bulk_calls >= 1, "{admin:#?}");
-    assert!(admin.statuses.keys().all(|k| k.starts_with("bulk:200") || !k.starts_with("grant")), "{admin:#?}");
+    assert!(
+        admin
+            .statuses
+            .keys()
+            .all(|k| k.starts_with("bulk:200") || !k.starts_with("grant")),
+        "{admin:#?}"
+    );
     let fleet = c.fleet_collected_secs.expect("the whole fleet collected");
-    assert!(fleet * 1000.0 >= c.time_to_201_ms.max as f64 - 1000.0, "{s:#?}");
+    assert!(
+        fleet * 1000.0 >= c.time_to_201_ms.max as f64 - 1000.0,
+        "{s:#?}"
+    );
 }
 
 #[test]

@@ -686,7 +686,12 @@ impl<S: Store> Registry<S> {
             }
             crate::model::RequestState::Pending => {}
         }
-        let commit = self.prepare_grant(&record, roles, overrides.permissions.unwrap_or_default(), now)?;
+        let commit = self.prepare_grant(
+            &record,
+            roles,
+            overrides.permissions.unwrap_or_default(),
+            now,
+        )?;
         match self
             .timed(StoreOp::CommitGrant, self.store.commit_grant(commit, now))
             .await?
