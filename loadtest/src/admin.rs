@@ -234,6 +234,8 @@ impl Admin {
             r.bulk_calls += 1;
             if answer.granted > 0 {
                 r.slowest_bulk_secs = r.slowest_bulk_secs.max(started.elapsed().as_secs_f64());
+                let first = *r.first_bulk_grant.get_or_insert(started);
+                r.granting_secs = first.elapsed().as_secs_f64();
             }
         });
         Ok((answer.granted, answer.next_cursor.is_some()))

@@ -490,10 +490,11 @@ pub fn print_summary(s: &RunSummary) {
     }
     if let Some(a) = &s.admin {
         println!(
-            "admin: registered {}, granted {} ({} bulk calls, slowest {:.1} s), setup {:.1} s; {}{}",
+            "admin: registered {}, granted {} ({} bulk calls over {:.1} s, slowest {:.1} s), setup {:.1} s; {}{}",
             a.registered,
             a.granted,
             a.bulk_calls,
+            a.granting_secs,
             a.slowest_bulk_secs,
             a.setup_secs,
             crate::admin::format_statuses(&a.statuses),

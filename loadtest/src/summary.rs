@@ -106,6 +106,13 @@ pub struct AdminReport {
     /// The longest bulk grant call that granted something (s).
     #[serde(default)]
     pub slowest_bulk_secs: f64,
+    /// From the start of the first bulk grant call that granted something
+    /// to the end of the last one (s): how long granting the fleet took.
+    #[serde(default)]
+    pub granting_secs: f64,
+    /// When the first bulk call that granted something started.
+    #[serde(skip)]
+    pub first_bulk_grant: Option<std::time::Instant>,
 }
 
 /// The verdict of one HTTP scenario, written to `<report-dir>/summary.json`.
