@@ -44,7 +44,7 @@ export function requestsView(panel, registry) {
     autocapitalize: 'none', placeholder: 'e.g. sensor-' });
   const stateSelect = h('select', { id: 'requests-state' },
     h('option', { value: 'pending', text: 'Pending' }),
-    h('option', { value: 'granted', text: 'Granted (not yet collected or recently collected)' }));
+    h('option', { value: 'granted', text: 'Granted' }));
   const limitSelect = h('select', { id: 'requests-limit' },
     [25, 50, 100, 500].map((n) => h('option', { value: n, text: String(n), selected: n === 100 })));
   const prevButton = h('button', { type: 'button', class: 'secondary', text: 'Previous page' });
@@ -351,6 +351,7 @@ export function requestsView(panel, registry) {
   });
 
   grantMatching.addEventListener('click', async () => {
+    if (syncPrefix()) restart();
     bulkError.textContent = ''; bulkResult.textContent = '';
     const prefix = view.prefix;
     const what = prefix ? `every pending request whose username starts with “${prefix}”`
@@ -393,18 +394,31 @@ export function requestsView(panel, registry) {
   });
 
   // ---- filters and paging ----
+  // Typing in the prefix field waits 250 ms before listing; any other
+  // control applies a prefix still waiting first, so nothing acts on a
+  // stale filter.
   let prefixTimer = null;
+  function syncPrefix() {
+    clearTimeout(prefixTimer);
+    const prefix = prefixInput.value.trim();
+    if (prefix === view.prefix) return false;
+    view.prefix = prefix;
+    return true;
+  }
   prefixInput.addEventListener('input', () => {
     clearTimeout(prefixTimer);
-    prefixTimer = setTimeout(() => { view.prefix = prefixInput.value.trim(); restart(); }, 250);
+    prefixTimer = setTimeout(() => { if (syncPrefix()) restart(); }, 250);
   });
+  prefixInput.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' && syncPrefix()) restart(); });
   stateSelect.addEventListener('change', () => {
+    syncPrefix();
     view.state = stateSelect.value;
     view.selected.clear();
     restart();
   });
-  limitSelect.addEventListener('change', () => { view.limit = Number(limitSelect.value); restart(); });
+  limitSelect.addEventListener('change', () => { syncPrefix(); view.limit = Number(limitSelect.value); restart(); });
   nextButton.addEventListener('click', () => {
+    if (syncPrefix()) { restart(); return; }
     if (!view.nextCursor) return;
     view.cursors[view.page + 1] = view.nextCursor;
     view.page += 1;
@@ -413,6 +427,7 @@ export function requestsView(panel, registry) {
     load();
   });
   prevButton.addEventListener('click', () => {
+    if (syncPrefix()) { restart(); return; }
     if (view.page === 0) return;
     view.page -= 1;
     view.generation += 1;
