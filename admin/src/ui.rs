@@ -234,10 +234,7 @@ mod tests {
     fn the_page_names_the_current_versioned_assets_and_is_revalidated() {
         let r = get("/ui/");
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(
-            header(&r, header::CONTENT_TYPE),
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(header(&r, header::CONTENT_TYPE), "text/html; charset=utf-8");
         assert_eq!(header(&r, header::CACHE_CONTROL), "no-cache");
         let page = std::str::from_utf8(r.body()).unwrap();
         assert!(!page.contains("{{"), "template left unfilled");
@@ -251,7 +248,9 @@ mod tests {
             assert!(tag.contains("src="), "inline script: <script{tag}>");
         }
         assert!(
-            !page.split_whitespace().any(|w| w.starts_with("on") && w.contains('=')),
+            !page
+                .split_whitespace()
+                .any(|w| w.starts_with("on") && w.contains('=')),
             "inline event handler attribute"
         );
     }

@@ -359,13 +359,14 @@ export function requestsView(panel, registry) {
     const overrides = await grantOptions('Grant all matching requests',
       `Grants ${what}, page by page, including requests not shown on this page.`, view.items);
     if (!overrides) return;
-    const selector = prefix ? { prefix } : {};
+    // `nextCursor` goes back as the selector's `cursor` (issue 14).
+    const selectorOf = (cursor) => ({ ...(prefix ? { prefix } : {}), ...(cursor ? { cursor } : {}) });
     const counts = {};
     const failures = [];
     let cursor = null;
     try {
       do {
-        const answer = await bulk('grant', { selector, limit: BULK_MAX, ...overrides, ...(cursor ? { cursor } : {}) });
+        const answer = await bulk('grant', { selector: selectorOf(cursor), limit: BULK_MAX, ...overrides });
         const t = tally(answer.items, ['granted', 'already_granted']);
         for (const [k, n] of Object.entries(t.counts)) counts[k] = (counts[k] || 0) + n;
         failures.push(...t.failures);
