@@ -209,7 +209,7 @@ mod tests {
         respond(&Method::GET, path)
     }
 
-    fn header<'a>(r: &'a Response<Bytes>, name: header::HeaderName) -> &'a str {
+    fn header(r: &Response<Bytes>, name: header::HeaderName) -> &str {
         r.headers()
             .get(&name)
             .unwrap_or_else(|| panic!("no {name} header"))
