@@ -29,6 +29,20 @@ export async function openGrantDialog(item, { onDone = () => {} } = {}) {
   const allow = h('button', { type: 'button', text: 'Allow' });
   const deny = h('button', { type: 'button', class: 'danger', text: 'Deny' });
   const close = h('button', { type: 'button', class: 'secondary', text: 'Close', onclick: () => dialog.close() });
+  // A denied request blocks its username for the deny window; forgetting
+  // it frees the name at once (DELETE), as the API allows.
+  const forget = request.state === 'denied' ? h('button', { type: 'button', class: 'danger', text: 'Forget request' }) : null;
+  if (forget) {
+    forget.addEventListener('click', async () => {
+      clearErrors();
+      try {
+        await api('DELETE', `/api/client-registry/requests/${seg(request.username)}`);
+        flash(`Forgot ${request.username}'s request: the username is free again.`);
+        dialog.close();
+        onDone();
+      } catch (e) { errorEl.textContent = e.describe(); }
+    });
+  }
 
   function renderDetails() {
     details.replaceChildren();
@@ -131,7 +145,7 @@ export async function openGrantDialog(item, { onDone = () => {} } = {}) {
       h('p', { class: 'muted small', text: 'Pre-filled with what the device requested. The user gets only what you confirm here.' }),
       rolesInput.element, perms.element) : null,
     errorEl,
-    h('div', { class: 'dialog-actions' }, close, pending ? deny : null, pending ? allow : null));
+    h('div', { class: 'dialog-actions' }, close, forget, pending ? deny : null, pending ? allow : null));
   pairing.setAttribute('aria-labelledby', 'grant-pairing-label');
   renderDetails();
   dialog.addEventListener('close', () => { dialog.remove(); if (current === dialog) current = null; });

@@ -47,6 +47,11 @@ export function requestsView(panel, registry) {
     h('option', { value: 'granted', text: 'Granted' }));
   const limitSelect = h('select', { id: 'requests-limit' },
     [25, 50, 100, 500].map((n) => h('option', { value: n, text: String(n), selected: n === 100 })));
+  // Denied requests have no listing in the API (no index on Redis): they
+  // are found by name, as any request can be.
+  const lookupInput = h('input', { id: 'requests-lookup', type: 'search', spellcheck: 'false',
+    autocapitalize: 'none', placeholder: 'exact username' });
+  const lookupButton = h('button', { type: 'button', class: 'secondary', text: 'Look up' });
   const prevButton = h('button', { type: 'button', class: 'secondary', text: 'Previous page' });
   const nextButton = h('button', { type: 'button', class: 'secondary', text: 'Next page' });
   const pageInfo = h('span', { class: 'muted', 'aria-live': 'polite' });
@@ -72,7 +77,10 @@ export function requestsView(panel, registry) {
     h('div', { class: 'toolbar' },
       h('div', { class: 'field inline' }, h('label', { for: 'requests-prefix', text: 'Username prefix' }), prefixInput),
       h('div', { class: 'field inline' }, h('label', { for: 'requests-state', text: 'State' }), stateSelect),
-      h('div', { class: 'field inline' }, h('label', { for: 'requests-limit', text: 'Rows per page' }), limitSelect)),
+      h('div', { class: 'field inline' }, h('label', { for: 'requests-limit', text: 'Rows per page' }), limitSelect),
+      h('div', { class: 'field inline lookup' },
+        h('label', { for: 'requests-lookup', text: 'Any request by username (also denied)' }),
+        h('div', { class: 'inline-row' }, lookupInput, lookupButton))),
     h('div', { class: 'toolbar bulk', role: 'group', 'aria-label': 'Bulk actions' },
       selectedInfo, grantSelected, denySelected, clearSelection, grantMatching),
     bulkError, bulkResult, tableError,
@@ -435,6 +443,18 @@ export function requestsView(panel, registry) {
     view.loading = false;
     load();
   });
+  const lookup = async () => {
+    const username = lookupInput.value.trim();
+    if (!username) return;
+    tableError.textContent = '';
+    try {
+      openRequest(await api('GET', `/api/client-registry/requests/${seg(username)}`));
+    } catch (e) {
+      tableError.textContent = e.status === 404 ? `No request for “${username}” (pending, granted or denied).` : e.describe();
+    }
+  };
+  lookupButton.addEventListener('click', lookup);
+  lookupInput.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') lookup(); });
   registry.onChange(() => render());
 
   return {

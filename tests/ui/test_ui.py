@@ -266,6 +266,15 @@ def test_deny_in_the_dialog_and_policy_errors_next_to_their_field(page, gateway)
     page.get_by_role("dialog", name="Grant Access").get_by_role("button", name="Deny", exact=True).click()
     expect(request_row(page, "dev-no")).to_be_hidden(timeout=2000)
     assert gateway.register("dev-no")[0] == 403
+    # A denied request is found by name, shown, and can be forgotten.
+    page.get_by_label("Any request by username (also denied)", exact=True).fill("dev-no")
+    page.get_by_role("button", name="Look up").click()
+    dialog = page.get_by_role("dialog", name="Request")
+    expect(dialog).to_contain_text("denied")
+    expect(dialog).to_contain_text("Denied at")
+    dialog.get_by_role("button", name="Forget request").click()
+    expect(dialog).to_be_hidden()
+    assert gateway.register("dev-no")[0] == 202
 
 
 def test_device_strings_render_as_text(page, gateway):
