@@ -11,6 +11,8 @@ import { formatClock } from './dom.js';
 const TOKEN_KEY = 'fleetgate.token';
 /** Deadline of one API call, in milliseconds. */
 export const TIMEOUT_MS = 10000;
+/** Deadline of one bulk decision (up to 10,000 grants, each hashed). */
+export const BULK_TIMEOUT_MS = 120000;
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let onExpired = () => {};
@@ -80,12 +82,12 @@ export const seg = (s) => encodeURIComponent(s);
  * Calls the admin API. Resolves with the parsed JSON (null for 204);
  * rejects with an ApiError.
  */
-export async function api(method, path, body) {
+export async function api(method, path, body, { timeoutMs = TIMEOUT_MS } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token && path !== '/api/login') headers.Authorization = `Bearer ${token}`;
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
   try {
     response = await fetch(path, {
@@ -98,7 +100,7 @@ export async function api(method, path, body) {
     });
   } catch (e) {
     const why = e.name === 'AbortError'
-      ? `The gateway did not answer within ${TIMEOUT_MS / 1000} s.`
+      ? `The gateway did not answer within ${timeoutMs / 1000} s.`
       : 'Cannot reach the gateway (network error).';
     throw new ApiError(0, null, null, why);
   } finally {

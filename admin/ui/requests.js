@@ -10,7 +10,7 @@
 // bulk routes, and "Grant all matching" sends the prefix filter as a
 // selector, following `nextCursor` until every match is decided.
 
-import { api, query, seg } from './api.js';
+import { api, query, seg, BULK_TIMEOUT_MS } from './api.js';
 import { h, fill, setText, formatTime, permissionText, confirmDialog, flash } from './dom.js';
 import { openGrantDialog } from './grant-dialog.js';
 import { permissionsEditor, rolesField } from './permissions.js';
@@ -248,7 +248,7 @@ export function requestsView(panel, registry) {
 
   // ---- bulk actions ----
   async function bulk(route, body) {
-    return api('POST', `/api/client-registry/requests/${route}`, body);
+    return api('POST', `/api/client-registry/requests/${route}`, body, { timeoutMs: BULK_TIMEOUT_MS });
   }
 
   function summarize(verb, counts, failures) {
@@ -282,7 +282,7 @@ export function requestsView(panel, registry) {
   }
 
   /** The dialog asking what a bulk grant gives; resolves to overrides or null. */
-  async function grantOptions(title, description, sample) {
+  async function grantOptions(title, description, sample, { withTransport = false } = {}) {
     let roles = [];
     try { roles = (await api('GET', '/api/roles')).items.map((r) => r.name); } catch { /* shown on submit */ }
     // Pre-fill with the device's wish when every request asked for the same.
@@ -291,6 +291,9 @@ export function requestsView(panel, registry) {
     const rolesInput = rolesField(same ? sample[0].roles : [], roles, { label: 'Roles to grant', id: 'bulk-roles' });
     const perms = permissionsEditor(same ? sample[0].permissions : [], { legend: 'Permissions to grant' });
     const errorEl = h('p', { class: 'field-error', role: 'alert' });
+    const transport = withTransport ? h('select', { id: 'bulk-transport' },
+      h('option', { value: '', text: 'any' }), h('option', { value: 'http', text: 'http' }),
+      h('option', { value: 'mqtt', text: 'mqtt' })) : null;
     return new Promise((resolve) => {
       let result = null;
       const titleId = 'bulk-title';
@@ -302,11 +305,12 @@ export function requestsView(panel, registry) {
         h('p', { class: 'muted small', text: same
           ? 'Pre-filled with what these devices requested. A grant gives only what you confirm here.'
           : 'These devices requested different things, so nothing is pre-filled. A grant gives only what you confirm here.' }),
+        transport ? h('div', { class: 'field' }, h('label', { for: 'bulk-transport', text: 'Only requests that came over' }), transport) : null,
         rolesInput.element, perms.element, errorEl,
         h('div', { class: 'dialog-actions' }, cancel, submit));
       submit.addEventListener('click', () => {
         try {
-          result = { roles: rolesInput.value(), permissions: perms.value() };
+          result = { roles: rolesInput.value(), permissions: perms.value(), transport: transport ? transport.value : '' };
         } catch (e) { errorEl.textContent = e.message; return; }
         dialog.close();
       });
@@ -330,7 +334,7 @@ export function requestsView(panel, registry) {
     if (!overrides) return;
     grantSelected.disabled = true;
     try {
-      const items = await bulkByName('grant', usernames, overrides);
+      const items = await bulkByName('grant', usernames, { roles: overrides.roles, permissions: overrides.permissions });
       const { counts, failures } = tally(items, ['granted', 'already_granted']);
       for (const item of items) if (item.result !== 'conflict') view.selected.delete(item.username);
       bulkResult.textContent = summarize('Granted', counts, failures);
@@ -365,16 +369,19 @@ export function requestsView(panel, registry) {
     const what = prefix ? `every pending request whose username starts with “${prefix}”`
       : 'every pending request';
     const overrides = await grantOptions('Grant all matching requests',
-      `Grants ${what}, page by page, including requests not shown on this page.`, view.items);
+      `Grants ${what}, page by page, including requests not shown on this page.`, view.items,
+      { withTransport: true });
     if (!overrides) return;
+    const { transport, ...grant } = overrides;
     // `nextCursor` goes back as the selector's `cursor` (issue 14).
-    const selectorOf = (cursor) => ({ ...(prefix ? { prefix } : {}), ...(cursor ? { cursor } : {}) });
+    const selectorOf = (cursor) => ({ ...(prefix ? { prefix } : {}), ...(transport ? { transport } : {}),
+      ...(cursor ? { cursor } : {}) });
     const counts = {};
     const failures = [];
     let cursor = null;
     try {
       do {
-        const answer = await bulk('grant', { selector: selectorOf(cursor), limit: BULK_MAX, ...overrides });
+        const answer = await bulk('grant', { selector: selectorOf(cursor), limit: BULK_MAX, ...grant });
         const t = tally(answer.items, ['granted', 'already_granted']);
         for (const [k, n] of Object.entries(t.counts)) counts[k] = (counts[k] || 0) + n;
         failures.push(...t.failures);
