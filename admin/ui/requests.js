@@ -373,15 +373,14 @@ export function requestsView(panel, registry) {
       { withTransport: true });
     if (!overrides) return;
     const { transport, ...grant } = overrides;
-    // `nextCursor` goes back as the selector's `cursor` (issue 14).
-    const selectorOf = (cursor) => ({ ...(prefix ? { prefix } : {}), ...(transport ? { transport } : {}),
-      ...(cursor ? { cursor } : {}) });
+    const selector = { ...(prefix ? { prefix } : {}), ...(transport ? { transport } : {}) };
     const counts = {};
     const failures = [];
     let cursor = null;
     try {
       do {
-        const answer = await bulk('grant', { selector: selectorOf(cursor), limit: BULK_MAX, ...grant });
+        // `nextCursor` goes back as `cursor`, beside the selector (issue 14).
+        const answer = await bulk('grant', { selector, limit: BULK_MAX, ...(cursor ? { cursor } : {}), ...grant });
         const t = tally(answer.items, ['granted', 'already_granted']);
         for (const [k, n] of Object.entries(t.counts)) counts[k] = (counts[k] || 0) + n;
         failures.push(...t.failures);

@@ -1799,6 +1799,14 @@ impl Store for FlakyStore {
         self.up()?;
         self.inner.commit_grant(grant, now).await
     }
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        self.up()?;
+        self.inner.commit_grants(grants, now).await
+    }
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         self.up()?;
         self.inner.deny(username, now).await
@@ -2038,3 +2046,5 @@ async fn the_ui_is_served_without_a_token_and_the_api_is_not_sniffed() {
     let response = service.handle(request, None).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+mod bulk;
