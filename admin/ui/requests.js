@@ -11,7 +11,7 @@
 // selector, following `nextCursor` until every match is decided.
 
 import { api, query, seg, BULK_TIMEOUT_MS } from './api.js';
-import { h, fill, setText, formatTime, permissionText, confirmDialog, flash } from './dom.js';
+import { h, fill, setText, formatTime, permissionText, confirmDialog } from './dom.js';
 import { openGrantDialog } from './grant-dialog.js';
 import { permissionsEditor, rolesField } from './permissions.js';
 
@@ -252,6 +252,7 @@ export function requestsView(panel, registry) {
   }
 
   function summarize(verb, counts, failures) {
+    bulkResult.classList.toggle('warn', failures.length > 0);
     const parts = Object.entries(counts).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k.replace('_', ' ')}`);
     let text = `${verb}: ${parts.join(', ') || 'nothing to do'}.`;
     if (failures.length) {
@@ -338,7 +339,6 @@ export function requestsView(panel, registry) {
       const { counts, failures } = tally(items, ['granted', 'already_granted']);
       for (const item of items) if (item.result !== 'conflict') view.selected.delete(item.username);
       bulkResult.textContent = summarize('Granted', counts, failures);
-      flash(bulkResult.textContent, failures.length ? 'warn' : 'ok');
     } catch (e) { bulkFailed(e); }
     renderSelection();
     load();
@@ -356,7 +356,6 @@ export function requestsView(panel, registry) {
       const { counts, failures } = tally(items, ['denied', 'already_denied']);
       for (const item of items) if (item.result !== 'conflict') view.selected.delete(item.username);
       bulkResult.textContent = summarize('Denied', counts, failures);
-      flash(bulkResult.textContent, failures.length ? 'warn' : 'ok');
     } catch (e) { bulkFailed(e); }
     renderSelection();
     load();
@@ -388,7 +387,6 @@ export function requestsView(panel, registry) {
         bulkResult.textContent = `Granting ${what}… ${counts.granted || 0} granted so far.`;
       } while (cursor);
       bulkResult.textContent = summarize('Granted', counts, failures);
-      flash(bulkResult.textContent, failures.length ? 'warn' : 'ok');
     } catch (e) { bulkFailed(e); }
     load();
   });

@@ -525,3 +525,23 @@ def test_layout_reads_at_desktop_and_phone_sizes(browser, gateway, width, height
         watched.assert_clean()
     finally:
         context.close()
+
+
+def test_bulk_results_name_the_requests_that_were_not_granted(page, gateway):
+    if not bulk_routes_present(gateway):
+        pytest.skip("the bulk routes of issue 14 are not in this build")
+    gateway.unlock()
+    for i in range(3):
+        gateway.register(f"mixed-{i}")
+    log_in(page, gateway)
+    page.get_by_label("Username prefix", exact=True).fill("mixed-")
+    expect(page.locator("table.requests tbody tr")).to_have_count(3)
+    page.get_by_label("Select all on this page", exact=True).check()
+    # Another admin denies one of them meanwhile.
+    assert gateway.api("POST", "/api/client-registry/requests/mixed-1/deny", {})[0] == 204
+    page.get_by_role("button", name="Grant selected").click()
+    page.get_by_role("dialog", name="Grant 3 selected requests").get_by_role("button", name="Grant", exact=True).click()
+    result = page.get_by_role("status").filter(has_text="2 granted")
+    expect(result).to_contain_text("1 conflict")
+    expect(result).to_contain_text("mixed-1 (conflict)")
+    assert [gateway.register(f"mixed-{i}")[0] for i in range(3)] == [201, 403, 201]
