@@ -152,5 +152,5 @@ export async function openGrantDialog(item, { onDone = () => {} } = {}) {
   document.body.append(dialog);
   current = dialog;
   dialog.showModal();
-  (pending ? rolesInput.input : close).focus();
+  (pending ? rolesInput.input : close).focus({ preventScroll: true });
 }
