@@ -40,9 +40,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::service::{max_body, AdminService, ApiError};
 #[cfg(any(doc, test))]
 use crate::service::MAX_BODY;
+use crate::service::{max_body, AdminService, ApiError};
 
 /// Most connections served at once. The admin API has a handful of human
 /// and script clients; this only stops a runaway client from exhausting

@@ -324,15 +324,43 @@ pub async fn grants_commit_as_a_group<S: Store>(f: &impl Factory<S>) {
         other => panic!("dev01: expected Granted, got {other:?}"),
     };
     assert_eq!(granted.state, RequestState::Granted { granted_at: t1 });
-    assert!(matches!(results[1], GrantResult::Conflict(_)), "{:?}", results[1]);
+    assert!(
+        matches!(results[1], GrantResult::Conflict(_)),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2], GrantResult::NotFound);
     assert_eq!(results[3], GrantResult::AlreadyGranted(granted.clone()));
-    assert!(matches!(results[4], GrantResult::Conflict(_)), "{:?}", results[4]);
-    assert!(matches!(results[5], GrantResult::Conflict(_)), "{:?}", results[5]);
-    assert!(matches!(results[6], GrantResult::Conflict(_)), "{:?}", results[6]);
-    assert!(matches!(results[7], GrantResult::AlreadyGranted(_)), "{:?}", results[7]);
-    assert!(matches!(results[8], GrantResult::Granted(_)), "{:?}", results[8]);
-    assert_eq!(s.pending_count().await.unwrap(), 1, "dev02 is still pending");
+    assert!(
+        matches!(results[4], GrantResult::Conflict(_)),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(results[5], GrantResult::Conflict(_)),
+        "{:?}",
+        results[5]
+    );
+    assert!(
+        matches!(results[6], GrantResult::Conflict(_)),
+        "{:?}",
+        results[6]
+    );
+    assert!(
+        matches!(results[7], GrantResult::AlreadyGranted(_)),
+        "{:?}",
+        results[7]
+    );
+    assert!(
+        matches!(results[8], GrantResult::Granted(_)),
+        "{:?}",
+        results[8]
+    );
+    assert_eq!(
+        s.pending_count().await.unwrap(),
+        1,
+        "dev02 is still pending"
+    );
     assert_eq!(s.get_user("dev01").await.unwrap(), Some(user("dev01")));
     assert_eq!(s.get_user("dev02").await.unwrap(), None);
     assert_eq!(s.get_user("ghost").await.unwrap(), None);

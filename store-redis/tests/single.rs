@@ -575,7 +575,11 @@ async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
         .await
         .unwrap();
     assert!(results.iter().all(|r| matches!(r, GrantResult::Granted(_))));
-    assert_eq!(command_calls(&server, "wait") - waits, 1, "one WAIT for 300 grants");
+    assert_eq!(
+        command_calls(&server, "wait") - waits,
+        1,
+        "one WAIT for 300 grants"
+    );
     assert_eq!(s.pending_count().await.unwrap(), 0);
     assert_eq!(
         s.register(poll("dev299", 1), T0).await.unwrap().0,
@@ -600,7 +604,9 @@ async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
         Err(StoreError::Unavailable(_))
     ));
     let retried = strict.commit_grants(group, T0).await.unwrap();
-    assert!(retried.iter().all(|r| matches!(r, GrantResult::AlreadyGranted(_))));
+    assert!(retried
+        .iter()
+        .all(|r| matches!(r, GrantResult::AlreadyGranted(_))));
 }
 
 /// Roles are global to a namespace: every instance on it sees the same

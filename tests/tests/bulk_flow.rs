@@ -76,7 +76,10 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(fleet_polls(&g), vec![(202, DEVICES)]);
     // A device outside the prefix stays pending.
-    assert_eq!(register(g.http, &creds("other-1", "pw-other-secret")).status, 202);
+    assert_eq!(
+        register(g.http, &creds("other-1", "pw-other-secret")).status,
+        202
+    );
 
     let started = Instant::now();
     let r = authed(
@@ -84,7 +87,9 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
         &token,
         "POST",
         "/api/client-registry/requests/grant",
-        json!({"selector": {"prefix": "fleet-"}}).to_string().as_bytes(),
+        json!({"selector": {"prefix": "fleet-"}})
+            .to_string()
+            .as_bytes(),
     );
     let took = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -99,7 +104,10 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
 
     // Every device collects its 201, and can log in with its password.
     assert_eq!(fleet_polls(&g), vec![(201, DEVICES)]);
-    assert_eq!(register(g.http, &creds("other-1", "pw-other-secret")).status, 202);
+    assert_eq!(
+        register(g.http, &creds("other-1", "pw-other-secret")).status,
+        202
+    );
     login(g.admin, &name(4321), &password(4321));
     let status = authed(g.admin, &token, "GET", "/api/client-registry", b"").json();
     assert_eq!(status["pending"], 1);
@@ -114,7 +122,9 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
         &g.admin_token(),
         "POST",
         "/api/client-registry/requests/grant",
-        json!({"usernames": [name(0), name(9999)]}).to_string().as_bytes(),
+        json!({"usernames": [name(0), name(9999)]})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["granted"], 0);

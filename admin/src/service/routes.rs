@@ -31,8 +31,8 @@ use fleetgate_registry::UnixMillis;
 use super::error::ApiError;
 use super::views::{
     json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
-    BulkDenyBody, BulkGrantBody, BulkView, DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, RoleBody, RolesView,
-    StatusView, UnlockBody, UserAccessBody,
+    BulkDenyBody, BulkGrantBody, BulkView, DecisionBody, GrantBody, Health, LoginBody, LoginView,
+    PageView, RoleBody, RolesView, StatusView, UnlockBody, UserAccessBody,
 };
 use super::{max_body, AdminService};
 use crate::query::{percent_decode, Plus, QueryParams};

@@ -427,7 +427,8 @@ impl EmbeddedStore {
         if let Some(answer) = take(&slot.answer) {
             return answer;
         }
-        let group = std::mem::take(&mut *self.grant_queue.lock().unwrap_or_else(|p| p.into_inner()));
+        let group =
+            std::mem::take(&mut *self.grant_queue.lock().unwrap_or_else(|p| p.into_inner()));
         self.commit_group(&mut journal, &group);
         drop(journal);
         // `None` only if the caller that took our slot panicked mid-group.
@@ -441,7 +442,11 @@ impl EmbeddedStore {
     /// Checks one grant as a single `commit_grant` does, under the shard
     /// lock and without I/O: `Ok` with the request as it will be once
     /// granted, or the answer that needs no write.
-    fn check_grant(&self, grant: &GrantCommit, now: UnixMillis) -> Result<RequestRecord, GrantResult> {
+    fn check_grant(
+        &self,
+        grant: &GrantCommit,
+        now: UnixMillis,
+    ) -> Result<RequestRecord, GrantResult> {
         let username = grant.username.as_str();
         let s = self.shard(username);
         if let Some(g) = s
@@ -517,9 +522,7 @@ impl EmbeddedStore {
                     outcomes.push(Checked::Done(if earlier.fingerprint == grant.fingerprint {
                         GrantResult::AlreadyGranted(earlier.clone())
                     } else {
-                        GrantResult::Conflict(
-                            "a different request for this username was granted",
-                        )
+                        GrantResult::Conflict("a different request for this username was granted")
                     }));
                     continue;
                 }
@@ -587,7 +590,8 @@ impl EmbeddedStore {
             let username = entry.request.username.as_str();
             let mut s = self.shard(username);
             pending_freed += usize::from(s.open.remove(username).is_some_and(|r| r.is_pending()));
-            s.users.insert(entry.user.username.clone(), entry.user.clone());
+            s.users
+                .insert(entry.user.username.clone(), entry.user.clone());
             s.granted.insert(username.to_owned(), entry.request.clone());
         }
         self.pending.fetch_sub(pending_freed, Ordering::Relaxed);

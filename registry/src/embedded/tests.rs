@@ -358,7 +358,10 @@ fn a_group_of_grants_replays_whole_or_not_at_all() {
         bytes.extend_from_slice(&group[..cut]);
         std::fs::write(torn.path().join("journal.log"), &bytes).unwrap();
         let s = EmbeddedStore::open(torn.path(), w, 1000, t1).unwrap();
-        assert!(now_or_never(s.get_user("ops")).unwrap().is_some(), "cut {cut}");
+        assert!(
+            now_or_never(s.get_user("ops")).unwrap().is_some(),
+            "cut {cut}"
+        );
         let users = now_or_never(s.list_users(&ListQuery {
             state: ListState::Pending,
             limit: 1000,
@@ -413,6 +416,10 @@ fn concurrent_single_grants_share_one_fdatasync() {
             other => panic!("{name}: {other:?}"),
         }
     }
-    assert_eq!(store.journal_appends() - before, 1, "one append for eight grants");
+    assert_eq!(
+        store.journal_appends() - before,
+        1,
+        "one append for eight grants"
+    );
     assert_eq!(now_or_never(store.pending_count()).unwrap(), 0);
 }

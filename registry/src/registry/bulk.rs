@@ -215,10 +215,7 @@ impl<S: Store> Registry<S> {
                 .collect();
             let commits = self.prepare_grants(&records, &roles, &permissions, now)?;
             let results = self
-                .timed(
-                    StoreOp::CommitGrant,
-                    self.store.commit_grants(commits, now),
-                )
+                .timed(StoreOp::CommitGrant, self.store.commit_grants(commits, now))
                 .await?;
             for (&i, result) in chunk.iter().zip(results) {
                 let (username, record) = &resolved[i];
@@ -309,10 +306,7 @@ impl<S: Store> Registry<S> {
         permissions: &[crate::model::Permission],
         now: UnixMillis,
     ) -> Result<Vec<GrantCommit>, GrantError> {
-        let _one_at_a_time = self
-            .bulk_hashing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.bulk_hashing.lock().unwrap_or_else(|p| p.into_inner());
         let next = AtomicUsize::new(0);
         let threads = self.hash_threads().min(records.len()).max(1);
         let work = || {
@@ -322,8 +316,7 @@ impl<S: Store> Registry<S> {
                 let Some(record) = records.get(i) else {
                     return done;
                 };
-                let commit =
-                    self.prepare_grant(record, roles.to_vec(), permissions.to_vec(), now);
+                let commit = self.prepare_grant(record, roles.to_vec(), permissions.to_vec(), now);
                 done.push((i, commit));
             }
         };
@@ -371,7 +364,10 @@ impl<S: Store> Registry<S> {
                     )));
                 }
                 let mut seen = HashSet::new();
-                let names: Vec<String> = names.into_iter().filter(|n| seen.insert(n.clone())).collect();
+                let names: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| seen.insert(n.clone()))
+                    .collect();
                 let mut resolved = Vec::with_capacity(names.len());
                 for chunk in names.chunks(CONCURRENT_READS) {
                     let reads = chunk.iter().map(|name| {

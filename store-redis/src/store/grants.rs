@@ -84,9 +84,9 @@ impl RedisStore {
                 GrantResult::Conflict("a different request for this username was granted")
             }
             "user_exists" => GrantResult::Conflict("a user with this username already exists"),
-            "changed" => {
-                GrantResult::Conflict("the pending request changed since it was read; read it again")
-            }
+            "changed" => GrantResult::Conflict(
+                "the pending request changed since it was read; read it again",
+            ),
             "denied" => GrantResult::Conflict("the request was denied"),
             other => return Err(corrupt("grant", BadReply(format!("outcome {other:?}")))),
         };
@@ -129,7 +129,11 @@ impl RedisStore {
         if replies.len() != group.len() {
             return Err(corrupt(
                 "grant",
-                BadReply(format!("{} replies for {} grants", replies.len(), group.len())),
+                BadReply(format!(
+                    "{} replies for {} grants",
+                    replies.len(),
+                    group.len()
+                )),
             ));
         }
         let mut results = Vec::with_capacity(group.len());

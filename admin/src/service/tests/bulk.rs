@@ -72,10 +72,17 @@ async fn bulk_grant_answers_every_result_kind_in_order() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let reply = post(&service, "/api/client-registry/requests/b-denied/deny", &token, "").await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/b-denied/deny",
+        &token,
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    let pairing = get(&service, "/api/client-registry/requests/b-new", &token).await.body
-        ["pairingId"]
+    let pairing = get(&service, "/api/client-registry/requests/b-new", &token)
+        .await
+        .body["pairingId"]
         .clone();
 
     let body = json!({"usernames": ["b-new", "b-done", "b-denied", "ghost", "b-new", "b-new2"]});
@@ -145,7 +152,12 @@ async fn bulk_grant_gives_exactly_the_overrides_and_checks_roles_first() {
     // One role unknown: 422 before anything is written.
     let body = json!({"selector": {"prefix": "ov"}, "roles": ["sensors", "ghost-role"]});
     let reply = post(&service, GRANT, &token, &body.to_string()).await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
     assert_eq!(reply.body["rule"], "unknown_roles");
     assert!(reply.body["error"].as_str().unwrap().contains("ghost-role"));
     let pending = get(&service, "/api/client-registry/requests?prefix=ov", &token).await;
@@ -196,9 +208,23 @@ async fn bulk_grant_cap_is_ten_thousand_and_a_selector_pages_on() {
         let reply = post(&service, GRANT, &token, &body.to_string()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "limit {limit}");
     }
-    assert_eq!(service.registry().status(UnixMillis::now()).await.unwrap().pending, 10_001);
+    assert_eq!(
+        service
+            .registry()
+            .status(UnixMillis::now())
+            .await
+            .unwrap()
+            .pending,
+        10_001
+    );
 
-    let reply = post(&service, GRANT, &token, r#"{"selector": {"prefix": "cap"}}"#).await;
+    let reply = post(
+        &service,
+        GRANT,
+        &token,
+        r#"{"selector": {"prefix": "cap"}}"#,
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body["error"]);
     assert_eq!(reply.body["granted"], 10_000);
     let items = reply.body["items"].as_array().unwrap();
@@ -212,7 +238,15 @@ async fn bulk_grant_cap_is_ten_thousand_and_a_selector_pages_on() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(results(&reply.body), pairs(&[("cap10000", "granted")]));
     assert!(reply.body.get("nextCursor").is_none());
-    assert_eq!(service.registry().status(UnixMillis::now()).await.unwrap().pending, 0);
+    assert_eq!(
+        service
+            .registry()
+            .status(UnixMillis::now())
+            .await
+            .unwrap()
+            .pending,
+        0
+    );
     assert!(matches!(
         repoll(&service, "cap10000").await,
         RegisterOutcome::Granted { .. }
@@ -258,7 +292,12 @@ async fn selector_limit_pages_with_the_listing_cursor() {
     assert_eq!(sizes, [10, 10, 5]);
     assert_eq!(seen, names("pg", 25));
     // The other prefix was not touched.
-    let other = get(&service, "/api/client-registry/requests?prefix=other", &token).await;
+    let other = get(
+        &service,
+        "/api/client-registry/requests?prefix=other",
+        &token,
+    )
+    .await;
     assert_eq!(other.body["items"].as_array().unwrap().len(), 3);
 }
 
@@ -269,7 +308,13 @@ async fn selector_narrows_by_transport_and_pairing_ids() {
     pending_many(&service, &names("h", 3), Transport::Http).await;
     pending_many(&service, &names("m", 2), Transport::Mqtt).await;
 
-    let reply = post(&service, GRANT, &token, r#"{"selector": {"transport": "mqtt"}}"#).await;
+    let reply = post(
+        &service,
+        GRANT,
+        &token,
+        r#"{"selector": {"transport": "mqtt"}}"#,
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(
         results(&reply.body),
@@ -283,9 +328,13 @@ async fn selector_narrows_by_transport_and_pairing_ids() {
         let token = &token;
         let name = name.to_owned();
         async move {
-            get(service, &format!("/api/client-registry/requests/{name}"), token)
-                .await
-                .body["pairingId"]
+            get(
+                service,
+                &format!("/api/client-registry/requests/{name}"),
+                token,
+            )
+            .await
+            .body["pairingId"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -320,8 +369,9 @@ async fn a_replaced_request_is_not_granted_by_the_pairing_id_that_was_read() {
     let service = service().await;
     let token = admin_token(&service).await;
     pending_many(&service, &names("sq", 1), Transport::Http).await;
-    let seen = get(&service, "/api/client-registry/requests/sq00000", &token).await.body
-        ["pairingId"]
+    let seen = get(&service, "/api/client-registry/requests/sq00000", &token)
+        .await
+        .body["pairingId"]
         .clone();
     // Replace the request: forget it, and a squatter polls the name.
     let reply = delete(&service, "/api/client-registry/requests/sq00000", &token).await;
@@ -343,10 +393,24 @@ async fn a_replaced_request_is_not_granted_by_the_pairing_id_that_was_read() {
 async fn bulk_deny_answers_every_result_kind() {
     let service = service().await;
     let token = admin_token(&service).await;
-    let all: Vec<String> = ["d-new", "d-granted", "d-denied"].map(String::from).to_vec();
+    let all: Vec<String> = ["d-new", "d-granted", "d-denied"]
+        .map(String::from)
+        .to_vec();
     pending_many(&service, &all, Transport::Http).await;
-    post(&service, "/api/client-registry/requests/d-granted/grant", &token, "").await;
-    post(&service, "/api/client-registry/requests/d-denied/deny", &token, "").await;
+    post(
+        &service,
+        "/api/client-registry/requests/d-granted/grant",
+        &token,
+        "",
+    )
+    .await;
+    post(
+        &service,
+        "/api/client-registry/requests/d-denied/deny",
+        &token,
+        "",
+    )
+    .await;
     let body = json!({"usernames": ["d-new", "d-granted", "d-denied", "ghost"]});
     let reply = post(&service, DENY, &token, &body.to_string()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -389,7 +453,10 @@ async fn bad_bulk_bodies_are_400_and_decide_nothing() {
         (GRANT, r#"{"usernames": ["bad00000"], "limit": 5}"#),
         (GRANT, r#"{"usernames": ["bad00000"], "cursor": "a"}"#),
         (GRANT, r#"{"usernames": ["bad00000"], "role": ["x"]}"#),
-        (GRANT, r#"{"usernames": ["bad00000"], "pairingId": "abcdef"}"#),
+        (
+            GRANT,
+            r#"{"usernames": ["bad00000"], "pairingId": "abcdef"}"#,
+        ),
         (GRANT, r#"{"selector": {"prefx": "bad"}}"#),
         (GRANT, r#"{"selector": {"transport": "coap"}}"#),
         (GRANT, r#"{"selector": {"pairingIds": "abc"}}"#),
@@ -399,7 +466,12 @@ async fn bad_bulk_bodies_are_400_and_decide_nothing() {
         (DENY, ""),
     ] {
         let reply = post(&service, uri, &token, body).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri} {body:?}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri} {body:?}: {}",
+            reply.body
+        );
         assert_eq!(reply.body["status"], "invalid");
     }
     assert!(matches!(
@@ -420,11 +492,22 @@ async fn devices_named_grant_and_deny_stay_reachable() {
     let token = admin_token(&service).await;
     let reply = get(&service, GRANT, &token).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
-    pending_many(&service, &["grant".to_owned(), "deny".to_owned()], Transport::Http).await;
+    pending_many(
+        &service,
+        &["grant".to_owned(), "deny".to_owned()],
+        Transport::Http,
+    )
+    .await;
     let reply = get(&service, GRANT, &token).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["username"], "grant");
-    let reply = post(&service, "/api/client-registry/requests/grant/grant", &token, "").await;
+    let reply = post(
+        &service,
+        "/api/client-registry/requests/grant/grant",
+        &token,
+        "",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let reply = delete(&service, DENY, &token).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
@@ -446,7 +529,10 @@ async fn bulk_body_at_its_cap_is_read_and_one_byte_over_is_413() {
     at_cap.push(' ');
     let reply = post(&service, DENY, &token, &at_cap).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(reply.body["error"].as_str().unwrap().contains(&MAX_BULK_BODY.to_string()));
+    assert!(reply.body["error"]
+        .as_str()
+        .unwrap()
+        .contains(&MAX_BULK_BODY.to_string()));
     // 10,000 names of the longest a device may have (64 bytes) fit.
     let longest: Vec<String> = (0..10_000).map(|i| format!("{i:0>64}")).collect();
     let body = json!({"usernames": longest}).to_string();
