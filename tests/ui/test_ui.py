@@ -322,6 +322,8 @@ def test_paging_by_cursor_and_filters(page, gateway):
     for i in range(60):
         gateway.register(f"page-{i:03}")
     gateway.register("other-1")
+    listings = []
+    page.on("request", lambda r: "/api/client-registry/requests?" in r.url and listings.append(r.url))
     log_in(page, gateway)
     page.get_by_label("Username prefix", exact=True).fill("page-")
     page.get_by_label("Rows per page", exact=True).select_option("25")
@@ -345,6 +347,21 @@ def test_paging_by_cursor_and_filters(page, gateway):
     expect(rows).to_have_count(1)
     expect(request_row(page, "other-1")).to_contain_text("granted" if False else "other-1")
     expect(page.get_by_role("columnheader", name="Granted at")).to_be_visible()
+    # Every listing asked for one page of at most 500: it never loads all.
+    assert listings
+    for url in listings:
+        limit = int(re.search(r"[?&]limit=(\d+)", url).group(1))
+        assert 1 <= limit <= 500, url
+
+
+def test_an_unreachable_gateway_is_said_in_words(page, gateway):
+    log_in(page, gateway)
+    expect(page.get_by_text("Locked", exact=True)).to_be_visible()
+    gateway.proc.kill()
+    gateway.proc.wait(timeout=10)
+    alert = page.get_by_role("alert").filter(has_text="Cannot read the registry state")
+    expect(alert).to_contain_text("Cannot reach the gateway", timeout=5000)
+    expect(page.get_by_role("alert").filter(has_text="Cannot list the requests")).to_be_visible()
 
 
 def test_bulk_grant_100_selected(page, gateway):
