@@ -44,7 +44,7 @@ let retryTimer = null;
 
 function showLogin(message = '') {
   registry.stop();
-  for (const p of Object.values(panels)) p.view.stop();
+  for (const p of Object.values(panels)) { p.view.stop(); p.started = false; }
   for (const d of document.querySelectorAll('dialog')) d.remove();
   appView.hidden = true;
   $('session').hidden = true;

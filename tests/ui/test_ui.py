@@ -106,6 +106,18 @@ def test_logging_out_clears_access(page, gateway):
     page.watched.assert_clean()
 
 
+def test_a_second_login_in_the_same_tab_is_live_again(page, gateway):
+    gateway.unlock()
+    log_in(page, gateway)
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username", exact=True).fill("admin")
+    page.get_by_label("Password", exact=True).fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    gateway.register("dev-again")
+    expect(request_row(page, "dev-again")).to_be_visible(timeout=2000)
+
+
 # ---- the whole admin flow ----
 
 def test_the_whole_admin_flow(page, gateway):
