@@ -34,6 +34,20 @@ def wait_for(check, timeout=5.0, interval=0.05):
         time.sleep(interval)
 
 
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('button, input, select, textarea, [role=tab]')]
+  .filter((e) => e.getClientRects().length > 0)
+  .filter((e) => {
+    const named = (e.getAttribute('aria-label') || '').trim() || e.getAttribute('aria-labelledby')
+      || (e.labels && e.labels.length > 0) || (e.tagName === 'BUTTON' && e.textContent.trim());
+    return !named;
+  })
+  .map((e) => e.outerHTML.slice(0, 120))"""
+
+
+def assert_every_control_is_named(page):
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+
+
 def request_row(page, username):
     return page.get_by_role("row").filter(has=page.get_by_role("button", name=f"Open request {username}", exact=True))
 
@@ -531,26 +545,35 @@ def test_layout_reads_at_desktop_and_phone_sizes(browser, gateway, width, height
         page.goto(gateway.admin_url + "/")
         expect(page.get_by_role("button", name="Log in")).to_be_in_viewport()
         shot("login")
+        assert_every_control_is_named(page)
         log_in(page, gateway)
         expect(request_row(page, "sensor-0000")).to_be_visible()
         for name in ("Unlock", "Lock", "Grant selected"):
             expect(page.get_by_role("button", name=name, exact=True)).to_be_in_viewport()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         shot("requests")
+        assert_every_control_is_named(page)
         page.get_by_role("button", name="Open request sensor-0001").click()
         dialog = page.get_by_role("dialog", name="Grant Access")
         expect(dialog.get_by_label("Pairing ID", exact=True)).to_be_in_viewport()
         box = dialog.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= width
         shot("grant-dialog")
+        assert_every_control_is_named(page)
         page.keyboard.press("Escape")
         page.get_by_role("tab", name="Users").click()
         expect(page.get_by_role("button", name="Edit sensor-0005", exact=True)).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         shot("users")
+        assert_every_control_is_named(page)
+        page.get_by_role("button", name="Edit sensor-0005", exact=True).click()
+        expect(page.get_by_role("dialog", name="User sensor-0005")).to_be_visible()
+        assert_every_control_is_named(page)
+        page.keyboard.press("Escape")
         page.get_by_role("tab", name="Roles").click()
         expect(page.get_by_role("button", name="Edit role sensors")).to_be_visible()
         shot("roles")
+        assert_every_control_is_named(page)
         watched.assert_clean()
     finally:
         context.close()
