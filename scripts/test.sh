@@ -23,6 +23,11 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # and lint /metrics (tests/tests/observability.rs). Debian's package also
 # tries to start a daemon on :9090; harmless, the tests use free ports.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || packages+=(prometheus)
+# Debian's Chromium, driven by Playwright for Python, for the web UI's
+# browser tests (tests/ui). Playwright never downloads a browser here: the
+# tests point it at /usr/bin/chromium.
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 
 if ((${#packages[@]})); then
   sudo=""
@@ -30,6 +35,14 @@ if ((${#packages[@]})); then
   echo "installing: ${packages[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${packages[@]}"
+fi
+
+# Playwright and pytest in a virtualenv of their own (pip from PyPI,
+# bounded in time); the browser is the system's Chromium above.
+ui_venv="${CARGO_TARGET_DIR:-target}/ui-venv"
+if ! "$ui_venv/bin/python" -c 'import playwright, pytest' >/dev/null 2>&1; then
+  python3 -m venv "$ui_venv"
+  timeout 300 "$ui_venv/bin/pip" install -q --disable-pip-version-check playwright pytest
 fi
 
 # Build the binaries once (the end-to-end tests start them from this same
@@ -41,4 +54,7 @@ cargo test --locked --workspace "$@"
 if [ $# -eq 0 ]; then
   # `--workspace` so features unify as in the build above (no rebuild).
   cargo test --locked --workspace --benches
+  # The web UI in headless Chromium against the real binary built above
+  # (tests/ui/README.md). Bounded: the whole browser run takes about a minute.
+  timeout 300 "$ui_venv/bin/python" -m pytest -q -rs tests/ui
 fi

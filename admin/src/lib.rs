@@ -18,11 +18,14 @@
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`throttle`]: the login failure budgets per (username, source) and
 //!   per source.
+//! - [`ui`]: the Client Registry View, the web UI embedded from `admin/ui/`
+//!   and served at `/ui/` (HTML, CSS and ES modules that call this API).
 #![forbid(unsafe_code)]
 
 pub mod query;
 pub mod server;
 pub mod service;
 pub mod throttle;
+pub mod ui;
 
 pub use service::AdminService;

@@ -17,6 +17,8 @@
 //!   (`tests/bulk.rs`: the bulk decision routes).
 //!
 //! # Request flow
+//! 0. `/`, `/ui` and `/ui/...` are the embedded web UI ([`crate::ui`]),
+//!    answered without a token.
 //! 1. Route the path (`Route::parse`); an unknown path is 404 and a known
 //!    path with the wrong method is 405 with an `Allow` header.
 //! 2. Every route except `/healthz`, `/readyz`, `/metrics`,
@@ -176,8 +178,11 @@ impl<S: Store> AdminService<S> {
     /// Handles one complete request (body already read, at most
     /// [`MAX_BODY`] bytes). `peer` is the client address if known.
     pub async fn handle(&self, req: Request<Bytes>, peer: Option<SocketAddr>) -> Response<Bytes> {
+        if crate::ui::is_ui_path(req.uri().path()) {
+            return crate::ui::respond(req.method(), req.uri().path());
+        }
         let peer = self.client_addr(req.headers(), peer);
-        let response = match self.dispatch(&req, peer).await {
+        let mut response = match self.dispatch(&req, peer).await {
             Ok(response) => response,
             Err(e) => {
                 if let ApiError::Internal(detail) = &e {
@@ -193,6 +198,11 @@ impl<S: Store> AdminService<S> {
             status = response.status().as_u16(),
             peer = ?peer,
             "admin request"
+        );
+        // JSON is never to be sniffed into something a browser would run.
+        response.headers_mut().insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
         );
         response
     }

@@ -1626,8 +1626,8 @@ async fn wrong_method_is_405_with_allow() {
 #[tokio::test]
 async fn unknown_path_is_404() {
     let service = service().await;
+    // `/` is the UI's redirect (see the UI test at the end).
     for uri in [
-        "/",
         "/api",
         "/api/",
         "/api/nope",
@@ -2037,6 +2037,35 @@ async fn failed_logins_get_429_with_retry_after() {
         (300 - elapsed - 1..=300).contains(&retry),
         "Retry-After {retry} after {elapsed} s"
     );
+}
+
+// ---- the web UI through the service ----
+
+#[tokio::test]
+async fn the_ui_is_served_without_a_token_and_the_api_is_not_sniffed() {
+    let service = service().await;
+    let request = Request::builder().uri("/").body(Bytes::new()).unwrap();
+    let response = service.handle(request, None).await;
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(response.headers()[header::LOCATION], "/ui/");
+    let request = Request::builder().uri("/ui/").body(Bytes::new()).unwrap();
+    let response = service.handle(request, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    // The page holds no data: the API behind it still needs the token.
+    let reply = send(&service, Method::GET, "/api/users", None, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    // `/ui` paths are the UI's only: an API-looking path under it is 404.
+    let request = Request::builder()
+        .uri("/ui/api/users")
+        .body(Bytes::new())
+        .unwrap();
+    let response = service.handle(request, None).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
 mod bulk;
