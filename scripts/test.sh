@@ -27,7 +27,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # browser tests (tests/ui). Playwright never downloads a browser here: the
 # tests point it at /usr/bin/chromium.
 [ -x /usr/bin/chromium ] || packages+=(chromium)
-python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
+# `venv --help` works without ensurepip, but creating a venv does not.
+python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 
 if ((${#packages[@]})); then
   sudo=""
