@@ -346,10 +346,7 @@ mod tests {
     #[test]
     fn watch_interval_is_capped_below() {
         assert!(parse_interval("199ms").is_err());
-        assert_eq!(
-            parse_interval("200ms").unwrap(),
-            Duration::from_millis(200)
-        );
+        assert_eq!(parse_interval("200ms").unwrap(), Duration::from_millis(200));
     }
 
     #[test]
@@ -362,8 +359,14 @@ mod tests {
         assert!(parse(&["fleetgate-ctl", "grant", "a", "b", "--role", "r"]).is_ok());
         // deny takes no roles or permissions.
         assert!(parse(&["fleetgate-ctl", "deny", "a", "--role", "r"]).is_err());
-        let err = parse(&["fleetgate-ctl", "grant", "--page-size", "10001", "--all-pending"])
-            .unwrap_err();
+        let err = parse(&[
+            "fleetgate-ctl",
+            "grant",
+            "--page-size",
+            "10001",
+            "--all-pending",
+        ])
+        .unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

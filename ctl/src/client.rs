@@ -61,7 +61,10 @@ impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> Result<Value, CtlError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            CtlError::BadReply(format!("the body is not JSON ({e}): {}", snippet(&self.body)))
+            CtlError::BadReply(format!(
+                "the body is not JSON ({e}): {}",
+                snippet(&self.body)
+            ))
         })
     }
 
@@ -178,7 +181,10 @@ impl Client {
         };
         let mut request = request
             .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("fleetgate-ctl/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("fleetgate-ctl/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(bytes))
             .map_err(|e| CtlError::Usage(format!("bad request URL {}: {e}", escape(&uri))))?;
         if let Some(token) = &self.token {
@@ -189,12 +195,14 @@ impl Client {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                CtlError::Unreachable {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| CtlError::Unreachable {
                     server: self.base.clone(),
                     reason: error_chain(&e),
-                }
-            })?;
+                })?;
             let status = response.status();
             let body = read_capped(response.into_body(), MAX_RESPONSE_BODY)
                 .await
@@ -261,7 +269,8 @@ fn tls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, CtlError> {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| CtlError::Local(format!("TLS set-up: {e}")))?;
-    let mut config = match trust {
+    // hyper-rustls sets the ALPN protocols itself (`enable_http1`).
+    let config = match trust {
         TlsTrust::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
@@ -278,7 +287,6 @@ fn tls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, CtlError> {
             .with_root_certificates(roots_from_file(path)?)
             .with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -380,7 +388,10 @@ mod tests {
     #[tokio::test]
     async fn an_answer_at_the_cap_is_read_and_one_byte_more_is_refused() {
         let read = |n: usize| read_capped(Full::new(Bytes::from(vec![b'x'; n])), MAX_RESPONSE_BODY);
-        assert_eq!(read(MAX_RESPONSE_BODY).await.unwrap().len(), MAX_RESPONSE_BODY);
+        assert_eq!(
+            read(MAX_RESPONSE_BODY).await.unwrap().len(),
+            MAX_RESPONSE_BODY
+        );
         let err = read(MAX_RESPONSE_BODY + 1).await.unwrap_err();
         assert!(matches!(err, CtlError::BadReply(_)), "{err}");
     }

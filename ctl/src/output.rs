@@ -129,6 +129,9 @@ const GAP: usize = 2;
 pub struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
+    /// Columns given up first when the table is too wide: free text such
+    /// as a context, rather than the name an operator reads a row by.
+    flexible: Vec<bool>,
 }
 
 impl Table {
@@ -136,7 +139,16 @@ impl Table {
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),
+            flexible: vec![false; headers.len()],
         }
+    }
+
+    /// Marks the columns under these headers as the first to shrink.
+    pub fn flexible(mut self, headers: &[&str]) -> Table {
+        for (flag, header) in self.flexible.iter_mut().zip(&self.headers) {
+            *flag = headers.contains(header);
+        }
+        self
     }
 
     /// Adds a row; each cell is escaped here, so callers pass the raw
@@ -159,8 +171,9 @@ impl Table {
     }
 
     /// The column widths that fit `max_width` (when given): the widest
-    /// column loses a column at a time until the line fits or every column
-    /// is at its minimum.
+    /// flexible column loses a column at a time, then the widest other
+    /// column but the first, then the first, until the line fits or every
+    /// column is at its minimum.
     fn widths(&self, max_width: Option<usize>, with_header: bool) -> Vec<usize> {
         let mut widths: Vec<usize> = self
             .headers
@@ -176,16 +189,22 @@ impl Table {
             return widths;
         };
         let total = |ws: &[usize]| ws.iter().sum::<usize>() + GAP * ws.len().saturating_sub(1);
-        while total(&widths) > max {
-            let (i, &w) = widths
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
-                .expect("a table has columns");
-            if w <= MIN_COLUMN {
-                break;
+        // Flexible columns first, then any but the first (the name a row
+        // is read by), then the first too.
+        let phases: [&dyn Fn(usize) -> bool; 3] = [&|i| self.flexible[i], &|i| i > 0, &|_| true];
+        for may_shrink in phases {
+            while total(&widths) > max {
+                let widest = widths
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, w)| may_shrink(*i) && **w > MIN_COLUMN)
+                    .max_by_key(|(i, w)| (**w, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| i);
+                match widest {
+                    Some(i) => widths[i] -= 1,
+                    None => break,
+                }
             }
-            widths[i] = w - 1;
         }
         widths
     }
@@ -280,7 +299,10 @@ impl Ui {
     }
 
     /// Prints names, one a line, escaped.
-    pub fn print_names<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), CtlError> {
+    pub fn print_names<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), CtlError> {
         let mut text = String::new();
         for name in names {
             text.push_str(&escape(name));
@@ -372,6 +394,14 @@ mod tests {
         }
         // Wide enough: nothing is cut.
         assert!(!sample().render(Some(80), true).contains('…'));
+    }
+
+    #[test]
+    fn flexible_columns_shrink_first() {
+        let t = sample().flexible(&["CONTEXT"]);
+        let text = t.render(Some(36), true);
+        assert!(text.contains("sensor-0001  pending"), "{text}");
+        assert!(text.lines().all(|l| width(l) <= 36), "{text}");
     }
 
     #[test]

@@ -116,7 +116,13 @@ mod tests {
 
     #[test]
     fn malformed_arguments_are_usage_errors() {
-        for bad in ["plant/#", ":read", "plant/#:delete", "plant/#:read:ftp", "mqtt"] {
+        for bad in [
+            "plant/#",
+            ":read",
+            "plant/#:delete",
+            "plant/#:read:ftp",
+            "mqtt",
+        ] {
             let err = Permission::parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}");
         }

@@ -90,7 +90,10 @@ mod tests {
         let mut p = Progress::new(false, "granting", Some(10_000));
         p.advance(5_000);
         let line = p.line();
-        assert!(line.starts_with("granting [###############···············] 5000/10000"), "{line}");
+        assert!(
+            line.starts_with("granting [###############···············] 5000/10000"),
+            "{line}"
+        );
         p.advance(5_000);
         assert!(p.line().contains(&"#".repeat(BAR)));
         let mut open = Progress::new(false, "denying", None);

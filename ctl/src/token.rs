@@ -42,7 +42,9 @@ impl TokenEnv {
                 .map(PathBuf::from)
         };
         TokenEnv {
-            token: std::env::var(TOKEN_VAR).ok().filter(|t| !t.trim().is_empty()),
+            token: std::env::var(TOKEN_VAR)
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
             xdg_config_home: path("XDG_CONFIG_HOME"),
             home: path("HOME"),
         }

@@ -240,10 +240,7 @@ async fn decide(
             for chunk in names.chunks(page) {
                 let mut body = overrides.clone();
                 body.insert("usernames".into(), json!(chunk));
-                let reply = client
-                    .call(Method::POST, &route, Some(&Value::Object(body)))
-                    .await?
-                    .success()?;
+                let reply = bulk_call(client, &route, body).await?;
                 let items = bulk_items(&reply.json()?)?;
                 progress.advance(items.len() as u64);
                 decided.extend(items);
@@ -314,10 +311,7 @@ async fn decide(
                 if let Some(c) = &cursor {
                     body.insert("cursor".into(), json!(c));
                 }
-                let reply = client
-                    .call(Method::POST, &route, Some(&Value::Object(body)))
-                    .await?
-                    .success()?;
+                let reply = bulk_call(client, &route, body).await?;
                 let answer = reply.json()?;
                 let items = bulk_items(&answer)?;
                 progress.advance(items.len() as u64);
@@ -344,6 +338,33 @@ async fn decide(
     }
     explain_failures(client, kind, &target, &mut decided).await;
     report(ui, kind, &decided, &bodies, false)
+}
+
+/// One call of a bulk route. A gateway from before the bulk routes
+/// answers them as the single-request route of a user named `grant`
+/// (405) or not at all (404); that is said plainly.
+async fn bulk_call(
+    client: &Client,
+    route: &str,
+    body: Map<String, Value>,
+) -> Result<crate::client::Reply, CtlError> {
+    let reply = client
+        .call(Method::POST, route, Some(&Value::Object(body)))
+        .await?;
+    match reply.status {
+        // The bulk routes answer 200 with per-item results, even for
+        // names that do not exist: a 404 or 405 is about the route.
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND => Err(CtlError::Api {
+            status: reply.status,
+            message: format!(
+                "{} has no bulk decision route (POST {route}); it is older than \
+                     fleetgate-ctl (name one request with --pairing-id to use the \
+                     single-request route)",
+                client.server()
+            ),
+        }),
+        _ => reply.success(),
+    }
 }
 
 /// The `items` of a bulk answer.
@@ -607,7 +628,10 @@ async fn examine(
             "conflict",
             Some("the request was already granted: delete the user instead".to_owned()),
         ),
-        (_, other) => ("conflict", Some(format!("the request is {}", escape(other)))),
+        (_, other) => (
+            "conflict",
+            Some(format!("the request is {}", escape(other))),
+        ),
     };
     d.result = if result == "would" {
         format!("would_{}", kind.verb())
@@ -691,6 +715,9 @@ mod tests {
         let long_at_no_newline = "n".repeat(MAX_NAME_LINE);
         assert_eq!(parse_names(long_at_no_newline.as_bytes()).unwrap().len(), 1);
         let long_over = format!("{}\n", "n".repeat(MAX_NAME_LINE + 1));
-        assert_eq!(parse_names(long_over.as_bytes()).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            parse_names(long_over.as_bytes()).unwrap_err().exit_code(),
+            2
+        );
     }
 }

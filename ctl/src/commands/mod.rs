@@ -172,7 +172,7 @@ fn render_value(value: &Value) -> String {
 /// A two-column "field: value" view of one object: the `first` keys in
 /// that order, then every other key the API sent.
 pub fn describe(obj: &Value, first: &[&str]) -> Table {
-    let mut table = Table::new(&["FIELD", "VALUE"]);
+    let mut table = Table::new(&["FIELD", "VALUE"]).flexible(&["VALUE"]);
     let mut keys: Vec<&str> = first
         .iter()
         .copied()

@@ -141,8 +141,11 @@ fn show_status(ui: &Ui, raw: &[u8], status: &Value) -> Result<(), CtlError> {
             let left = until
                 .and_then(|u| humantime::parse_rfc3339_weak(u).ok())
                 .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                // `4m 59s` without the space, so the cell is one word.
                 .map(|d| {
-                    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+                    humantime::format_duration(Duration::from_secs(d.as_secs()))
+                        .to_string()
+                        .replace(' ', "")
                 });
             let mut table = Table::new(&["REGISTRY", "UNLOCKED-UNTIL", "LEFT", "PENDING"]);
             table.row([

@@ -34,7 +34,10 @@ pub async fn run(client: &Client, ui: &Ui, cmd: RequestsCommand) -> Result<Outco
         }
         RequestsCommand::Show(arg) => {
             let reply = client
-                .get(&format!("/api/client-registry/requests/{}", encode(&arg.name)))
+                .get(&format!(
+                    "/api/client-registry/requests/{}",
+                    encode(&arg.name)
+                ))
                 .await?;
             let item = reply.json()?;
             match ui.format {
@@ -52,7 +55,9 @@ pub async fn run(client: &Client, ui: &Ui, cmd: RequestsCommand) -> Result<Outco
                     Ok(_) => match ui.format {
                         Format::Name => ui.print_names([name.as_str()])?,
                         Format::Json => {}
-                        Format::Table => ui.print_names([format!("request {name} deleted").as_str()])?,
+                        Format::Table => {
+                            ui.print_names([format!("request {name} deleted").as_str()])?
+                        }
                     },
                     Err(e) => {
                         failed += 1;
@@ -86,7 +91,10 @@ const SHOW_ORDER: &[&str] = &[
 /// Every page of the listing `args` asks for, with `--transport` applied
 /// to each page's items.
 async fn list(client: &Client, args: &RequestsListArgs) -> Result<Vec<Page>, CtlError> {
-    let mut path = format!("/api/client-registry/requests?state={}", args.state.as_str());
+    let mut path = format!(
+        "/api/client-registry/requests?state={}",
+        args.state.as_str()
+    );
     if let Some(prefix) = &args.prefix {
         path.push_str(&format!("&prefix={}", encode(prefix)));
     }
@@ -101,7 +109,8 @@ async fn list(client: &Client, args: &RequestsListArgs) -> Result<Vec<Page>, Ctl
     if let Some(transport) = args.transport {
         let mut left = args.limit.unwrap_or(u64::MAX);
         for page in &mut pages {
-            page.items.retain(|item| text(item, "transport") == transport.as_str());
+            page.items
+                .retain(|item| text(item, "transport") == transport.as_str());
             page.items.truncate(left.min(usize::MAX as u64) as usize);
             left -= page.items.len() as u64;
         }
@@ -154,7 +163,8 @@ pub fn table(items: &[&Value]) -> Table {
         "SOURCE",
         "WANTS",
         "CONTEXT",
-    ]);
+    ])
+    .flexible(&["SOURCE", "WANTS", "CONTEXT"]);
     for item in items {
         let mut wants = Vec::new();
         if let Some(roles) = item.get("roles").and_then(Value::as_array) {
@@ -237,9 +247,9 @@ async fn watch(client: &Client, ui: &Ui, args: &RequestsListArgs) -> Result<Outc
                             Format::Name => {
                                 ui.print_names(new.iter().map(|i| text(i, "username")))?
                             }
-                            Format::Table => ui.print(
-                                &table(&new).render(ui.width, previous.is_none()),
-                            )?,
+                            Format::Table => {
+                                ui.print(&table(&new).render(ui.width, previous.is_none()))?
+                            }
                         }
                     }
                 }

@@ -28,7 +28,7 @@ pub async fn run(client: &Client, ui: &Ui, cmd: RolesCommand) -> Result<Outcome,
                 Format::Json => ui.print_json(&reply.body)?,
                 Format::Name => ui.print_names(items.iter().map(|r| text(r, "name")))?,
                 Format::Table => {
-                    let mut table = Table::new(&["NAME", "PERMISSIONS"]);
+                    let mut table = Table::new(&["NAME", "PERMISSIONS"]).flexible(&["PERMISSIONS"]);
                     for role in items {
                         table.row([text(role, "name").to_owned(), cell(role, "permissions")]);
                     }
@@ -48,7 +48,11 @@ pub async fn run(client: &Client, ui: &Ui, cmd: RolesCommand) -> Result<Outcome,
             let permissions = permission::parse_all(&args.permissions)?;
             let path = format!("/api/roles/{}", encode(&args.name));
             let reply = client
-                .call(Method::PUT, &path, Some(&json!({"permissions": permissions})))
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(&json!({"permissions": permissions})),
+                )
                 .await?
                 .success()?;
             show_role(ui, &reply.body, &reply.json()?)?;
@@ -62,7 +66,9 @@ pub async fn run(client: &Client, ui: &Ui, cmd: RolesCommand) -> Result<Outcome,
                     Ok(_) => match ui.format {
                         Format::Json => {}
                         Format::Name => ui.print_names([name.as_str()])?,
-                        Format::Table => ui.print_names([format!("role {name} deleted").as_str()])?,
+                        Format::Table => {
+                            ui.print_names([format!("role {name} deleted").as_str()])?
+                        }
                     },
                     Err(e) => {
                         failed += 1;

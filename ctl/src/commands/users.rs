@@ -47,14 +47,9 @@ pub async fn run(client: &Client, ui: &Ui, cmd: UsersCommand) -> Result<Outcome,
                 )?,
                 Format::Table => {
                     let now = std::time::SystemTime::now();
-                    let mut table = Table::new(&[
-                        "NAME",
-                        "ROLES",
-                        "PERMISSIONS",
-                        "ORIGIN",
-                        "PASSWORD",
-                        "AGE",
-                    ]);
+                    let mut table =
+                        Table::new(&["NAME", "ROLES", "PERMISSIONS", "ORIGIN", "PASSWORD", "AGE"])
+                            .flexible(&["ROLES", "PERMISSIONS"]);
                     for user in pages.iter().flat_map(|p| &p.items) {
                         table.row([
                             text(user, "username").to_owned(),
@@ -89,7 +84,9 @@ pub async fn run(client: &Client, ui: &Ui, cmd: UsersCommand) -> Result<Outcome,
                     Ok(_) => match ui.format {
                         Format::Json => {}
                         Format::Name => ui.print_names([name.as_str()])?,
-                        Format::Table => ui.print_names([format!("user {name} deleted").as_str()])?,
+                        Format::Table => {
+                            ui.print_names([format!("user {name} deleted").as_str()])?
+                        }
                     },
                     Err(e) => {
                         failed += 1;
