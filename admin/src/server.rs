@@ -13,7 +13,8 @@
 //!   also closes keep-alive connections idle that long), at most
 //!   [`MAX_HEADERS`] of them in at most [`MAX_HEADER_BYTES`].
 //! - Its body must arrive within [`BODY_READ_TIMEOUT`] (else 408) and be
-//!   at most [`MAX_BODY`] bytes (else 413). A declared `Content-Length`
+//!   at most [`MAX_BODY`] bytes (else 413; [`crate::service::MAX_BULK_BODY`]
+//!   on the two bulk decision routes, see [`max_body`]). A declared `Content-Length`
 //!   over the cap is refused before a single body byte is read.
 //!
 //! # Shutdown
@@ -39,7 +40,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::service::{AdminService, ApiError, MAX_BODY};
+use crate::service::{max_body, AdminService, ApiError};
+#[cfg(any(doc, test))]
+use crate::service::MAX_BODY;
 
 /// Most connections served at once. The admin API has a handful of human
 /// and script clients; this only stops a runaway client from exhausting
@@ -211,7 +214,8 @@ async fn respond<S: Store>(
     body_read_timeout: Duration,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let response = match read_body(body, body_read_timeout).await {
+    let cap = max_body(parts.uri.path());
+    let response = match read_body(body, body_read_timeout, cap).await {
         Ok(body) => {
             service
                 .handle(Request::from_parts(parts, body), Some(peer))
@@ -230,16 +234,16 @@ async fn respond<S: Store>(
     response.map(Full::new)
 }
 
-async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, ApiError> {
+async fn read_body(body: Incoming, timeout: Duration, cap: usize) -> Result<Bytes, ApiError> {
     // For a body with a Content-Length, the lower bound is that length:
     // refuse it before buffering anything.
-    if body.size_hint().lower() > MAX_BODY as u64 {
-        return Err(ApiError::TooLarge);
+    if body.size_hint().lower() > cap as u64 {
+        return Err(ApiError::TooLarge(cap));
     }
-    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {
+    match tokio::time::timeout(timeout, Limited::new(body, cap).collect()).await {
         Err(_) => Err(ApiError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::TooLarge),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::TooLarge(cap)),
         Ok(Err(e)) => Err(ApiError::Invalid(format!(
             "could not read the request body: {e}"
         ))),

@@ -140,6 +140,7 @@ macro_rules! for_each_conformance_case {
             lock_expires_by_itself,
             grant_is_atomic_and_idempotent,
             grant_needs_the_request_that_was_seen,
+            grants_commit_as_a_group,
             deny_then_forgotten,
             forget_frees_the_username,
             pending_expires_and_cap_holds,
@@ -266,6 +267,113 @@ pub async fn grant_needs_the_request_that_was_seen<S: Store>(f: &impl Factory<S>
     s.put_user(user("taken")).await.unwrap();
     assert_eq!(decide(&s, "taken", 1, T0).await, Decision::Conflict);
     assert_eq!(s.get_request("taken", T0).await.unwrap(), None);
+}
+
+fn commit(username: &str, n: u8, now: UnixMillis) -> GrantCommit {
+    GrantCommit {
+        certificate: None,
+        username: username.into(),
+        fingerprint: fp(n),
+        user: user(username),
+        granted_at: now,
+    }
+}
+
+/// `commit_grants` answers one result per grant, in order, each as
+/// `commit_grant` would have answered it after the grants before it in the
+/// same group: granted, already granted (also for a second grant of the
+/// same request inside the group), not found, and every kind of conflict.
+/// The granted ones are users and collectable afterwards, the pending count
+/// drops by exactly as many, and a group of 300 commits whole.
+pub async fn grants_commit_as_a_group<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 1000).await;
+    assert_eq!(s.commit_grants(Vec::new(), T0).await.unwrap(), vec![]);
+    unlock(&s, T0.plus(Duration::from_secs(3600))).await;
+    for name in ["dev01", "dev02", "dev03", "dev04", "dev05"] {
+        assert_eq!(decide(&s, name, 1, T0).await, Decision::Create);
+    }
+    assert_eq!(s.deny("dev04", T0).await.unwrap(), DenyResult::Denied);
+    assert!(matches!(
+        grant(&s, "dev05", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+    s.put_user(user("taken")).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), 3);
+
+    let t1 = T0.plus(Duration::from_secs(1));
+    let results = s
+        .commit_grants(
+            vec![
+                commit("dev01", 1, t1),
+                commit("dev02", 9, t1), // not the request that is pending
+                commit("ghost", 1, t1),
+                commit("dev01", 1, t1), // the same request again, same group
+                commit("dev01", 2, t1), // another request of dev01, same group
+                commit("taken", 1, t1),
+                commit("dev04", 1, t1), // denied
+                commit("dev05", 1, t1), // granted before
+                commit("dev03", 1, t1),
+            ],
+            t1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 9);
+    let granted = match &results[0] {
+        GrantResult::Granted(r) => r.clone(),
+        other => panic!("dev01: expected Granted, got {other:?}"),
+    };
+    assert_eq!(granted.state, RequestState::Granted { granted_at: t1 });
+    assert!(matches!(results[1], GrantResult::Conflict(_)), "{:?}", results[1]);
+    assert_eq!(results[2], GrantResult::NotFound);
+    assert_eq!(results[3], GrantResult::AlreadyGranted(granted.clone()));
+    assert!(matches!(results[4], GrantResult::Conflict(_)), "{:?}", results[4]);
+    assert!(matches!(results[5], GrantResult::Conflict(_)), "{:?}", results[5]);
+    assert!(matches!(results[6], GrantResult::Conflict(_)), "{:?}", results[6]);
+    assert!(matches!(results[7], GrantResult::AlreadyGranted(_)), "{:?}", results[7]);
+    assert!(matches!(results[8], GrantResult::Granted(_)), "{:?}", results[8]);
+    assert_eq!(s.pending_count().await.unwrap(), 1, "dev02 is still pending");
+    assert_eq!(s.get_user("dev01").await.unwrap(), Some(user("dev01")));
+    assert_eq!(s.get_user("dev02").await.unwrap(), None);
+    assert_eq!(s.get_user("ghost").await.unwrap(), None);
+    assert!(s.get_user("dev03").await.unwrap().is_some());
+    let (d, record) = s.register(poll("dev01", 1), t1).await.unwrap();
+    assert_eq!(d, Decision::Collect);
+    assert_eq!(record, Some(granted));
+    assert_eq!(decide(&s, "dev02", 1, t1).await, Decision::StillPending);
+
+    // A larger group commits whole.
+    let names: Vec<String> = (0..300).map(|i| format!("bulk{i:04}")).collect();
+    for name in &names {
+        assert_eq!(decide(&s, name, 3, t1).await, Decision::Create);
+    }
+    let t2 = t1.plus(Duration::from_secs(1));
+    let results = s
+        .commit_grants(names.iter().map(|n| commit(n, 3, t2)).collect(), t2)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 300);
+    for (name, result) in names.iter().zip(&results) {
+        match result {
+            GrantResult::Granted(r) => assert_eq!(&r.username, name),
+            other => panic!("{name}: expected Granted, got {other:?}"),
+        }
+    }
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    let page = s
+        .list_requests(
+            &ListQuery {
+                state: ListState::Granted,
+                limit: 1000,
+                cursor: None,
+                prefix: Some("bulk".into()),
+            },
+            t2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 300);
+    assert_eq!(decide(&s, "bulk0299", 3, t2).await, Decision::Collect);
 }
 
 /// Deny answers 403 for the window, then the username is free again.

@@ -225,6 +225,21 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMillis,
     ) -> impl Future<Output = Result<GrantResult, StoreError>> + Send;
 
+    /// Commits many grants as one group: every grant is checked as
+    /// [`Store::commit_grant`] checks it, against the state left by the ones
+    /// before it in the list (two grants of one request in one group create
+    /// one user: the second is `AlreadyGranted`), and the whole group is made
+    /// durable at once (the embedded store: one journal append and one
+    /// `fdatasync`; Redis: one pipeline and one `WAIT`). Returns one result
+    /// per grant, in order, only once all of them are durable. An error means
+    /// none of the results is known; retrying is safe (a grant already
+    /// applied answers `AlreadyGranted`).
+    fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<GrantResult>, StoreError>> + Send;
+
     /// Marks a pending request denied.
     fn deny(
         &self,

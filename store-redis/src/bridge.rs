@@ -165,6 +165,16 @@ impl<S: Store> Store for TokioBridge<S> {
             .await
     }
 
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.commit_grants(grants, now).await })
+            .await
+    }
+
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         let (inner, username) = (self.inner.clone(), username.to_owned());
         self.run(async move { inner.deny(&username, now).await })

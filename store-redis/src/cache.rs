@@ -437,6 +437,21 @@ impl<S: Store> Store for CachedStore<S> {
         result
     }
 
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        // Forgotten after the commit, as for one grant (a poll in flight
+        // meanwhile cannot put its pre-grant answer back: see `forget`).
+        let usernames: Vec<String> = grants.iter().map(|g| g.username.clone()).collect();
+        let result = self.inner.commit_grants(grants, now).await;
+        for username in &usernames {
+            self.cache.forget(username);
+        }
+        result
+    }
+
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         let result = self.inner.deny(username, now).await;
         self.cache.forget(username);

@@ -161,4 +161,49 @@ impl Conn {
         let (value, acked) = result?;
         Ok((value, Some(acked)))
     }
+
+    /// Runs several `EVALSHA`s as one pipeline, followed by one `WAIT` when
+    /// configured (single Redis only: a pipeline goes to one node). Returns
+    /// every script's reply, in order, and with `WAIT` how many replicas
+    /// acknowledged them all. After a `NOSCRIPT` the scripts are loaded and
+    /// the pipeline sent again: the server lost its script cache before the
+    /// pipeline ran, so none of it ran (a grant that did run answers
+    /// `already` the second time).
+    pub async fn eval_pipeline(
+        &mut self,
+        scripts: &Scripts,
+        cmds: &[Cmd],
+        wait: Option<WaitReplicas>,
+    ) -> RedisResult<(Vec<Value>, Option<i64>)> {
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        if let Some(wait) = wait {
+            pipe.cmd("WAIT")
+                .arg(wait.replicas)
+                .arg(wait.timeout.as_millis() as u64);
+        }
+        let mut replies = match pipe.query_async::<Vec<Value>>(self).await {
+            Err(e) if is_noscript(&e) => {
+                self.load_scripts(scripts).await?;
+                pipe.query_async::<Vec<Value>>(self).await?
+            }
+            other => other?,
+        };
+        let acked = match wait {
+            Some(_) => match replies.pop() {
+                Some(Value::Int(n)) => Some(n),
+                other => {
+                    return Err(RedisError::from((
+                        ErrorKind::Parse,
+                        "WAIT did not answer an integer",
+                        format!("{other:?}"),
+                    )))
+                }
+            },
+            None => None,
+        };
+        Ok((replies, acked))
+    }
 }

@@ -540,6 +540,69 @@ async fn wait_for_replicas_that_do_not_exist_is_not_an_acknowledgement() {
     assert!(!s0.delete_role("ops").await.unwrap());
 }
 
+/// The `calls=` figure of one command in `INFO commandstats`.
+fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["info", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A group of grants is one pipeline with one `WAIT`: 300 grants send 300
+/// scripts and exactly one `WAIT` (with `WAIT 0`, always satisfied). With
+/// a replica count nobody meets, the group is applied but answered
+/// `Unavailable`, and a retry of the group answers `AlreadyGranted` for
+/// each. After `SCRIPT FLUSH` the group still commits.
+#[tokio::test]
+async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
+    let server = RedisServer::start();
+    let mut config = support::config(&server.url(), "group");
+    config.wait_replicas = Some(WaitReplicas {
+        replicas: 0,
+        timeout: Duration::from_millis(100),
+    });
+    let s = RedisStore::connect_with(config.clone()).await.unwrap();
+    unlock(&s).await;
+    let names: Vec<String> = (0..300).map(|i| format!("dev{i:03}")).collect();
+    for name in &names {
+        s.register(poll(name, 1), T0).await.unwrap();
+    }
+    let waits = command_calls(&server, "wait");
+    let results = s
+        .commit_grants(names.iter().map(|n| grant_of(n, 1, T0)).collect(), T0)
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| matches!(r, GrantResult::Granted(_))));
+    assert_eq!(command_calls(&server, "wait") - waits, 1, "one WAIT for 300 grants");
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(
+        s.register(poll("dev299", 1), T0).await.unwrap().0,
+        Decision::Collect
+    );
+
+    // Nobody acknowledges: applied, not acknowledged; the retry sees it.
+    config.wait_replicas = Some(WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(100),
+    });
+    config.prefix = "group1".into();
+    let strict = RedisStore::connect_with(config).await.unwrap();
+    unlock(&strict).await;
+    for name in &names[..20] {
+        strict.register(poll(name, 1), T0).await.unwrap();
+    }
+    assert_eq!(server.cli(&["script", "flush"]).trim(), "OK");
+    let group: Vec<GrantCommit> = names[..20].iter().map(|n| grant_of(n, 1, T0)).collect();
+    assert!(matches!(
+        strict.commit_grants(group.clone(), T0).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let retried = strict.commit_grants(group, T0).await.unwrap();
+    assert!(retried.iter().all(|r| matches!(r, GrantResult::AlreadyGranted(_))));
+}
+
 /// Roles are global to a namespace: every instance on it sees the same
 /// roles at once, and another namespace on the same server has its own.
 #[tokio::test]

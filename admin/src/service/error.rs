@@ -18,6 +18,7 @@ use fleetgate_registry::registry::{AccessError, RoleError, UnlockError};
 use fleetgate_registry::store::StoreError;
 
 use super::views::{json_response, ErrorBody};
+#[cfg(doc)]
 use super::MAX_BODY;
 use crate::query::DecodeError;
 
@@ -63,9 +64,10 @@ pub enum ApiError {
     /// grants have their own hashing slots and are not delayed.
     #[error("too many logins at once; retry shortly")]
     LoginsBusy,
-    /// 413: the body is larger than [`MAX_BODY`].
-    #[error("the request body is larger than {MAX_BODY} bytes")]
-    TooLarge,
+    /// 413: the body is larger than the route's cap ([`MAX_BODY`], or
+    /// [`super::MAX_BULK_BODY`] on the bulk decision routes), named here.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
     /// 503 with `Retry-After`: the store failed; retrying later may work.
     /// (A corrupt store reply is [`ApiError::Internal`] instead: see the
     /// `From<StoreError>` below.)
@@ -89,7 +91,7 @@ impl ApiError {
             ApiError::Policy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyLogins(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::LoginsBusy => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,7 +111,7 @@ impl ApiError {
             ApiError::Policy { .. } => "policy",
             ApiError::TooManyLogins(_) => "rate_limited",
             ApiError::LoginsBusy => "unavailable",
-            ApiError::TooLarge => "too_large",
+            ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

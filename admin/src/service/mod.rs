@@ -57,7 +57,25 @@ pub use error::ApiError;
 pub use views::DEFAULT_PAGE;
 
 /// Largest request body any admin route accepts; larger is 413 `too_large`.
+/// The bulk decision routes take up to [`MAX_BULK_BODY`].
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// Largest body of `POST /api/client-registry/requests/grant` and `.../deny`:
+/// room for [`fleetgate_registry::registry::BULK_MAX`] usernames of up to
+/// 64 bytes each, quoted and comma-separated (10,000 × 67 B ≈ 655 KiB),
+/// plus overrides.
+pub const MAX_BULK_BODY: usize = 1024 * 1024;
+
+/// The body cap of the route at `path`: [`MAX_BULK_BODY`] for the two bulk
+/// decision routes, [`MAX_BODY`] for every other.
+pub fn max_body(path: &str) -> usize {
+    match path {
+        "/api/client-registry/requests/grant" | "/api/client-registry/requests/deny" => {
+            MAX_BULK_BODY
+        }
+        _ => MAX_BODY,
+    }
+}
 
 /// How many password hashes or verifications may run at once: one per core,
 /// at most 8 (each admin-scheme run holds 19 MiB).

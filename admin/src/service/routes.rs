@@ -23,7 +23,7 @@ use fleetgate_registry::metrics::LOGINS_TOTAL;
 use fleetgate_registry::model::{Role, UserRecord};
 use fleetgate_registry::password::Scheme;
 use fleetgate_registry::registry::{
-    AccessUpdate, DenyError, GrantError, GrantOverrides, ADMIN_USERNAME,
+    AccessUpdate, BulkError, DenyError, GrantError, GrantOverrides, ADMIN_USERNAME,
 };
 use fleetgate_registry::store::{ForgetResult, ListState, Store};
 use fleetgate_registry::UnixMillis;
@@ -31,11 +31,28 @@ use fleetgate_registry::UnixMillis;
 use super::error::ApiError;
 use super::views::{
     json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
-    DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, RoleBody, RolesView,
+    BulkDenyBody, BulkGrantBody, BulkView, DecisionBody, GrantBody, Health, LoginBody, LoginView, PageView, RoleBody, RolesView,
     StatusView, UnlockBody, UserAccessBody,
 };
-use super::{AdminService, MAX_BODY};
+use super::{max_body, AdminService};
 use crate::query::{percent_decode, Plus, QueryParams};
+
+/// Which way a bulk call decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decision {
+    Grant,
+    Deny,
+}
+
+impl Decision {
+    /// The username of a request whose path is the bulk route's.
+    fn as_username(self) -> String {
+        match self {
+            Decision::Grant => "grant".into(),
+            Decision::Deny => "deny".into(),
+        }
+    }
+}
 
 /// The routes, with `{username}` and `{name}` segments already
 /// percent-decoded.
@@ -53,6 +70,10 @@ pub(super) enum Route {
     Request(String),
     Grant(String),
     Deny(String),
+    /// `POST .../requests/grant` or `.../requests/deny`. The path is also
+    /// that of a request named `grant` or `deny`, so `GET` and `DELETE`
+    /// here reach that request, as [`Route::Request`] would.
+    Bulk(Decision),
     Users,
     User(String),
     Roles,
@@ -82,6 +103,8 @@ impl Route {
             ["client-registry", "unlock"] => Route::Unlock,
             ["client-registry", "lock"] => Route::Lock,
             ["client-registry", "requests"] => Route::Requests,
+            ["client-registry", "requests", "grant"] => Route::Bulk(Decision::Grant),
+            ["client-registry", "requests", "deny"] => Route::Bulk(Decision::Deny),
             ["client-registry", "requests", u] if !u.is_empty() => Route::Request(segment(u)?),
             ["client-registry", "requests", u, "grant"] if !u.is_empty() => {
                 Route::Grant(segment(u)?)
@@ -108,6 +131,7 @@ impl Route {
             | Route::Users
             | Route::Roles => "GET",
             Route::Request(_) => "GET, DELETE",
+            Route::Bulk(_) => "GET, POST, DELETE",
             Route::Login | Route::Unlock | Route::Lock | Route::Grant(_) | Route::Deny(_) => "POST",
             Route::User(_) => "GET, PATCH, DELETE",
             Route::Role(_) => "GET, PUT, DELETE",
@@ -133,10 +157,11 @@ impl<S: Store> AdminService<S> {
         req: &Request<Bytes>,
         peer: Option<SocketAddr>,
     ) -> Result<Response<Bytes>, ApiError> {
-        if req.body().len() > MAX_BODY {
-            return Err(ApiError::TooLarge);
-        }
         let path = req.uri().path();
+        let cap = max_body(path);
+        if req.body().len() > cap {
+            return Err(ApiError::TooLarge(cap));
+        }
         let route = Route::parse(path)?
             .ok_or_else(|| ApiError::NotFound(format!("no route for {path}")))?;
         if !route.allows(req.method()) {
@@ -234,26 +259,17 @@ impl<S: Store> AdminService<S> {
                     &PageView::from_page(page, |r| r.view()),
                 ))
             }
+            Route::Bulk(decision) if req.method() == Method::POST => {
+                self.bulk(decision, body, now).await
+            }
+            Route::Bulk(decision) if req.method() == Method::DELETE => {
+                self.forget(decision.as_username(), now).await
+            }
+            Route::Bulk(decision) => self.show_request(decision.as_username(), now).await,
             Route::Request(username) if req.method() == Method::DELETE => {
-                match registry.store().forget_request(&username, now).await? {
-                    ForgetResult::Forgotten => {
-                        tracing::info!(username = %username, "request forgotten");
-                        Ok(no_content())
-                    }
-                    ForgetResult::NotFound => Err(no_request(&username)),
-                    ForgetResult::Granted => Err(ApiError::Conflict(
-                        "the request was granted; delete the user instead".into(),
-                    )),
-                }
+                self.forget(username, now).await
             }
-            Route::Request(username) => {
-                let record = registry
-                    .store()
-                    .get_request(&username, now)
-                    .await?
-                    .ok_or_else(|| no_request(&username))?;
-                Ok(json_response(StatusCode::OK, &record.view()))
-            }
+            Route::Request(username) => self.show_request(username, now).await,
             Route::Grant(username) => self.grant(username, body, now).await,
             Route::Deny(username) => {
                 let decision: DecisionBody = parse_optional_json(body)?;
@@ -510,6 +526,86 @@ impl<S: Store> AdminService<S> {
             Err(GrantError::Store(e)) => Err(e.into()),
             Err(GrantError::Internal(why)) => Err(ApiError::Internal(why)),
         }
+    }
+}
+
+impl<S: Store> AdminService<S> {
+    /// `GET .../requests/{username}`.
+    async fn show_request(
+        &self,
+        username: String,
+        now: UnixMillis,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let record = self
+            .registry
+            .store()
+            .get_request(&username, now)
+            .await?
+            .ok_or_else(|| no_request(&username))?;
+        Ok(json_response(StatusCode::OK, &record.view()))
+    }
+
+    /// `DELETE .../requests/{username}`.
+    async fn forget(&self, username: String, now: UnixMillis) -> Result<Response<Bytes>, ApiError> {
+        match self.registry.store().forget_request(&username, now).await? {
+            ForgetResult::Forgotten => {
+                tracing::info!(username = %username, "request forgotten");
+                Ok(no_content())
+            }
+            ForgetResult::NotFound => Err(no_request(&username)),
+            ForgetResult::Granted => Err(ApiError::Conflict(
+                "the request was granted; delete the user instead".into(),
+            )),
+        }
+    }
+
+    /// `POST /api/client-registry/requests/grant` and `.../deny`: decide
+    /// many requests at once (see `Registry::grant_many`).
+    async fn bulk(
+        &self,
+        decision: Decision,
+        body: &Bytes,
+        now: UnixMillis,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let outcome = match decision {
+            Decision::Grant => {
+                let mut bulk: BulkGrantBody = parse_json(body)?;
+                let targets = bulk.targets().into_targets()?;
+                let overrides = GrantOverrides {
+                    roles: bulk.roles,
+                    permissions: bulk.permissions,
+                    pairing_id: None,
+                };
+                // Hashing blocks, so the call runs on the blocking pool, as
+                // a single grant does (see `grant`); the registry bounds its
+                // hashing threads to the cores and hashes one bulk chunk at
+                // a time per process.
+                let permit = self.hashing_permit().await?;
+                let registry = Arc::clone(&self.registry);
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    runtime.block_on(registry.grant_many(targets, overrides, now))
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("bulk grant task failed: {e}")))?
+            }
+            Decision::Deny => {
+                let bulk: BulkDenyBody = parse_json(body)?;
+                let targets = bulk.targets().into_targets()?;
+                self.registry.deny_many(targets, now).await
+            }
+        };
+        let outcome = outcome.map_err(|e| match e {
+            BulkError::Invalid(m) => ApiError::Invalid(m),
+            BulkError::Policy { rule, message } => ApiError::Policy { rule, message },
+            BulkError::Store(e) => e.into(),
+            BulkError::Internal(m) => ApiError::Internal(m),
+        })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &BulkView::new(decision == Decision::Grant, &outcome),
+        ))
     }
 }
 

@@ -1799,6 +1799,14 @@ impl Store for FlakyStore {
         self.up()?;
         self.inner.commit_grant(grant, now).await
     }
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        self.up()?;
+        self.inner.commit_grants(grants, now).await
+    }
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
         self.up()?;
         self.inner.deny(username, now).await

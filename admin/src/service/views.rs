@@ -22,8 +22,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use fleetgate_registry::model::{Permission, Role};
-use fleetgate_registry::registry::RegistryStatus;
+use fleetgate_registry::model::{Permission, Role, Transport};
+use fleetgate_registry::registry::{
+    BulkItem, BulkOutcome, BulkResult, BulkTargets, RegistryStatus, Selector, BULK_MAX,
+};
 use fleetgate_registry::store::{ListQuery, ListState, Page, MAX_PAGE};
 use fleetgate_registry::UnixMillis;
 
@@ -131,6 +133,135 @@ pub(super) struct GrantBody {
 pub(super) struct DecisionBody {
     #[serde(default, rename = "pairingId")]
     pub(super) pairing_id: Option<String>,
+}
+
+/// What a bulk call decides: `usernames`, or a `selector` with its
+/// `limit` and `cursor`; exactly one of the two forms. Read from the
+/// fields of [`BulkGrantBody`] or [`BulkDenyBody`] (not deserialised on its
+/// own: serde cannot refuse unknown fields through `flatten`).
+pub(super) struct BulkTargetsBody {
+    pub(super) usernames: Option<Vec<String>>,
+    pub(super) selector: Option<SelectorBody>,
+    pub(super) limit: Option<i64>,
+    pub(super) cursor: Option<String>,
+}
+
+/// `selector` of a bulk call: every field narrows; `{}` is every pending
+/// request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct SelectorBody {
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+    #[serde(default)]
+    pub(super) transport: Option<Transport>,
+    #[serde(default)]
+    pub(super) pairing_ids: Option<Vec<String>>,
+}
+
+impl BulkTargetsBody {
+    pub(super) fn into_targets(self) -> Result<BulkTargets, ApiError> {
+        match (self.usernames, self.selector) {
+            (Some(_), Some(_)) => Err(ApiError::Invalid(
+                "give `usernames` or `selector`, not both".into(),
+            )),
+            (None, None) => Err(ApiError::Invalid(
+                "give `usernames` (a list) or `selector` (an object)".into(),
+            )),
+            (Some(usernames), None) => {
+                if self.limit.is_some() || self.cursor.is_some() {
+                    return Err(ApiError::Invalid(
+                        "`limit` and `cursor` go with `selector`, not with `usernames`".into(),
+                    ));
+                }
+                if usernames.len() > BULK_MAX {
+                    return Err(ApiError::Invalid(format!(
+                        "at most {BULK_MAX} usernames per call, not {}; split the list",
+                        usernames.len()
+                    )));
+                }
+                Ok(BulkTargets::Usernames(usernames))
+            }
+            (None, Some(selector)) => {
+                let limit = match self.limit {
+                    None => None,
+                    Some(n) if (1..=BULK_MAX as i64).contains(&n) => Some(n as usize),
+                    Some(_) => {
+                        return Err(ApiError::Invalid(format!(
+                            "limit must be an integer from 1 to {BULK_MAX}"
+                        )))
+                    }
+                };
+                let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+                Ok(BulkTargets::Selector(Selector {
+                    prefix: non_empty(selector.prefix),
+                    transport: selector.transport,
+                    pairing_ids: selector.pairing_ids,
+                    limit,
+                    cursor: non_empty(self.cursor),
+                }))
+            }
+        }
+    }
+}
+
+/// `POST /api/client-registry/requests/grant`: the targets (see
+/// [`BulkTargetsBody`]), and the roles and permissions every granted user
+/// gets (none without them). Unknown fields are refused, as on the single
+/// grant.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkGrantBody {
+    #[serde(default)]
+    usernames: Option<Vec<String>>,
+    #[serde(default)]
+    selector: Option<SelectorBody>,
+    /// Signed, so that `-1` gets the range message rather than a type error.
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    pub(super) roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) permissions: Option<Vec<Permission>>,
+}
+
+impl BulkGrantBody {
+    pub(super) fn targets(&mut self) -> BulkTargetsBody {
+        BulkTargetsBody {
+            usernames: self.usernames.take(),
+            selector: self.selector.take(),
+            limit: self.limit.take(),
+            cursor: self.cursor.take(),
+        }
+    }
+}
+
+/// `POST /api/client-registry/requests/deny`: the targets only (a deny
+/// has no overrides; `roles` here is refused as unknown).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkDenyBody {
+    #[serde(default)]
+    usernames: Option<Vec<String>>,
+    #[serde(default)]
+    selector: Option<SelectorBody>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+impl BulkDenyBody {
+    pub(super) fn targets(self) -> BulkTargetsBody {
+        BulkTargetsBody {
+            usernames: self.usernames,
+            selector: self.selector,
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+    }
 }
 
 /// `PUT /api/roles/{name}`: the role's whole permission list (required:
@@ -251,4 +382,52 @@ impl<V> PageView<V> {
 #[derive(Serialize)]
 pub(super) struct RolesView {
     pub(super) items: Vec<Role>,
+}
+
+/// The answer of a bulk call: `{"granted": n, ...}` (or `"denied"`), the
+/// items, and `nextCursor` only when a selector matched more.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BulkView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denied: Option<usize>,
+    items: Vec<BulkItemView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<&'a str>,
+}
+
+/// One item: `{"username", "result", "pairingId"?}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkItemView<'a> {
+    username: &'a str,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pairing_id: Option<String>,
+}
+
+impl<'a> BulkView<'a> {
+    pub(super) fn new(grant: bool, outcome: &'a BulkOutcome) -> Self {
+        let (granted, denied) = if grant {
+            (Some(outcome.count(BulkResult::Granted)), None)
+        } else {
+            (None, Some(outcome.count(BulkResult::Denied)))
+        };
+        BulkView {
+            granted,
+            denied,
+            items: outcome
+                .items
+                .iter()
+                .map(|i: &BulkItem| BulkItemView {
+                    username: &i.username,
+                    result: i.result.name(),
+                    pairing_id: i.pairing_id.map(|p| p.to_string()),
+                })
+                .collect(),
+            next_cursor: outcome.next_cursor.as_deref(),
+        }
+    }
 }

@@ -7,15 +7,18 @@
 //! payload, a space, the JSON payload, `\n`. Text keeps the file inspectable
 //! with `less`; the CRC catches a torn or corrupted line.
 //!
-//! Record kinds (`op`): `putUser`, `deleteUser`, `grant`, `granted`,
-//! `putRole`, `deleteRole`. The role kinds were added later; a journal
+//! Record kinds (`op`): `putUser`, `deleteUser`, `grant`, `grants` (a
+//! group of grants committed with one `fdatasync`), `granted`, `putRole`,
+//! `deleteRole`. The role kinds were added later; a journal
 //! without them reads as before (no roles), so old journals open unchanged.
 //! An older binary cannot open a journal that holds a role record (it stops
 //! at the unknown `op` as at corruption).
 //!
 //! # Recovery
 //! A crash can leave at most one torn record, at the end, because every
-//! append is followed by `fdatasync` before the caller is answered. On open, a
+//! append is followed by `fdatasync` before the caller is answered. A group
+//! of grants is one record, so a torn group is dropped whole: none of its
+//! grants had been acknowledged. On open, a
 //! bad *last* line is dropped (that write was never acknowledged). A bad line
 //! followed by good ones is real corruption, and opening fails rather than
 //! silently dropping acknowledged grants.
@@ -50,11 +53,26 @@ pub enum JournalRecord {
     /// A granted request without its user (written only by compaction, after
     /// the users).
     Granted { request: RequestRecord },
+    /// Several grants committed together (group commit: one bulk call, or
+    /// single grants that arrived while the previous append was being
+    /// fsynced), as one line with one CRC, so that replay sees the whole
+    /// group or, if the line is torn, none of it (`{"op":"grants",
+    /// "grants":[{"user":…,"request":…},…]}`). A group of one is written as
+    /// a plain `grant` record.
+    Grants { grants: Vec<GrantEntry> },
     /// Create or replace a role (`{"op":"putRole","role":{"name",
     /// "permissions"}}`).
     PutRole { role: Role },
     /// Delete a role (`{"op":"deleteRole","name":...}`).
     DeleteRole { name: String },
+}
+
+/// One grant of a [`JournalRecord::Grants`] group: the new user and the
+/// granted request, as in [`JournalRecord::Grant`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEntry {
+    pub user: UserRecord,
+    pub request: RequestRecord,
 }
 
 /// The open journal file.
@@ -65,6 +83,9 @@ pub struct Journal {
     /// Length of the file after the last successful append; a failed append
     /// truncates back to it so no torn bytes stay in the middle of the file.
     len: u64,
+    /// Successful appends (each one `fdatasync`) since open; the group
+    /// commit tests count them.
+    appends: u64,
 }
 
 /// The journal could not be opened or replayed.
@@ -178,7 +199,12 @@ impl Journal {
             .open(&path)
             .map_err(io_err(&path))?;
         let len = file.metadata().map_err(io_err(&path))?.len();
-        Ok(Journal { path, file, len })
+        Ok(Journal {
+            path,
+            file,
+            len,
+            appends: 0,
+        })
     }
 
     /// Appends one record and waits until it is on disk.
@@ -191,6 +217,7 @@ impl Journal {
         match result {
             Ok(()) => {
                 self.len += line.len() as u64;
+                self.appends += 1;
                 Ok(())
             }
             Err(e) => {
@@ -203,6 +230,11 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many appends (and so `fdatasync` calls) succeeded since open.
+    pub fn appends(&self) -> u64 {
+        self.appends
     }
 }
 

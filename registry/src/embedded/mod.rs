@@ -21,6 +21,11 @@
 //! before the fsync still holds after it, except for polls, which can only
 //! create or refresh pending requests.
 //!
+//! Grants are group-committed: grants that arrive while a journal write is
+//! under way (one bulk call, or many single grants from concurrent admin
+//! requests) queue up and are written by the next holder of the journal
+//! mutex as one record with one `fdatasync` (`commit_grants_sync`).
+//!
 //! Each shard keeps its maps ordered (`BTreeMap`), so an admin listing can
 //! merge shards in username order for keyset pagination.
 
@@ -40,7 +45,7 @@ use crate::store::{
     DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page, Poll, Store,
     StoreError,
 };
-use journal::{Journal, JournalError, JournalRecord};
+use journal::{GrantEntry, Journal, JournalError, JournalRecord};
 use open::{CompactString, OpenRequest};
 
 /// Number of shards. A power of two well above the worker count keeps the
@@ -72,6 +77,9 @@ pub struct EmbeddedStore {
     roles: RwLock<BTreeMap<String, Role>>,
     /// `None` for a purely in-memory store (tests, benches).
     journal: Mutex<Option<Journal>>,
+    /// Grants waiting for the group commit (see `commit_grants_sync`).
+    /// Locked only to push a slot or to take them all, never during I/O.
+    grant_queue: Mutex<Vec<std::sync::Arc<GroupSlot>>>,
 }
 
 fn shard_of(username: &str) -> usize {
@@ -95,6 +103,7 @@ impl EmbeddedStore {
             windows,
             roles: RwLock::new(BTreeMap::new()),
             journal: Mutex::new(None),
+            grant_queue: Mutex::new(Vec::new()),
         }
     }
 
@@ -185,6 +194,13 @@ impl EmbeddedStore {
                 let mut s = self.shard(&user.username);
                 s.users.insert(user.username.clone(), user);
                 s.granted.insert(request.username.clone(), request);
+            }
+            JournalRecord::Grants { grants } => {
+                for GrantEntry { user, request } in grants {
+                    let mut s = self.shard(&user.username);
+                    s.users.insert(user.username.clone(), user);
+                    s.granted.insert(request.username.clone(), request);
+                }
             }
             JournalRecord::Granted { request } => {
                 self.shard(&request.username)
@@ -363,6 +379,237 @@ impl EmbeddedStore {
     }
 }
 
+/// One caller's grants in the group commit queue: put in by the caller,
+/// taken out and answered by whichever caller commits the group (the one
+/// that holds the journal mutex).
+#[derive(Debug)]
+struct GroupSlot {
+    grants: Mutex<Option<(Vec<GrantCommit>, UnixMillis)>>,
+    answer: Mutex<Option<Result<Vec<GrantResult>, StoreError>>>,
+}
+
+/// What became of one grant of a group while it was checked.
+enum Checked {
+    /// Decided without a write (already granted, conflict, not found).
+    Done(GrantResult),
+    /// To be written: the index of its entry in the group's record.
+    Planned(usize),
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+impl EmbeddedStore {
+    /// Group commit. The caller queues its grants, then waits for the
+    /// journal mutex. Whoever gets the mutex first finds its own slot
+    /// unanswered, takes every queued slot (its own and those of callers
+    /// that queued while the previous group was being fsynced), and commits
+    /// them with one append and one `fdatasync`, answering each slot before
+    /// it lets go of the mutex. A caller whose slot was answered meanwhile
+    /// returns that answer. So concurrent single grants share an `fdatasync`
+    /// without any timer or extra thread, and a lone grant waits for no one
+    /// (the same scheme as LevelDB's writer queue).
+    fn commit_grants_sync(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        let slot = std::sync::Arc::new(GroupSlot {
+            grants: Mutex::new(Some((grants, now))),
+            answer: Mutex::new(None),
+        });
+        self.grant_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::sync::Arc::clone(&slot));
+        let mut journal = self.journal();
+        if let Some(answer) = take(&slot.answer) {
+            return answer;
+        }
+        let group = std::mem::take(&mut *self.grant_queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.commit_group(&mut journal, &group);
+        drop(journal);
+        // `None` only if the caller that took our slot panicked mid-group.
+        take(&slot.answer).unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the group commit holding this grant failed".into(),
+            ))
+        })
+    }
+
+    /// Checks one grant as a single `commit_grant` does, under the shard
+    /// lock and without I/O: `Ok` with the request as it will be once
+    /// granted, or the answer that needs no write.
+    fn check_grant(&self, grant: &GrantCommit, now: UnixMillis) -> Result<RequestRecord, GrantResult> {
+        let username = grant.username.as_str();
+        let s = self.shard(username);
+        if let Some(g) = s
+            .granted
+            .get(username)
+            .filter(|r| self.windows.is_live(r, now))
+        {
+            return Err(if g.fingerprint == grant.fingerprint {
+                GrantResult::AlreadyGranted(g.clone())
+            } else {
+                GrantResult::Conflict("a different request for this username was granted")
+            });
+        }
+        if s.users.contains_key(username) {
+            return Err(GrantResult::Conflict(
+                "a user with this username already exists",
+            ));
+        }
+        let mut granted = match s
+            .open
+            .get(username)
+            .filter(|r| r.is_live(&self.windows, now))
+        {
+            None => return Err(GrantResult::NotFound),
+            Some(r) if r.fingerprint != grant.fingerprint => {
+                return Err(GrantResult::Conflict(
+                    "the pending request changed since it was read; read it again",
+                ))
+            }
+            Some(r) if !r.is_pending() => {
+                return Err(GrantResult::Conflict("the request was denied"))
+            }
+            Some(r) => r.to_record(username),
+        };
+        drop(s);
+        granted.state = RequestState::Granted {
+            granted_at: grant.granted_at,
+        };
+        granted.sealed = Vec::new();
+        granted.certificate = grant.certificate.clone();
+        granted.roles = grant.user.roles.clone();
+        granted.permissions = grant.user.permissions.clone();
+        Ok(granted)
+    }
+
+    /// Commits the grants of `group` (the journal mutex is held): check
+    /// each against the state and against the grants before it in the
+    /// group, write every one that passes as one record with one
+    /// `fdatasync`, then apply them in memory, then answer every slot.
+    /// Durable before acknowledged, as for a single grant: no other durable
+    /// mutation can run meanwhile (we hold the journal mutex), and polls
+    /// cannot create users.
+    fn commit_group(
+        &self,
+        journal: &mut MutexGuard<'_, Option<Journal>>,
+        group: &[std::sync::Arc<GroupSlot>],
+    ) {
+        let mut entries: Vec<GrantEntry> = Vec::new();
+        // Username → index in `entries`, so a second grant of a request in
+        // the same group sees the first one.
+        let mut in_group: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
+        let mut checked: Vec<Vec<Checked>> = Vec::with_capacity(group.len());
+        for slot in group {
+            let Some((grants, now)) = take(&slot.grants) else {
+                checked.push(Vec::new());
+                continue;
+            };
+            let mut outcomes = Vec::with_capacity(grants.len());
+            for grant in grants {
+                if let Some(&i) = in_group.get(&grant.username) {
+                    let earlier = &entries[i].request;
+                    outcomes.push(Checked::Done(if earlier.fingerprint == grant.fingerprint {
+                        GrantResult::AlreadyGranted(earlier.clone())
+                    } else {
+                        GrantResult::Conflict(
+                            "a different request for this username was granted",
+                        )
+                    }));
+                    continue;
+                }
+                match self.check_grant(&grant, now) {
+                    Err(result) => outcomes.push(Checked::Done(result)),
+                    Ok(request) => {
+                        in_group.insert(grant.username, entries.len());
+                        outcomes.push(Checked::Planned(entries.len()));
+                        entries.push(GrantEntry {
+                            user: grant.user,
+                            request,
+                        });
+                    }
+                }
+            }
+            checked.push(outcomes);
+        }
+        let written = match entries.len() {
+            0 => Ok(entries),
+            1 => {
+                let entry = entries.pop().expect("one entry");
+                let record = JournalRecord::Grant {
+                    user: entry.user,
+                    request: entry.request,
+                };
+                let result = self.persist(journal, &record);
+                let JournalRecord::Grant { user, request } = record else {
+                    unreachable!("built above")
+                };
+                result.map(|()| vec![GrantEntry { user, request }])
+            }
+            _ => {
+                let record = JournalRecord::Grants { grants: entries };
+                let result = self.persist(journal, &record);
+                let JournalRecord::Grants { grants } = record else {
+                    unreachable!("built above")
+                };
+                result.map(|()| grants)
+            }
+        };
+        let entries = match written {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Nothing of the group was applied. Slots that needed no
+                // write still get their answers.
+                for (slot, outcomes) in group.iter().zip(checked) {
+                    let answer = if outcomes.iter().any(|o| matches!(o, Checked::Planned(_))) {
+                        Err(e.clone())
+                    } else {
+                        Ok(outcomes
+                            .into_iter()
+                            .map(|o| match o {
+                                Checked::Done(r) => r,
+                                Checked::Planned(_) => unreachable!("checked above"),
+                            })
+                            .collect())
+                    };
+                    *slot.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+                }
+                return;
+            }
+        };
+        let mut pending_freed = 0;
+        for entry in &entries {
+            let username = entry.request.username.as_str();
+            let mut s = self.shard(username);
+            pending_freed += usize::from(s.open.remove(username).is_some_and(|r| r.is_pending()));
+            s.users.insert(entry.user.username.clone(), entry.user.clone());
+            s.granted.insert(username.to_owned(), entry.request.clone());
+        }
+        self.pending.fetch_sub(pending_freed, Ordering::Relaxed);
+        for (slot, outcomes) in group.iter().zip(checked) {
+            let answer = outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Checked::Done(r) => r,
+                    Checked::Planned(i) => GrantResult::Granted(entries[i].request.clone()),
+                })
+                .collect();
+            *slot.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(answer));
+        }
+    }
+
+    /// How many journal appends (each one `fdatasync`) this store made
+    /// since it was opened; `0` without a journal.
+    pub fn journal_appends(&self) -> u64 {
+        self.journal().as_ref().map_or(0, Journal::appends)
+    }
+}
+
 impl Store for EmbeddedStore {
     async fn register(
         &self,
@@ -423,70 +670,16 @@ impl Store for EmbeddedStore {
         grant: GrantCommit,
         now: UnixMillis,
     ) -> Result<GrantResult, StoreError> {
-        let mut journal = self.journal();
-        let username = grant.username.as_str();
-        // Check under the shard lock, without I/O.
-        let record = {
-            let s = self.shard(username);
-            if let Some(g) = s
-                .granted
-                .get(username)
-                .filter(|r| self.windows.is_live(r, now))
-            {
-                return Ok(if g.fingerprint == grant.fingerprint {
-                    GrantResult::AlreadyGranted(g.clone())
-                } else {
-                    GrantResult::Conflict("a different request for this username was granted")
-                });
-            }
-            if s.users.contains_key(username) {
-                return Ok(GrantResult::Conflict(
-                    "a user with this username already exists",
-                ));
-            }
-            match s
-                .open
-                .get(username)
-                .filter(|r| r.is_live(&self.windows, now))
-            {
-                None => return Ok(GrantResult::NotFound),
-                Some(r) if r.fingerprint != grant.fingerprint => {
-                    return Ok(GrantResult::Conflict(
-                        "the pending request changed since it was read; read it again",
-                    ))
-                }
-                Some(r) if !r.is_pending() => {
-                    return Ok(GrantResult::Conflict("the request was denied"))
-                }
-                Some(r) => r.to_record(username),
-            }
-        };
-        let mut granted = record;
-        granted.state = RequestState::Granted {
-            granted_at: grant.granted_at,
-        };
-        granted.sealed = Vec::new();
-        granted.certificate = grant.certificate.clone();
-        granted.roles = grant.user.roles.clone();
-        granted.permissions = grant.user.permissions.clone();
-        // Durable before acknowledged. No other durable mutation can run
-        // meanwhile (we hold the journal mutex); polls cannot create users.
-        self.persist(
-            &mut journal,
-            &JournalRecord::Grant {
-                user: grant.user.clone(),
-                request: granted.clone(),
-            },
-        )?;
-        let mut s = self.shard(username);
-        let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());
-        s.users.insert(grant.user.username.clone(), grant.user);
-        s.granted.insert(username.to_owned(), granted.clone());
-        drop(s);
-        if was_pending {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(GrantResult::Granted(granted))
+        let mut results = self.commit_grants_sync(vec![grant], now)?;
+        Ok(results.pop().expect("one result per grant"))
+    }
+
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        self.commit_grants_sync(grants, now)
     }
 
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {

@@ -294,3 +294,125 @@ fn a_racing_deny_and_grant_never_both_win() {
     }
     assert_eq!(denied_won + granted_won, 200);
 }
+
+fn commit(name: &str, n: u8) -> GrantCommit {
+    GrantCommit {
+        certificate: None,
+        username: name.into(),
+        fingerprint: Fingerprint([n; 32]),
+        user: user(name),
+        granted_at: T0,
+    }
+}
+
+/// A group of grants is one journal line with one `fdatasync`; after a
+/// crash (the store dropped without any shutdown step) the whole group is
+/// replayed. Cut anywhere inside that line, as a crash during the write
+/// would leave it, the group is dropped whole (none of it was acknowledged)
+/// and everything written before it survives.
+#[test]
+fn a_group_of_grants_replays_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Windows::default();
+    let names: Vec<String> = (0..500).map(|i| format!("dev{i:04}")).collect();
+    {
+        let s = EmbeddedStore::open(dir.path(), w, 1000, T0).unwrap();
+        now_or_never(s.set_lock_state(LockState {
+            unlocked_until: Some(T0.plus(Duration::from_secs(60))),
+        }))
+        .unwrap();
+        now_or_never(s.put_user(user("ops"))).unwrap();
+        for name in &names {
+            now_or_never(s.register(poll(name, 1), T0)).unwrap();
+        }
+        let results =
+            now_or_never(s.commit_grants(names.iter().map(|n| commit(n, 1)).collect(), T0))
+                .unwrap();
+        assert!(results.iter().all(|r| matches!(r, GrantResult::Granted(_))));
+        assert_eq!(s.journal_appends(), 2, "one for `ops`, one for the group");
+    }
+    let journal = std::fs::read(dir.path().join("journal.log")).unwrap();
+    let lines: Vec<&[u8]> = journal.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), 2);
+    assert!(String::from_utf8_lossy(lines[1]).contains(r#"{"op":"grants","grants":[{"user":"#));
+
+    let t1 = T0.plus(Duration::from_secs(1));
+    let s = EmbeddedStore::open(dir.path(), w, 1000, t1).unwrap();
+    for name in &names {
+        assert!(now_or_never(s.get_user(name)).unwrap().is_some(), "{name}");
+        assert_eq!(
+            now_or_never(s.register(poll(name, 1), t1)).unwrap().0,
+            Decision::Collect,
+            "{name}"
+        );
+    }
+    drop(s);
+
+    // The group's line cut at many places, down to its last byte (the
+    // newline missing): never one grant of the group, always `ops`.
+    let group = lines[1];
+    let cuts = (0..group.len()).step_by(4099).chain([group.len() - 1]);
+    for cut in cuts {
+        let torn = tempfile::tempdir().unwrap();
+        let mut bytes = lines[0].to_vec();
+        bytes.extend_from_slice(&group[..cut]);
+        std::fs::write(torn.path().join("journal.log"), &bytes).unwrap();
+        let s = EmbeddedStore::open(torn.path(), w, 1000, t1).unwrap();
+        assert!(now_or_never(s.get_user("ops")).unwrap().is_some(), "cut {cut}");
+        let users = now_or_never(s.list_users(&ListQuery {
+            state: ListState::Pending,
+            limit: 1000,
+            cursor: None,
+            prefix: Some("dev".into()),
+        }))
+        .unwrap();
+        assert_eq!(users.items.len(), 0, "cut at {cut} of {}", group.len());
+    }
+}
+
+/// Single grants that arrive while another caller holds the journal share
+/// one append: eight threads each commit one grant while the journal is
+/// held; once it is let go, the first of them to get it writes all eight
+/// with one `fdatasync`, and each thread gets its own answer.
+#[test]
+fn concurrent_single_grants_share_one_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), Windows::default(), 100, T0).unwrap());
+    now_or_never(store.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(60))),
+    }))
+    .unwrap();
+    let names: Vec<String> = (0..8).map(|i| format!("dev{i}")).collect();
+    for name in &names {
+        now_or_never(store.register(poll(name, 1), T0)).unwrap();
+    }
+    let held = store.journal();
+    let threads: Vec<_> = names
+        .iter()
+        .cloned()
+        .map(|name| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let r = now_or_never(store.commit_grant(commit(&name, 1), T0)).unwrap();
+                (name, r)
+            })
+        })
+        .collect();
+    // Wait until all eight are queued behind the held journal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.grant_queue.lock().unwrap().len() < names.len() {
+        assert!(std::time::Instant::now() < deadline, "grants never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = held.as_ref().unwrap().appends();
+    drop(held);
+    for t in threads {
+        let (name, r) = t.join().unwrap();
+        match r {
+            GrantResult::Granted(record) => assert_eq!(record.username, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(store.journal_appends() - before, 1, "one append for eight grants");
+    assert_eq!(now_or_never(store.pending_count()).unwrap(), 0);
+}

@@ -54,6 +54,8 @@
 //!   codes, the `need_slot` / reserve / create dance, giving slots back).
 //! - `changes`: what other instances watch: the events channel and the
 //!   buckets' change epochs.
+//! - `grants`: the grant script's command and reply, and group commit (one
+//!   pipeline and one `WAIT` per group of grants).
 //! - `sweep`: dropping expired requests, giving their slots back.
 //! - `trait_impl`: the [`Store`] implementation, with the reads
 //!   (requests, users) and the transitions that are one script call.
@@ -66,6 +68,7 @@ use fleetgate_registry::store::Store;
 mod changes;
 mod connection;
 mod failure;
+mod grants;
 mod lock;
 mod register;
 mod shared;

@@ -147,67 +147,28 @@ impl Store for RedisStore {
         now: UnixMillis,
     ) -> Result<GrantResult, StoreError> {
         self.bounded("commit_grant", async {
-            let username = grant.username.as_str();
-            let uk = self.keys.user_keys(username);
-            let bk = self.keys.bucket_keys_of(username);
-            let mut cmd = self.scripts.grant.evalsha(&[
-                &uk.request,
-                &uk.user,
-                &bk.pending,
-                &bk.pending_expiry,
-                &bk.granted,
-                &bk.granted_expiry,
-                &bk.users,
-            ]);
-            let [ttl, collect, deny] = self.windows_ms;
-            cmd.arg(username)
-                .arg(hex::encode(grant.fingerprint.0))
-                .arg(now.0)
-                .arg(ttl)
-                .arg(collect)
-                .arg(deny)
-                .arg(grant.granted_at.0)
-                .arg(to_json(&grant.user))
-                .arg(to_json(&grant.user.roles))
-                .arg(to_json(&grant.user.permissions))
-                .arg(&self.channel)
-                .arg(grant.certificate.as_deref().unwrap_or(""));
+            let cmd = self.grant_cmd(&grant, now);
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
                 .await
                 .map_err(|e| redis_error("grant", e))?;
-            let (code, swept, rest) =
-                record::split_reply(reply).map_err(|e| corrupt("grant", e))?;
-            let read = |rest| -> Result<RequestRecord, StoreError> {
-                let f = record::fields(rest).map_err(|e| corrupt("grant", e))?;
-                record::decode_request(username, &f)
-                    .map_err(|e| corrupt("grant", e))?
-                    .ok_or_else(|| corrupt("grant", BadReply("granted record missing".into())))
-            };
-            let result = match code.as_str() {
-                "granted" => {
-                    self.release_slots(swept).await;
-                    self.check_wait("grant", acked)?;
-                    GrantResult::Granted(read(rest)?)
-                }
-                "already" => GrantResult::AlreadyGranted(read(rest)?),
-                "not_found" => GrantResult::NotFound,
-                "other_granted" => {
-                    GrantResult::Conflict("a different request for this username was granted")
-                }
-                "user_exists" => GrantResult::Conflict("a user with this username already exists"),
-                "changed" => GrantResult::Conflict(
-                    "the pending request changed since it was read; read it again",
-                ),
-                "denied" => GrantResult::Conflict("the request was denied"),
-                other => {
-                    return Err(corrupt("grant", BadReply(format!("outcome {other:?}"))));
-                }
-            };
+            let (result, swept) = self.grant_outcome(&grant.username, reply)?;
+            if matches!(result, GrantResult::Granted(_)) {
+                self.release_slots(swept).await;
+                self.check_wait("grant", acked)?;
+            }
             Ok(result)
         })
         .await
+    }
+
+    async fn commit_grants(
+        &self,
+        grants: Vec<GrantCommit>,
+        now: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        self.commit_grants_inner(grants, now).await
     }
 
     async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {

@@ -59,6 +59,13 @@ impl Store for DownStore {
     async fn commit_grant(&self, _: GrantCommit, _: UnixMillis) -> Result<GrantResult, StoreError> {
         down()
     }
+    async fn commit_grants(
+        &self,
+        _: Vec<GrantCommit>,
+        _: UnixMillis,
+    ) -> Result<Vec<GrantResult>, StoreError> {
+        down()
+    }
     async fn deny(&self, _: &str, _: UnixMillis) -> Result<DenyResult, StoreError> {
         down()
     }
