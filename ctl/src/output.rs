@@ -271,12 +271,11 @@ impl Ui {
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
-            .or_else(|e| {
+            .inspect_err(|e| {
                 // A closed pipe (`| head`) is the reader's choice, not ours.
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     std::process::exit(0);
                 }
-                Err(e)
             })
             .map_err(|e| CtlError::Local(format!("cannot write to stdout: {e}")))
     }

@@ -863,3 +863,67 @@ fn a_bulk_grant_on_a_terminal_shows_progress() {
     assert!(r.stdout.contains("tty-01199"), "{:?}", r.stdout);
     assert_eq!(poll(&g, "tty-00000", "fleet-password"), 201);
 }
+
+#[test]
+fn watch_on_a_terminal_redraws_the_table() {
+    let g = Gateway::start(&[]);
+    let op = Operator::logged_in(&g);
+    assert_eq!(op.run(&["unlock"]).code, 0);
+    assert_eq!(poll(&g, "first", "password1"), 202);
+    let command = format!(
+        "{} requests list --watch --interval 200ms",
+        ctl_bin().display()
+    );
+    let home = op.config.path().to_str().unwrap().to_owned();
+    // `script` gives the watch a terminal; dropping it kills `script` by
+    // PID, which closes the terminal and hangs the watch up.
+    let mut script = spawn_program(
+        std::path::Path::new("script"),
+        &["-qec", &command, "/dev/null"],
+        &[
+            ("XDG_CONFIG_HOME", home.as_str()),
+            ("FLEETGATE_SERVER", op.server.as_str()),
+            ("COLUMNS", "100"),
+        ],
+    );
+    let mut stdout = script.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&screen).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => screen.extend(bytes),
+                Err(_) => panic!(
+                    "no {needle:?} on the terminal: {:?}",
+                    String::from_utf8_lossy(&screen)
+                ),
+            }
+        }
+        let text = String::from_utf8_lossy(&screen).into_owned();
+        screen.clear();
+        text
+    };
+    let text = wait_for("first");
+    assert!(
+        text.contains("\u{1b}[H\u{1b}[2J"),
+        "the screen is redrawn: {text:?}"
+    );
+    assert!(
+        text.contains("NAME") && text.contains("(1 shown)"),
+        "{text:?}"
+    );
+    assert_eq!(poll(&g, "second", "password1"), 202);
+    let text = wait_for("(2 shown)");
+    // The whole table again, not only the new row.
+    assert!(text.contains("first") || wait_for("second").contains("first"));
+}
