@@ -23,6 +23,13 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # and lint /metrics (tests/tests/observability.rs). Debian's package also
 # tries to start a daemon on :9090; harmless, the tests use free ports.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || packages+=(prometheus)
+# fleetgate-ctl's tests (ctl/tests/ctl.rs): `script` gives the CLI a
+# pseudo-terminal (progress bar, --watch redraw), `setsid` takes its
+# terminal away (login without --password-stdin), `bash -n` checks the
+# completion script.
+command -v script >/dev/null 2>&1 || packages+=(bsdutils)
+command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
+command -v bash >/dev/null 2>&1 || packages+=(bash)
 
 if ((${#packages[@]})); then
   sudo=""
