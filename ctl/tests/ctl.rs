@@ -195,7 +195,10 @@ fn login_stores_a_0600_token_and_the_variable_overrides_it() {
     // the file's token is good...
     let r = op.run_with(&["status"], &[("FLEETGATE_TOKEN", "not-a-token")], None);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("HTTP 401"), "{r:?}");
+    assert!(
+        r.stderr.contains("HTTP 401") && r.stderr.contains("fleetgate-ctl login"),
+        "{r:?}"
+    );
     // ...and a good one works without any file.
     let bare = Operator::new(op.server.clone());
     let r = bare.run_with(&["status"], &[("FLEETGATE_TOKEN", token)], None);
@@ -725,6 +728,34 @@ fn usage_mistakes_exit_2_and_failures_exit_1() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("cannot reach"), "{r:?}");
     assert!(!r.stderr.contains("Bearer"), "{r:?}");
+}
+
+#[test]
+fn a_server_that_never_answers_fails_at_the_deadline() {
+    // A real socket that accepts and then says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let conn = listener.accept().map(|(s, _)| s);
+        std::thread::sleep(Duration::from_secs(5));
+        drop(conn);
+    });
+    let op = Operator::new(format!("http://{addr}"));
+    ctl_bin(); // built before the clock starts
+    let start = Instant::now();
+    let r = op.run_with(
+        &["--timeout", "1s", "status"],
+        &[("FLEETGATE_TOKEN", "t")],
+        None,
+    );
+    let took = start.elapsed();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("no answer from") && r.stderr.contains("within 1s"),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(4), "gave up after {took:?}");
+    held.join().unwrap();
 }
 
 #[test]

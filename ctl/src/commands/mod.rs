@@ -54,7 +54,7 @@ pub async fn run(cli: Cli, ui: &Ui, env: &TokenEnv) -> Result<Outcome, CtlError>
         }
         command => {
             let client = connect(global, Some(env.load()?))?;
-            match command {
+            let result = match command {
                 Command::Status => registry::status(&client, ui).await,
                 Command::Unlock(args) => registry::unlock(&client, ui, args).await,
                 Command::Lock => registry::lock(&client, ui).await,
@@ -64,8 +64,23 @@ pub async fn run(cli: Cli, ui: &Ui, env: &TokenEnv) -> Result<Outcome, CtlError>
                 Command::Users(cmd) => users::run(&client, ui, cmd).await,
                 Command::Roles(cmd) => roles::run(&client, ui, cmd).await,
                 Command::Completions(_) | Command::Login(_) => unreachable!("handled above"),
+            };
+            result.map_err(hint_login)
+        }
+    }
+}
+
+/// A refused token gets the way out added: its message alone ("invalid
+/// or expired token") does not say what to do.
+fn hint_login(e: CtlError) -> CtlError {
+    match e {
+        CtlError::Api { status, message } if status == http::StatusCode::UNAUTHORIZED => {
+            CtlError::Api {
+                status,
+                message: format!("{message}; run `fleetgate-ctl login` (or set FLEETGATE_TOKEN)"),
             }
         }
+        other => other,
     }
 }
 

@@ -30,6 +30,12 @@ pub async fn login(
     args: LoginArgs,
 ) -> Result<Outcome, CtlError> {
     let path = env.token_path()?;
+    if let Some(host) = plain_http_host(client.server()) {
+        ui.note(&format!(
+            "warning: the password goes to {host} unencrypted (http://); use https:// \
+             unless this network is trusted"
+        ));
+    }
     let password = if args.password_stdin {
         read_password(std::io::stdin().lock())?
     } else {
@@ -70,6 +76,21 @@ pub async fn login(
         ));
     }
     Ok(Outcome::Success)
+}
+
+/// The host of an `http://` server that is not this machine: a password
+/// sent there crosses a network in the clear.
+fn plain_http_host(server: &str) -> Option<String> {
+    let uri: http::Uri = server.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_owned())
 }
 
 /// One line of `reader`, without its line ending, at most
@@ -162,6 +183,18 @@ fn show_status(ui: &Ui, raw: &[u8], status: &Value) -> Result<(), CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_off_this_machine_is_named() {
+        assert_eq!(plain_http_host("http://127.0.0.1:8081"), None);
+        assert_eq!(plain_http_host("http://localhost:8081"), None);
+        assert_eq!(plain_http_host("http://[::1]:8081"), None);
+        assert_eq!(plain_http_host("https://gw.example:8081"), None);
+        assert_eq!(
+            plain_http_host("http://gw.example:8081").as_deref(),
+            Some("gw.example")
+        );
+    }
 
     #[test]
     fn the_password_is_the_first_line_without_its_ending() {
