@@ -209,10 +209,42 @@ impl Admin {
         }
     }
 
+    /// `POST /api/client-registry/requests/grant` with the selector
+    /// `{"prefix": prefix}` and `limit`: how many it granted, and whether
+    /// the selector matched more (`nextCursor`). Counted under `bulk`.
+    pub async fn bulk_grant(&self, prefix: &str, limit: u64) -> Result<(u64, bool), AdminError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Bulk {
+            granted: u64,
+            #[serde(default)]
+            next_cursor: Option<String>,
+        }
+        let req = self
+            .authed(reqwest::Method::POST, "/api/client-registry/requests/grant")
+            .json(&json!({ "selector": { "prefix": prefix }, "limit": limit }));
+        let started = Instant::now();
+        let resp = expect(self.send("bulk", req).await?, "bulk", StatusCode::OK).await?;
+        let answer: Bulk = resp.json().await.map_err(|source| AdminError::Body {
+            route: "bulk",
+            source,
+        })?;
+        self.update_report(|r| {
+            r.granted += answer.granted;
+            r.bulk_calls += 1;
+            if answer.granted > 0 {
+                r.slowest_bulk_secs = r.slowest_bulk_secs.max(started.elapsed().as_secs_f64());
+                let first = *r.first_bulk_grant.get_or_insert(started);
+                r.granting_secs = first.elapsed().as_secs_f64();
+            }
+        });
+        Ok((answer.granted, answer.next_cursor.is_some()))
+    }
+
     /// Grants every listed pending request of `prefix`, `concurrency` at a
     /// time; returns how many were granted.
     pub async fn grant_batch(&self, prefix: &str, batch: u64, concurrency: usize) -> u64 {
-        let Ok(names) = self.pending(prefix, batch).await else {
+        let Ok(names) = self.pending(prefix, batch.min(1000)).await else {
             return 0;
         };
         stream::iter(names)

@@ -59,6 +59,10 @@ pub struct Devices {
     pub collected: AtomicU64,
     /// Devices goose has started.
     pub started: AtomicU64,
+    /// When the shared state was made, just before the load starts.
+    pub created: Instant,
+    /// From `created` to the 201 of the last device (set once, by it).
+    pub fleet_collected: Mutex<Option<Duration>>,
     /// Flips to true once when the run ends; every sleeping device wakes.
     stop: watch::Receiver<bool>,
 }
@@ -86,6 +90,8 @@ impl Devices {
             time_to_201: Mutex::new(summary::new_histogram()),
             collected: AtomicU64::new(0),
             started: AtomicU64::new(0),
+            created: Instant::now(),
+            fleet_collected: Mutex::new(None),
             stop,
         };
         Ok((Arc::new(devices), stop_tx))
@@ -137,7 +143,12 @@ impl Devices {
             let mut h = self.time_to_201.lock().unwrap_or_else(|p| p.into_inner());
             summary::record_ms(&mut h, d);
         }
-        self.collected.fetch_add(1, Ordering::Relaxed);
+        if self.collected.fetch_add(1, Ordering::Relaxed) + 1 == self.count {
+            *self
+                .fleet_collected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(self.created.elapsed());
+        }
     }
 
     /// Answers outside the expected set so far (transport errors included).
@@ -469,12 +480,19 @@ pub fn print_summary(s: &RunSummary) {
             c.collected,
             c.not_collected
         );
+        match c.fleet_collected_secs {
+            Some(secs) => println!("whole fleet collected its 201 after {secs:.1} s"),
+            None => println!("whole fleet collected its 201: no ({} missing)", c.not_collected),
+        }
     }
     if let Some(a) = &s.admin {
         println!(
-            "admin: registered {}, granted {}, setup {:.1} s; {}{}",
+            "admin: registered {}, granted {} ({} bulk calls over {:.1} s, slowest {:.1} s), setup {:.1} s; {}{}",
             a.registered,
             a.granted,
+            a.bulk_calls,
+            a.granting_secs,
+            a.slowest_bulk_secs,
             a.setup_secs,
             crate::admin::format_statuses(&a.statuses),
             if a.transport_errors > 0 {

@@ -121,21 +121,38 @@ pub struct CommonArgs {
     pub goose_args: Vec<String>,
 }
 
+/// How `polling-storm`'s admin grants.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantMode {
+    /// `POST /api/client-registry/requests/grant` with a prefix selector.
+    Bulk,
+    /// List, then one `POST .../{username}/grant` per request.
+    Single,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct PollingStormArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Pending requests the admin lists (and then grants) per batch, 1 to
-    /// 1000.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    /// How the admin grants: `bulk` (one `POST .../requests/grant` with a
+    /// prefix selector per batch) or `single` (list the pending requests,
+    /// then one `POST .../{username}/grant` each, as before bulk grants
+    /// existed; the baseline).
+    #[arg(long, value_enum, default_value_t = GrantMode::Bulk)]
+    pub grant_mode: GrantMode,
+
+    /// Pending requests granted per batch, 1 to 10000 (the bulk route's
+    /// cap; `single` lists at most 1000 per batch).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub grant_batch: u64,
 
-    /// Pause between two grant batches.
+    /// Pause between two grant batches (none after a full bulk batch: more
+    /// are waiting).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub grant_interval: Duration,
 
-    /// Grants in flight at once within a batch.
+    /// `single`: grants in flight at once within a batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub grant_concurrency: u64,
 

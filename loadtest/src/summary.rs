@@ -78,6 +78,11 @@ pub struct CollectReport {
     pub not_collected: u64,
     /// From a device's first poll to the response that carried its 201.
     pub time_to_201_ms: Distribution,
+    /// From the start of the load to the 201 of the last device of the
+    /// fleet: how long admitting the whole fleet took. `None` when some
+    /// device never collected.
+    #[serde(default)]
+    pub fleet_collected_secs: Option<f64>,
 }
 
 /// What the admin side of a scenario did (setup, or granting during the run).
@@ -95,6 +100,19 @@ pub struct AdminReport {
     pub transport_errors: u64,
     /// Time the setup took before the load started.
     pub setup_secs: f64,
+    /// `polling-storm --grant-mode bulk`: bulk grant calls made.
+    #[serde(default)]
+    pub bulk_calls: u64,
+    /// The longest bulk grant call that granted something (s).
+    #[serde(default)]
+    pub slowest_bulk_secs: f64,
+    /// From the start of the first bulk grant call that granted something
+    /// to the end of the last one (s): how long granting the fleet took.
+    #[serde(default)]
+    pub granting_secs: f64,
+    /// When the first bulk call that granted something started.
+    #[serde(skip)]
+    pub first_bulk_grant: Option<std::time::Instant>,
 }
 
 /// The verdict of one HTTP scenario, written to `<report-dir>/summary.json`.

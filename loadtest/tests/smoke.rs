@@ -193,6 +193,11 @@ fn polling_storm_devices_collect_their_grants() {
     let admin = s.admin.as_ref().expect("an admin section");
     assert_eq!(admin.granted, 20, "{admin:#?}");
     assert!(admin.was_locked, "a fresh gateway starts locked");
+    // Granted through the bulk route, never one by one.
+    assert!(admin.bulk_calls >= 1, "{admin:#?}");
+    assert!(admin.statuses.keys().all(|k| k.starts_with("bulk:200") || !k.starts_with("grant")), "{admin:#?}");
+    let fleet = c.fleet_collected_secs.expect("the whole fleet collected");
+    assert!(fleet * 1000.0 >= c.time_to_201_ms.max as f64 - 1000.0, "{s:#?}");
 }
 
 #[test]

@@ -7,7 +7,10 @@
 //! pending secret is unsealed and hashed into the user's stored credential.
 //! Roles are defined with [`Registry::put_role`] and [`Registry::delete_role`],
 //! given to users with [`Registry::update_user_access`], and resolved into
-//! what a user may do by [`Registry::effective_permissions`].
+//! what a user may do by [`Registry::effective_permissions`]. Bulk
+//! decisions ([`Registry::grant_many`], [`Registry::deny_many`]) live in the
+//! `bulk` submodule and share the single grant's per-item code
+//! ([`Registry::prepare_grant`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;

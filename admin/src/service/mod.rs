@@ -13,7 +13,8 @@
 //!   token check, and the handlers.
 //! - `views`: the JSON bodies read and written, and the listing parameters.
 //! - `error`: [`ApiError`], its status codes, short names and error body.
-//! - `tests`: the whole API driven through [`AdminService::handle`].
+//! - `tests`: the whole API driven through [`AdminService::handle`]
+//!   (`tests/bulk.rs`: the bulk decision routes).
 //!
 //! # Request flow
 //! 1. Route the path (`Route::parse`); an unknown path is 404 and a known

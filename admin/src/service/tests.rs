@@ -2017,3 +2017,5 @@ async fn failed_logins_get_429_with_retry_after() {
     assert_eq!(reply.body["status"], "rate_limited");
     assert_eq!(reply.headers[header::RETRY_AFTER], "300");
 }
+
+mod bulk;

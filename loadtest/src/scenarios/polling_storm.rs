@@ -3,15 +3,21 @@
 //! pending requests in batches.
 //!
 //! The admin is a tokio task beside goose (see [`crate::admin`]): it logs
-//! in, unlocks for the whole run, then every `--grant-interval` lists up to
-//! `--grant-batch` pending requests of this run (by the `lt-<run>-` prefix)
-//! and grants them, `--grant-concurrency` at a time. Each device stops
-//! polling once it has its 201; the run ends when every device has one, or
-//! at the deadline.
+//! in, unlocks for the whole run, then grants this run's pending requests
+//! (by the `lt-<run>-` prefix) in batches of `--grant-batch`. With
+//! `--grant-mode bulk` (the default) a batch is one
+//! `POST /api/client-registry/requests/grant` with a prefix selector; a
+//! full batch is followed at once by the next, otherwise the admin waits
+//! `--grant-interval`. With `--grant-mode single` it lists up to 1000
+//! pending requests and grants each, `--grant-concurrency` at a time, every
+//! `--grant-interval` (the way it worked before bulk grants). Each device
+//! stops polling once it has its 201; the run ends when every device has
+//! one, or at the deadline.
 //!
 //! Reported: the time from each device's first poll to the answer that
-//! carried its 201 (p50/p90/p99/max), the status counts, and the answers
-//! outside {201, 202, 423, 429}, which must be none.
+//! carried its 201 (p50/p90/p99/max), the time until the whole fleet had
+//! its 201, the status counts, and the answers outside {201, 202, 423,
+//! 429}, which must be none.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::attack::{Devices, Run};
-use crate::cli::PollingStormArgs;
+use crate::cli::{GrantMode, PollingStormArgs};
 use crate::device::{self, Connections};
 use crate::scenarios::{devices_scenario, Loop};
 use crate::summary::{CollectReport, Distribution};
@@ -58,6 +64,7 @@ pub async fn run(args: &PollingStormArgs) -> Result<Verdict, Error> {
     let granter = tokio::spawn(grant_loop(
         admin.clone(),
         device::username_prefix(&run.run_id),
+        args.grant_mode,
         args.grant_batch,
         args.grant_interval,
         args.grant_concurrency as usize,
@@ -84,10 +91,15 @@ pub async fn run(args: &PollingStormArgs) -> Result<Verdict, Error> {
             .unwrap_or_else(|p| p.into_inner());
         Distribution::of(&h)
     };
+    let fleet_collected = *devices
+        .fleet_collected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     summary.collect = Some(CollectReport {
         collected,
         not_collected: devices.count.saturating_sub(collected),
         time_to_201_ms: time_to_201,
+        fleet_collected_secs: fleet_collected.map(|d| d.as_secs_f64()),
     });
     let mut report = admin.report();
     report.was_locked = before.locked;
@@ -100,6 +112,7 @@ pub async fn run(args: &PollingStormArgs) -> Result<Verdict, Error> {
 async fn grant_loop(
     admin: Arc<Admin>,
     prefix: String,
+    mode: GrantMode,
     batch: u64,
     interval: Duration,
     concurrency: usize,
@@ -109,7 +122,17 @@ async fn grant_loop(
         if *stop.borrow() {
             return;
         }
-        admin.grant_batch(&prefix, batch, concurrency).await;
+        match mode {
+            GrantMode::Bulk => {
+                // A refused call is counted in the report; the loop goes on.
+                if let Ok((_, true)) = admin.bulk_grant(&prefix, batch).await {
+                    continue;
+                }
+            }
+            GrantMode::Single => {
+                admin.grant_batch(&prefix, batch, concurrency).await;
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
