@@ -12,16 +12,22 @@
 # only; every process is stopped by PID.
 #
 #   bench/compare/ctl-bulk-grant.sh [devices]
+#   PROFILE=debug bench/compare/ctl-bulk-grant.sh   # the test build's binaries
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n="${1:-10000}"
-cargo build --release --locked --bin fleetgate --bin fleetgate-ctl >/dev/null
+profile="${PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build --release --locked --bin fleetgate --bin fleetgate-ctl >/dev/null
+else
+  cargo build --locked --workspace --bins >/dev/null
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-./target/release/fleetgate --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off \
+"./target/$profile/fleetgate" --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off \
   --mqtt-listen off --admin-listen 127.0.0.1:0 --metrics-listen off --data-dir "$work/data" \
   --admin-password bench-admin-pw --rate-limit-per-user off --rate-limit-per-ip off \
   2> "$work/gw.log" & pids+=($!)
@@ -30,7 +36,7 @@ gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log" | he
 admin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log" | head -1)
 
 export XDG_CONFIG_HOME="$work/config" FLEETGATE_SERVER="http://$admin"
-ctl=./target/release/fleetgate-ctl
+ctl="./target/$profile/fleetgate-ctl"
 echo bench-admin-pw | "$ctl" login --password-stdin 2>/dev/null
 "$ctl" unlock --for 1h >/dev/null
 token=$(cat "$work/config/fleetgate/token")

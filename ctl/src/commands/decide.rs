@@ -226,6 +226,9 @@ async fn decide(
     let mut decided: Vec<Decided> = Vec::new();
     let page = sel.page_size as usize;
     let route = format!("/api/client-registry/requests/{}", kind.verb());
+    // A call that fails after others succeeded: what they decided is still
+    // reported, then the command fails with this.
+    let mut broke_off: Option<CtlError> = None;
     match &target {
         Target::Names(names) if names.is_empty() => {
             ui.note(&format!("nothing to {}: no names", kind.verb()));
@@ -240,11 +243,17 @@ async fn decide(
             for chunk in names.chunks(page) {
                 let mut body = overrides.clone();
                 body.insert("usernames".into(), json!(chunk));
-                let reply = bulk_call(client, &route, body).await?;
-                let items = bulk_items(&reply.json()?)?;
+                let (raw, answer) = match bulk_page(client, &route, body).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        broke_off = Some(e);
+                        break;
+                    }
+                };
+                let items = bulk_items(&answer);
                 progress.advance(items.len() as u64);
                 decided.extend(items);
-                bodies.push(reply.body);
+                bodies.push(raw);
             }
             progress.finish();
         }
@@ -311,9 +320,14 @@ async fn decide(
                 if let Some(c) = &cursor {
                     body.insert("cursor".into(), json!(c));
                 }
-                let reply = bulk_call(client, &route, body).await?;
-                let answer = reply.json()?;
-                let items = bulk_items(&answer)?;
+                let (raw, answer) = match bulk_page(client, &route, body).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        broke_off = Some(e);
+                        break;
+                    }
+                };
+                let items = bulk_items(&answer);
                 progress.advance(items.len() as u64);
                 let next = answer
                     .get("nextCursor")
@@ -322,12 +336,13 @@ async fn decide(
                     .map(str::to_owned);
                 let stuck = items.is_empty() && next.is_some() && next == cursor;
                 decided.extend(items);
-                bodies.push(reply.body);
+                bodies.push(raw);
                 match next {
                     Some(_) if stuck => {
-                        return Err(CtlError::BadReply(
+                        broke_off = Some(CtlError::BadReply(
                             "the bulk answer's cursor does not advance".into(),
-                        ))
+                        ));
+                        break;
                     }
                     Some(next) => cursor = Some(next),
                     None => break,
@@ -337,7 +352,32 @@ async fn decide(
         }
     }
     explain_failures(client, kind, &target, &mut decided).await;
-    report(ui, kind, &decided, &bodies, false)
+    match broke_off {
+        None => report(ui, kind, &decided, &bodies, false),
+        Some(e) if decided.is_empty() => Err(e),
+        Some(e) => {
+            report(ui, kind, &decided, &bodies, false)?;
+            ui.note(&format!(
+                "the run stopped after {} requests; those above were decided",
+                decided.len()
+            ));
+            Err(e)
+        }
+    }
+}
+
+/// One call of a bulk route, and its answer as bytes and as JSON.
+async fn bulk_page(
+    client: &Client,
+    route: &str,
+    body: Map<String, Value>,
+) -> Result<(bytes::Bytes, Value), CtlError> {
+    let reply = bulk_call(client, route, body).await?;
+    let answer = reply.json()?;
+    if !answer.get("items").is_some_and(Value::is_array) {
+        return Err(CtlError::BadReply("a bulk answer without `items`".into()));
+    }
+    Ok((reply.body, answer))
 }
 
 /// One call of a bulk route. A gateway from before the bulk routes
@@ -367,13 +407,14 @@ async fn bulk_call(
     }
 }
 
-/// The `items` of a bulk answer.
-fn bulk_items(answer: &Value) -> Result<Vec<Decided>, CtlError> {
+/// The `items` of a bulk answer ([`bulk_page`] checked they are there).
+fn bulk_items(answer: &Value) -> Vec<Decided> {
+    let empty = Vec::new();
     let items = answer
         .get("items")
         .and_then(Value::as_array)
-        .ok_or_else(|| CtlError::BadReply("a bulk answer without `items`".into()))?;
-    Ok(items
+        .unwrap_or(&empty);
+    items
         .iter()
         .map(|item| Decided {
             username: text(item, "username").to_owned(),
@@ -384,7 +425,7 @@ fn bulk_items(answer: &Value) -> Result<Vec<Decided>, CtlError> {
                 .map(str::to_owned),
             why: None,
         })
-        .collect())
+        .collect()
 }
 
 /// The `error` sentence of an error body.
