@@ -29,6 +29,13 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 # `venv --help` works without ensurepip, but creating a venv does not.
 python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
+# fleetgate-ctl's tests (ctl/tests/ctl.rs): `script` gives the CLI a
+# pseudo-terminal (progress bar, --watch redraw), `setsid` takes its
+# terminal away (login without --password-stdin), `bash -n` checks the
+# completion script.
+command -v script >/dev/null 2>&1 || packages+=(bsdutils)
+command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
+command -v bash >/dev/null 2>&1 || packages+=(bash)
 
 if ((${#packages[@]})); then
   sudo=""
