@@ -408,7 +408,8 @@ struct GroupSlot {
 #[allow(clippy::large_enum_variant)]
 enum Checked {
     /// Decided without a write (already granted, conflict, not found).
-    Done(GrantResult),
+    /// Boxed: most grants of a group are `Planned`.
+    Done(Box<GrantResult>),
     /// To be written: the index of its entry in the group's record.
     Planned(usize),
 }
@@ -466,7 +467,7 @@ impl EmbeddedStore {
         &self,
         grant: &GrantCommit,
         now: UnixMillis,
-    ) -> Result<RequestRecord, GrantResult> {
+    ) -> Result<RequestRecord, Box<GrantResult>> {
         let username = grant.username.as_str();
         let s = self.shard(username);
         if let Some(g) = s
@@ -474,30 +475,30 @@ impl EmbeddedStore {
             .get(username)
             .filter(|r| self.windows.is_live(r, now))
         {
-            return Err(if g.fingerprint == grant.fingerprint {
+            return Err(Box::new(if g.fingerprint == grant.fingerprint {
                 GrantResult::AlreadyGranted(g.clone())
             } else {
                 GrantResult::Conflict("a different request for this username was granted")
-            });
+            }));
         }
         if s.users.contains_key(username) {
-            return Err(GrantResult::Conflict(
+            return Err(Box::new(GrantResult::Conflict(
                 "a user with this username already exists",
-            ));
+            )));
         }
         let mut granted = match s
             .open
             .get(username)
             .filter(|r| r.is_live(&self.windows, now))
         {
-            None => return Err(GrantResult::NotFound),
+            None => return Err(Box::new(GrantResult::NotFound)),
             Some(r) if r.fingerprint != grant.fingerprint => {
-                return Err(GrantResult::Conflict(
+                return Err(Box::new(GrantResult::Conflict(
                     "the pending request changed since it was read; read it again",
-                ))
+                )))
             }
             Some(r) if !r.is_pending() => {
-                return Err(GrantResult::Conflict("the request was denied"))
+                return Err(Box::new(GrantResult::Conflict("the request was denied")))
             }
             Some(r) => r.to_record(username),
         };
@@ -539,11 +540,15 @@ impl EmbeddedStore {
             for grant in grants {
                 if let Some(&i) = in_group.get(&grant.username) {
                     let earlier = &entries[i].request;
-                    outcomes.push(Checked::Done(if earlier.fingerprint == grant.fingerprint {
-                        GrantResult::AlreadyGranted(earlier.clone())
-                    } else {
-                        GrantResult::Conflict("a different request for this username was granted")
-                    }));
+                    outcomes.push(Checked::Done(Box::new(
+                        if earlier.fingerprint == grant.fingerprint {
+                            GrantResult::AlreadyGranted(earlier.clone())
+                        } else {
+                            GrantResult::Conflict(
+                                "a different request for this username was granted",
+                            )
+                        },
+                    )));
                     continue;
                 }
                 match self.check_grant(&grant, now) {
@@ -595,7 +600,7 @@ impl EmbeddedStore {
                         Ok(outcomes
                             .into_iter()
                             .map(|o| match o {
-                                Checked::Done(r) => r,
+                                Checked::Done(r) => *r,
                                 Checked::Planned(_) => unreachable!("checked above"),
                             })
                             .collect())
@@ -621,7 +626,7 @@ impl EmbeddedStore {
             let answer = outcomes
                 .into_iter()
                 .map(|o| match o {
-                    Checked::Done(r) => r,
+                    Checked::Done(r) => *r,
                     Checked::Planned(i) => GrantResult::Granted(entries[i].request.clone()),
                 })
                 .collect();
