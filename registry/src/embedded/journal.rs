@@ -84,7 +84,10 @@ pub enum JournalError {
     },
 }
 
-fn encode(record: &JournalRecord) -> Vec<u8> {
+/// One record as its journal line (checksum, space, JSON, `\n`). Public
+/// so that the fuzz targets (`fuzz/`) can build journals and check the
+/// round trip through [`replay_bytes`].
+pub fn encode(record: &JournalRecord) -> Vec<u8> {
     let json = serde_json::to_vec(record).expect("journal records always serialise");
     let crc = crc32fast::hash(&json);
     let mut line = Vec::with_capacity(json.len() + 10);
@@ -121,6 +124,27 @@ pub fn replay(path: &Path) -> Result<(Vec<JournalRecord>, usize), JournalError> 
             })
         }
     };
+    replay_bytes(&bytes).map_err(|c| JournalError::Corrupt {
+        path: path.to_owned(),
+        line: c.line,
+        reason: c.reason,
+    })
+}
+
+/// A line of the journal that fails its checksum or does not decode, with
+/// intact lines after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// [`replay`] over the journal's bytes, already read: the intact records
+/// and the length of the torn last line (0 if none). Split from `replay`
+/// so the fuzz target (`fuzz/fuzz_targets/journal_replay.rs`) can feed it
+/// arbitrary bytes without a file.
+pub fn replay_bytes(bytes: &[u8]) -> Result<(Vec<JournalRecord>, usize), CorruptLine> {
     let mut records = Vec::new();
     let mut torn = 0;
     let mut lines = bytes
@@ -138,8 +162,7 @@ pub fn replay(path: &Path) -> Result<(Vec<JournalRecord>, usize), JournalError> 
             }
             Ok(_) => unreachable!("an incomplete line is always the last"),
             Err(reason) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_owned(),
+                return Err(CorruptLine {
                     line: i + 1,
                     reason,
                 })
