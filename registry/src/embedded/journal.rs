@@ -101,7 +101,18 @@ fn decode(line: &[u8]) -> Result<JournalRecord, String> {
     if line.len() < 10 || line[8] != b' ' {
         return Err("line too short or missing checksum".into());
     }
-    let crc_hex = std::str::from_utf8(&line[..8]).map_err(|_| "checksum not ascii")?;
+    // Exactly eight lowercase hex digits, as `encode` writes them:
+    // `from_str_radix` alone would also take `A`-`F` and a leading `+`, so
+    // a flipped case bit in the checksum went unnoticed (found by the
+    // `journal_replay` fuzz target; see docs/FUZZING.md).
+    let digits = &line[..8];
+    if !digits
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err("checksum is not eight lowercase hex digits".into());
+    }
+    let crc_hex = std::str::from_utf8(digits).map_err(|_| "checksum not ascii")?;
     let crc = u32::from_str_radix(crc_hex, 16).map_err(|_| "checksum not hex")?;
     let json = &line[9..];
     if crc32fast::hash(json) != crc {
@@ -345,6 +356,36 @@ mod tests {
             assert_eq!(records.len(), 1, "cut at {cut}");
             assert_eq!(torn, cut);
         }
+    }
+
+    /// Regression (fuzzing, `journal_replay`): a checksum whose case was
+    /// flipped (`A` for `a`) or that carries a `+` is damage, not the same
+    /// number; before, `from_str_radix` read both as the stored CRC.
+    #[test]
+    fn a_checksum_in_another_spelling_is_corruption() {
+        let good = encode(&JournalRecord::DeleteUser {
+            username: "a".into(),
+        });
+        let tail = encode(&JournalRecord::DeleteUser {
+            username: "b".into(),
+        });
+        let hex = std::str::from_utf8(&good[..8]).unwrap().to_owned();
+        let mut spellings = vec![hex.to_uppercase()];
+        if let Some(rest) = hex.strip_prefix('0') {
+            spellings.push(format!("+{rest}"));
+        }
+        for spelling in spellings.into_iter().filter(|s| *s != hex) {
+            let mut bytes = spelling.into_bytes();
+            bytes.extend_from_slice(&good[8..]);
+            bytes.extend_from_slice(&tail);
+            match replay_bytes(&bytes) {
+                Err(CorruptLine { line: 1, .. }) => {}
+                other => panic!("{:?}: expected corruption at line 1, got {other:?}", &bytes[..8]),
+            }
+        }
+        // The checksum of this record has a letter in it, so the case
+        // flip above was really tried.
+        assert!(good[..8].iter().any(u8::is_ascii_lowercase), "{:?}", &good[..8]);
     }
 
     #[test]
