@@ -16,7 +16,8 @@ use x509_parser::prelude::{FromDer, X509CertificationRequest};
 
 fn oracle(der: &[u8], cn: Option<&str>) {
     let (_, csr) = X509CertificationRequest::from_der(der).expect("accepted, so it parses");
-    csr.verify_signature().expect("accepted, so its signature verifies");
+    csr.verify_signature()
+        .expect("accepted, so its signature verifies");
     let subject = &csr.certification_request_info.subject;
     let cns: Vec<_> = subject.iter_common_name().collect();
     if let ([only], Some(ours)) = (&cns[..], cn) {
@@ -44,9 +45,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let block = pem::Pem::new("CERTIFICATE REQUEST", rest.to_vec());
-    let lf = pem::encode_config(&block, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF));
-    let crlf =
-        pem::encode_config(&block, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::CRLF));
+    let lf = pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    let crlf = pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::CRLF),
+    );
     let result = parse_csr(&lf);
     assert_eq!(result, parse_csr(&crlf), "line endings changed the result");
     if let Ok(cn) = result {

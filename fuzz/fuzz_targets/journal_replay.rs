@@ -25,7 +25,10 @@ fn checksum_holds(line: &[u8]) -> bool {
         return false;
     }
     let digits = &line[..8];
-    if !digits.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !digits
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return false;
     }
     let want = u32::from_str_radix(std::str::from_utf8(digits).unwrap(), 16).unwrap();
@@ -66,14 +69,20 @@ fuzz_target!(|input: &[u8]| {
         Ok((records, torn)) => {
             assert!(torn <= data.len());
             let kept = lines.len() - usize::from(torn > 0);
-            assert_eq!(records.len(), kept, "a line other than the last was dropped");
+            assert_eq!(
+                records.len(),
+                kept,
+                "a line other than the last was dropped"
+            );
             if torn > 0 {
                 assert_eq!(torn, lines.last().unwrap().len());
             } else if let Some(last) = lines.last() {
                 assert!(last.ends_with(b"\n"), "an unterminated line was kept");
             }
             for line in &lines[..kept] {
-                let body = line.strip_suffix(b"\n").expect("kept lines end in a newline");
+                let body = line
+                    .strip_suffix(b"\n")
+                    .expect("kept lines end in a newline");
                 assert!(checksum_holds(body), "accepted a line whose checksum fails");
             }
 
@@ -105,7 +114,10 @@ fuzz_target!(|input: &[u8]| {
             }
         }
         Err(c) => {
-            assert!(c.line >= 1 && c.line < lines.len(), "the last line is never corrupt");
+            assert!(
+                c.line >= 1 && c.line < lines.len(),
+                "the last line is never corrupt"
+            );
         }
     }
 });

@@ -84,13 +84,20 @@ fn differential(c: &Connect<'_>, packet: &[u8]) {
         Level::V31 => return,
     };
     assert_eq!(client_id, c.client_id, "client id differs from mqttbytes");
-    assert_eq!(keep_alive, c.keep_alive, "keep-alive differs from mqttbytes");
+    assert_eq!(
+        keep_alive, c.keep_alive,
+        "keep-alive differs from mqttbytes"
+    );
     assert_eq!(clean, c.clean_start, "clean start differs from mqttbytes");
     assert_eq!(will, c.will, "will differs from mqttbytes");
     // mqttbytes reads absent fields as "" and drops an all-empty login.
     let (user, pass) = login.unwrap_or_default();
     assert_eq!(user, c.username.unwrap_or(""), "username differs");
-    assert_eq!(pass.as_bytes(), c.password.unwrap_or(b""), "password differs");
+    assert_eq!(
+        pass.as_bytes(),
+        c.password.unwrap_or(b""),
+        "password differs"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -116,7 +123,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parse_connect(&longer, cap), Parsed::Complete(c.clone()));
     // Split across two reads: every prefix waits for more.
     for cut in 0..c.len {
-        assert_eq!(parse_connect(&packet[..cut], cap), Parsed::Incomplete, "cut {cut}");
+        assert_eq!(
+            parse_connect(&packet[..cut], cap),
+            Parsed::Incomplete,
+            "cut {cut}"
+        );
     }
 
     // Round trip: rewriting to the same ids is the identity.
@@ -125,7 +136,10 @@ fuzz_target!(|data: &[u8]| {
     // And to other ids keeps everything else.
     let id = format!("u:{}", c.client_id);
     if id.len() > usize::from(u16::MAX) {
-        assert!(rewrite_connect(packet, &id, None).is_none(), "an id over 65535 bytes");
+        assert!(
+            rewrite_connect(packet, &id, None).is_none(),
+            "an id over 65535 bytes"
+        );
         return differential(&c, packet);
     }
     let out = rewrite_connect(packet, &id, Some("fuzz-user")).expect("a valid CONNECT rewrites");

@@ -25,14 +25,18 @@ fn check_caps(req: &RegisterRequest<'_>) {
         assert!(p.len() <= PASSWORD_MAX);
     }
     assert!(req.roles.len() <= ROLES_MAX);
-    assert!(req.roles.iter().all(|r| !r.is_empty() && r.len() <= ROLE_MAX));
+    assert!(req
+        .roles
+        .iter()
+        .all(|r| !r.is_empty() && r.len() <= ROLE_MAX));
     assert!(req.permissions.len() <= PERMISSIONS_MAX);
     assert!(req
         .permissions
         .iter()
         .all(|p| !p.resource.is_empty() && p.resource.len() <= RESOURCE_MAX));
     assert!(req.context.as_ref().is_none_or(|c| c.len() <= CONTEXT_MAX));
-    req.check_policy().expect("an accepted request passes its policy again");
+    req.check_policy()
+        .expect("an accepted request passes its policy again");
 }
 
 fn round_trip(req: &RegisterRequest<'_>) {

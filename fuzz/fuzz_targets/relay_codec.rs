@@ -18,8 +18,8 @@
 
 use fleetgate_proxy::mqtt::codec::Level;
 use fleetgate_proxy::mqtt::relay::{
-    check_client, check_server, encode_suback, encode_subscribe, merge_suback, ClientPacket,
-    Frame, ServerPacket, DEFAULT_MAX_PACKET,
+    check_client, check_server, encode_suback, encode_subscribe, merge_suback, ClientPacket, Frame,
+    ServerPacket, DEFAULT_MAX_PACKET,
 };
 use fleetgate_registry::topic::{valid_filter, valid_topic_name};
 use libfuzzer_sys::fuzz_target;
@@ -52,9 +52,16 @@ fn client(buf: &[u8], level: Level, cap: usize) {
     check_frame(buf, p.len, p.bytes, cap);
     let mut longer = p.bytes.to_vec();
     longer.extend_from_slice(&[0xC0, 0x00]);
-    assert_eq!(check_client(&longer, level, cap), Frame::Complete(p.clone()));
+    assert_eq!(
+        check_client(&longer, level, cap),
+        Frame::Complete(p.clone())
+    );
     for cut in 0..p.len {
-        assert_eq!(check_client(&p.bytes[..cut], level, cap), Frame::Incomplete, "cut {cut}");
+        assert_eq!(
+            check_client(&p.bytes[..cut], level, cap),
+            Frame::Incomplete,
+            "cut {cut}"
+        );
     }
     match &p.kind {
         ClientPacket::Publish(publish) => {
@@ -102,9 +109,16 @@ fn server(buf: &[u8], level: Level, cap: usize) {
     check_frame(buf, p.len, p.bytes, cap);
     let mut longer = p.bytes.to_vec();
     longer.extend_from_slice(&[0xD0, 0x00]);
-    assert_eq!(check_server(&longer, level, cap), Frame::Complete(p.clone()));
+    assert_eq!(
+        check_server(&longer, level, cap),
+        Frame::Complete(p.clone())
+    );
     for cut in 0..p.len {
-        assert_eq!(check_server(&p.bytes[..cut], level, cap), Frame::Incomplete, "cut {cut}");
+        assert_eq!(
+            check_server(&p.bytes[..cut], level, cap),
+            Frame::Incomplete,
+            "cut {cut}"
+        );
     }
     if let ServerPacket::Suback {
         packet_id,
@@ -117,10 +131,7 @@ fn server(buf: &[u8], level: Level, cap: usize) {
             assert_eq!(again, p.bytes, "SUBACK does not round-trip");
         }
         // Refused filters at every other position, and one past the end.
-        let denied: Vec<(usize, u8)> = (0..codes.len() + 1)
-            .step_by(2)
-            .map(|i| (i, 0x80))
-            .collect();
+        let denied: Vec<(usize, u8)> = (0..codes.len() + 1).step_by(2).map(|i| (i, 0x80)).collect();
         let merged = merge_suback(codes, &denied);
         assert_eq!(merged.len(), codes.len() + denied.len());
         assert_eq!(merge_suback(codes, &[]), codes);

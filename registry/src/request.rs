@@ -340,14 +340,20 @@ mod tests {
         let good = br#"{"username":"dev01","password":"secret1","permissions":[{"resource":"plant/#","operation":"read","context":"mqtt","note":"ok"}],"firmware":"ok"}"#;
         RegisterRequest::parse(good).unwrap();
         for needle in [&b"\"note\""[..], b"\"firmware\":\"ok", b"resource"] {
-            let at = good.windows(needle.len()).position(|w| w == needle).unwrap();
+            let at = good
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap();
             let mut bad = good.to_vec();
             bad[at + needle.len() - 1] = 0xE5; // a lone UTF-8 lead byte
             match RegisterRequest::parse(&bad) {
                 Err(RequestError::Invalid(m)) => {
                     assert!(m.contains("UTF-8"), "{m}");
                 }
-                other => panic!("{:?}: expected invalid, got {other:?}", String::from_utf8_lossy(&bad)),
+                other => panic!(
+                    "{:?}: expected invalid, got {other:?}",
+                    String::from_utf8_lossy(&bad)
+                ),
             }
         }
     }

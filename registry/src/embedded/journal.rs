@@ -380,12 +380,19 @@ mod tests {
             bytes.extend_from_slice(&tail);
             match replay_bytes(&bytes) {
                 Err(CorruptLine { line: 1, .. }) => {}
-                other => panic!("{:?}: expected corruption at line 1, got {other:?}", &bytes[..8]),
+                other => panic!(
+                    "{:?}: expected corruption at line 1, got {other:?}",
+                    &bytes[..8]
+                ),
             }
         }
         // The checksum of this record has a letter in it, so the case
         // flip above was really tried.
-        assert!(good[..8].iter().any(u8::is_ascii_lowercase), "{:?}", &good[..8]);
+        assert!(
+            good[..8].iter().any(u8::is_ascii_lowercase),
+            "{:?}",
+            &good[..8]
+        );
     }
 
     #[test]
