@@ -25,7 +25,7 @@ fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
-  timeout 900 cargo install --locked cargo-fuzz --version 0.13.2
+  timeout 1200 cargo install --locked cargo-fuzz --version 0.13.2
 fi
 
 export RUSTC_BOOTSTRAP=1

@@ -88,9 +88,20 @@ fuzz_target!(|data: &[u8]| {
                 .windows(password.len().max(1))
                 .filter(|w| *w == password.as_bytes())
                 .count();
-            if password.len() >= 6 && occurrences == 1 {
+            if password.len() >= 6 && occurrences == 1 && message.contains(password.as_str()) {
+                // The password may be a word of the message itself
+                // ("username"): the same body with another password of the
+                // same length must then give a message that has it too.
+                let mut other = map.clone();
+                let stand_in = "\u{1}".repeat(password.chars().count());
+                other.insert("password".into(), Value::String(stand_in));
+                let body = serde_json::to_vec(&other).unwrap();
+                let again = match RegisterRequest::parse(&body) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => String::new(),
+                };
                 assert!(
-                    !message.contains(password.as_str()),
+                    again.contains(password.as_str()),
                     "the error {message:?} shows the password"
                 );
             }
