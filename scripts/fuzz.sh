@@ -52,6 +52,6 @@ for target in "${targets[@]}"; do
     echo "fuzz target $target failed (exit $status); the input is under fuzz/artifacts/$target/" >&2
     exit "$status"
   fi
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|peak_rss_mb)' "$work/$target.log" || true
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|peak_rss_mb)' "$work/$target.log" || true
 done
 echo "fuzzing: ${#targets[@]} targets, ${seconds}s each, no findings"
