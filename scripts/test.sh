@@ -57,6 +57,15 @@ fi
 # build and find it up to date), then build and run the tests.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace "$@"
+# The fuzz targets (fuzz/, cargo-fuzz), 30 s each from the committed
+# corpus: a separate step, also run alone as `./scripts/fuzz.sh [seconds]`.
+# It installs cargo-fuzz if missing (bounded by `timeout`), builds the
+# targets once and fails on any crash or failed assertion. Skipped when
+# arguments narrow the run, like the benches below; FLEETGATE_FUZZ_SECONDS=0
+# skips it too.
+if [ $# -eq 0 ] && [ "${FLEETGATE_FUZZ_SECONDS:-30}" != 0 ]; then
+  ./scripts/fuzz.sh "${FLEETGATE_FUZZ_SECONDS:-30}"
+fi
 # The criterion benches, once each, in quick mode (a smoke test: they must
 # keep compiling and running; numbers come from `cargo bench`).
 if [ $# -eq 0 ]; then

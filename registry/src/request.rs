@@ -95,7 +95,14 @@ struct RawRegister<'a> {
 impl<'a> RegisterRequest<'a> {
     /// Parses and validates a JSON body.
     pub fn parse(body: &'a [u8]) -> Result<Self, RequestError> {
-        let raw: RawRegister<'a> = serde_json::from_slice(body)
+        // JSON is UTF-8 (RFC 8259 §8.1). serde_json's `from_slice` checks
+        // only the strings it keeps, so invalid bytes in an ignored key or
+        // value went through (found by the `register_request` fuzz target;
+        // see docs/FUZZING.md). Validating the whole body first makes every
+        // byte of an accepted body text.
+        let text = std::str::from_utf8(body)
+            .map_err(|_| RequestError::Invalid("body is not UTF-8 text".into()))?;
+        let raw: RawRegister<'a> = serde_json::from_str(text)
             .map_err(|e| RequestError::Invalid(format!("body is not a register request: {e}")))?;
         let username = raw
             .username
@@ -323,6 +330,32 @@ mod tests {
         assert_eq!(r.roles, vec!["sensor".to_string()]);
         assert_eq!(r.permissions[0].resource, "plant/#");
         assert_eq!(r.context.as_deref(), Some("line 4"));
+    }
+
+    /// Regression (fuzzing, `register_request`): bytes that are not UTF-8
+    /// in a key or value the parser ignores made the body acceptable
+    /// before; a body that is not text is now 400 whatever field they are in.
+    #[test]
+    fn a_body_that_is_not_utf8_is_invalid() {
+        let good = br#"{"username":"dev01","password":"secret1","permissions":[{"resource":"plant/#","operation":"read","context":"mqtt","note":"ok"}],"firmware":"ok"}"#;
+        RegisterRequest::parse(good).unwrap();
+        for needle in [&b"\"note\""[..], b"\"firmware\":\"ok", b"resource"] {
+            let at = good
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap();
+            let mut bad = good.to_vec();
+            bad[at + needle.len() - 1] = 0xE5; // a lone UTF-8 lead byte
+            match RegisterRequest::parse(&bad) {
+                Err(RequestError::Invalid(m)) => {
+                    assert!(m.contains("UTF-8"), "{m}");
+                }
+                other => panic!(
+                    "{:?}: expected invalid, got {other:?}",
+                    String::from_utf8_lossy(&bad)
+                ),
+            }
+        }
     }
 
     #[test]

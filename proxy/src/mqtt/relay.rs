@@ -41,7 +41,7 @@ use std::str;
 
 use fleetgate_registry::topic::{valid_filter, valid_topic_name};
 
-use super::codec::{remaining_length, Level};
+use super::codec::{remaining_length, Level, NOT_MINIMAL};
 
 /// The largest remaining length (the packet after its fixed header)
 /// accepted by default in either direction: 256 KiB, far beyond a device's
@@ -271,6 +271,9 @@ impl<'b> Reader<'b> {
             let b = self.u8()?;
             value |= usize::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(RelayError::Malformed(NOT_MINIMAL));
+                }
                 return Ok(value);
             }
         }

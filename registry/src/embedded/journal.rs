@@ -105,7 +105,10 @@ pub enum JournalError {
     },
 }
 
-fn encode(record: &JournalRecord) -> Vec<u8> {
+/// One record as its journal line (checksum, space, JSON, `\n`). Public
+/// so that the fuzz targets (`fuzz/`) can build journals and check the
+/// round trip through [`replay_bytes`].
+pub fn encode(record: &JournalRecord) -> Vec<u8> {
     let json = serde_json::to_vec(record).expect("journal records always serialise");
     let crc = crc32fast::hash(&json);
     let mut line = Vec::with_capacity(json.len() + 10);
@@ -119,7 +122,18 @@ fn decode(line: &[u8]) -> Result<JournalRecord, String> {
     if line.len() < 10 || line[8] != b' ' {
         return Err("line too short or missing checksum".into());
     }
-    let crc_hex = std::str::from_utf8(&line[..8]).map_err(|_| "checksum not ascii")?;
+    // Exactly eight lowercase hex digits, as `encode` writes them:
+    // `from_str_radix` alone would also take `A`-`F` and a leading `+`, so
+    // a flipped case bit in the checksum went unnoticed (found by the
+    // `journal_replay` fuzz target; see docs/FUZZING.md).
+    let digits = &line[..8];
+    if !digits
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err("checksum is not eight lowercase hex digits".into());
+    }
+    let crc_hex = std::str::from_utf8(digits).map_err(|_| "checksum not ascii")?;
     let crc = u32::from_str_radix(crc_hex, 16).map_err(|_| "checksum not hex")?;
     let json = &line[9..];
     if crc32fast::hash(json) != crc {
@@ -142,6 +156,27 @@ pub fn replay(path: &Path) -> Result<(Vec<JournalRecord>, usize), JournalError> 
             })
         }
     };
+    replay_bytes(&bytes).map_err(|c| JournalError::Corrupt {
+        path: path.to_owned(),
+        line: c.line,
+        reason: c.reason,
+    })
+}
+
+/// A line of the journal that fails its checksum or does not decode, with
+/// intact lines after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// [`replay`] over the journal's bytes, already read: the intact records
+/// and the length of the torn last line (0 if none). Split from `replay`
+/// so the fuzz target (`fuzz/fuzz_targets/journal_replay.rs`) can feed it
+/// arbitrary bytes without a file.
+pub fn replay_bytes(bytes: &[u8]) -> Result<(Vec<JournalRecord>, usize), CorruptLine> {
     let mut records = Vec::new();
     let mut torn = 0;
     let mut lines = bytes
@@ -159,8 +194,7 @@ pub fn replay(path: &Path) -> Result<(Vec<JournalRecord>, usize), JournalError> 
             }
             Ok(_) => unreachable!("an incomplete line is always the last"),
             Err(reason) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_owned(),
+                return Err(CorruptLine {
                     line: i + 1,
                     reason,
                 })
@@ -354,6 +388,43 @@ mod tests {
             assert_eq!(records.len(), 1, "cut at {cut}");
             assert_eq!(torn, cut);
         }
+    }
+
+    /// Regression (fuzzing, `journal_replay`): a checksum whose case was
+    /// flipped (`A` for `a`) or that carries a `+` is damage, not the same
+    /// number; before, `from_str_radix` read both as the stored CRC.
+    #[test]
+    fn a_checksum_in_another_spelling_is_corruption() {
+        let good = encode(&JournalRecord::DeleteUser {
+            username: "a".into(),
+        });
+        let tail = encode(&JournalRecord::DeleteUser {
+            username: "b".into(),
+        });
+        let hex = std::str::from_utf8(&good[..8]).unwrap().to_owned();
+        let mut spellings = vec![hex.to_uppercase()];
+        if let Some(rest) = hex.strip_prefix('0') {
+            spellings.push(format!("+{rest}"));
+        }
+        for spelling in spellings.into_iter().filter(|s| *s != hex) {
+            let mut bytes = spelling.into_bytes();
+            bytes.extend_from_slice(&good[8..]);
+            bytes.extend_from_slice(&tail);
+            match replay_bytes(&bytes) {
+                Err(CorruptLine { line: 1, .. }) => {}
+                other => panic!(
+                    "{:?}: expected corruption at line 1, got {other:?}",
+                    &bytes[..8]
+                ),
+            }
+        }
+        // The checksum of this record has a letter in it, so the case
+        // flip above was really tried.
+        assert!(
+            good[..8].iter().any(u8::is_ascii_lowercase),
+            "{:?}",
+            &good[..8]
+        );
     }
 
     #[test]

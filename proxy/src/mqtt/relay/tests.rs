@@ -1228,7 +1228,8 @@ fn relay_differential_against_mqttbytes() {
 
     // Checks mqttbytes 0.6 leaves out (it reads any SUBSCRIBE flags, packet
     // id 0 in a SUBSCRIBE, option bits above the QoS, any filter, an empty
-    // filter list, and wildcards, DUP at QoS 0 or NUL in a PUBLISH topic).
+    // filter list, wildcards, DUP at QoS 0 or NUL in a PUBLISH topic, and
+    // lengths not in their shortest form).
     let stricter = [
         "PUBLISH QoS 0 with DUP set",
         "wildcard in a PUBLISH topic name",
@@ -1239,6 +1240,8 @@ fn relay_differential_against_mqttbytes() {
         "reserved subscription option bits",
         "invalid topic filter",
         "SUBSCRIBE without a topic filter",
+        // mqttbytes reads a length in a longer form than needed.
+        crate::mqtt::codec::NOT_MINIMAL,
     ];
 
     let mut inputs: Vec<Vec<u8>> = vec![
@@ -1354,4 +1357,33 @@ fn relay_differential_against_mqttbytes() {
     // The comparison is not vacuous.
     assert!(both > 300, "{both}");
     assert!(only_theirs > 10, "{only_theirs}");
+}
+
+/// Regression (fuzzing, `relay_codec`: the SUBACK and SUBSCRIBE round
+/// trips): lengths in a longer form than needed were read as the same
+/// number, so the re-encoded SUBACK differed from the broker's bytes.
+/// Every variable byte integer must now be in its shortest form
+/// (MQTT-1.5.5-1), in both directions.
+#[test]
+fn relay_lengths_must_be_in_their_shortest_form() {
+    let not_minimal = RelayError::Malformed(crate::mqtt::codec::NOT_MINIMAL);
+    // The broker's SUBACK with remaining length 5 spelled 0x85 0x00.
+    let mut suback = vec![0x90, 0x85, 0x00];
+    suback.extend_from_slice(&SUBACK_V311[2..]);
+    assert_eq!(
+        check_server(&suback, V311, DEFAULT_MAX_PACKET),
+        Frame::Invalid(not_minimal.clone())
+    );
+    // The client's v5 SUBSCRIBE with its property length 2 spelled 0x82 0x00.
+    let mut subscribe = SUBSCRIBE_V5.to_vec();
+    subscribe[1] += 1;
+    subscribe.splice(4..5, [0x82, 0x00]);
+    assert_eq!(client_error(&subscribe, V5), not_minimal);
+    assert_eq!(client_error(&subscribe, V5).reason_code(), 0x81);
+    // The shortest forms still parse, at each width.
+    assert_eq!(server(SUBACK_V311, V311).len, SUBACK_V311.len());
+    let mut big = vec![0x30, 0x80, 0x01]; // PUBLISH, remaining length 128
+    big.extend_from_slice(&[0x00, 0x01, b't']);
+    big.resize(3 + 128, b'x');
+    assert_eq!(client(&big, V311).len, big.len());
 }
