@@ -2040,3 +2040,4 @@ async fn failed_logins_get_429_with_retry_after() {
 }
 
 mod bulk;
+mod openapi;
