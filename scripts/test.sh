@@ -23,6 +23,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # and lint /metrics (tests/tests/observability.rs). Debian's package also
 # tries to start a daemon on :9090; harmless, the tests use free ports.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || packages+=(prometheus)
+# Python with venv for schemathesis, the OpenAPI contract tester
+# (scripts/schemathesis.sh installs it from PyPI into target/py).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3 python3-venv)
 
 if ((${#packages[@]})); then
   sudo=""
@@ -41,4 +44,6 @@ cargo test --locked --workspace "$@"
 if [ $# -eq 0 ]; then
   # `--workspace` so features unify as in the build above (no rebuild).
   cargo test --locked --workspace --benches
+  # The OpenAPI contract against the live binary built above (about 3.5 min).
+  ./scripts/schemathesis.sh
 fi

@@ -52,6 +52,9 @@ pub async fn handle<S: Store>(
                 method_not_allowed(out, "POST", keep_alive);
             }
         }
+        // The health checks answer GET only, as on the admin port (a
+        // schemathesis run found `TRACE /healthz` answered 200).
+        "/healthz" | "/readyz" if req.method != "GET" => method_not_allowed(out, "GET", keep_alive),
         "/healthz" => write_json(out, 200, &[], br#"{"status":"ok"}"#, keep_alive),
         "/readyz" => match app.registry.store().ping().await {
             Ok(()) => write_json(out, 200, &[], br#"{"status":"ready"}"#, keep_alive),

@@ -162,6 +162,7 @@ impl Route {
     /// wildcard, so a new route does not compile until it names its
     /// template, and the contract test then fails until the document has
     /// that template with every method of [`Route::allow`].
+    #[cfg(test)]
     pub(super) fn template(&self) -> &'static str {
         match self {
             Route::Healthz => "/healthz",
@@ -189,6 +190,7 @@ impl Route {
     /// Methods of this route that the document lists under its template.
     /// `GET` and `DELETE` on a bulk path reach the request named `grant`
     /// or `deny`, which the document lists under `.../requests/{username}`.
+    #[cfg(test)]
     pub(super) fn documented_methods(&self) -> &'static str {
         match self {
             Route::Bulk(_) => "POST",

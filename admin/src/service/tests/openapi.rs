@@ -101,7 +101,10 @@ fn the_contract_checks_can_fail() {
         .map(|r| r.template())
         .collect();
     assert_eq!(missing, ["/api/roles/{name}"]);
-    assert_eq!(Route::parse(&instantiate("/api/roles/{name}/members")).unwrap(), None);
+    assert_eq!(
+        Route::parse(&instantiate("/api/roles/{name}/members")).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -146,7 +149,12 @@ fn the_document_names_the_security_schemes_and_register_answers() {
         for method in route.documented_methods().split(", ") {
             let op = &doc["paths"][route.template()][method.to_lowercase()];
             let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
-            assert_eq!(secured, route.needs_admin(), "{method} {}", route.template());
+            assert_eq!(
+                secured,
+                route.needs_admin(),
+                "{method} {}",
+                route.template()
+            );
         }
     }
 }
