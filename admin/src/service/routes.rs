@@ -123,7 +123,7 @@ impl Route {
     }
 
     /// The methods this route answers, as the `Allow` header lists them.
-    fn allow(&self) -> &'static str {
+    pub(super) fn allow(&self) -> &'static str {
         match self {
             Route::Healthz
             | Route::Readyz
@@ -184,17 +184,6 @@ impl Route {
             Route::User(_) => "/api/users/{username}",
             Route::Roles => "/api/roles",
             Route::Role(_) => "/api/roles/{name}",
-        }
-    }
-
-    /// Methods of this route that the document lists under its template.
-    /// `GET` and `DELETE` on a bulk path reach the request named `grant`
-    /// or `deny`, which the document lists under `.../requests/{username}`.
-    #[cfg(test)]
-    pub(super) fn documented_methods(&self) -> &'static str {
-        match self {
-            Route::Bulk(_) => "POST",
-            other => other.allow(),
         }
     }
 
