@@ -27,7 +27,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # browser tests (tests/ui). Playwright never downloads a browser here: the
 # tests point it at /usr/bin/chromium.
 [ -x /usr/bin/chromium ] || packages+=(chromium)
-# `venv --help` works without ensurepip, but creating a venv does not.
+# Python virtualenvs for the browser tests and for schemathesis (the
+# OpenAPI contract tester, scripts/schemathesis.sh). `venv --help` works
+# without ensurepip, but creating a venv does not.
 python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 # fleetgate-ctl's tests (ctl/tests/ctl.rs): `script` gives the CLI a
 # pseudo-terminal (progress bar, --watch redraw), `setsid` takes its
@@ -74,4 +76,6 @@ if [ $# -eq 0 ]; then
   # The web UI in headless Chromium against the real binary built above
   # (tests/ui/README.md). Bounded: the whole browser run takes about a minute.
   timeout 300 "$ui_venv/bin/python" -m pytest -q -rs tests/ui
+  # The OpenAPI contract against the live binary built above (about 3.5 min).
+  ./scripts/schemathesis.sh
 fi

@@ -26,11 +26,12 @@ pub const REGISTER_PATH: &str = "/api/client-registry/register";
 pub const LOGIN_PATH: &str = "/api/login";
 
 /// The `/api/*` paths a device port forwards to the admin service by
-/// default: logging in (devices get their JWT here) and the client CA
-/// certificate. The register route and the health checks are answered by
+/// default: logging in (devices get their JWT here), the client CA
+/// certificate, and the API's OpenAPI document (it describes the device
+/// API too, and is public). The register route and the health checks are answered by
 /// the proxy itself. Every other `/api/*` path is 404 on a device port
 /// unless `--admin-on-device-port on`.
-pub const DEVICE_API_PATHS: [&str; 2] = [LOGIN_PATH, "/api/certificates/ca"];
+pub const DEVICE_API_PATHS: [&str; 3] = [LOGIN_PATH, "/api/certificates/ca", "/api/openapi.json"];
 
 /// Serves one request, appending the response to `out`. `client_cert` is
 /// the verified client certificate of an HTTPS connection (DER), if any.
@@ -51,6 +52,9 @@ pub async fn handle<S: Store>(
                 method_not_allowed(out, "POST", keep_alive);
             }
         }
+        // The health checks answer GET only, as on the admin port (a
+        // schemathesis run found `TRACE /healthz` answered 200).
+        "/healthz" | "/readyz" if req.method != "GET" => method_not_allowed(out, "GET", keep_alive),
         "/healthz" => write_json(out, 200, &[], br#"{"status":"ok"}"#, keep_alive),
         "/readyz" => match app.registry.store().ping().await {
             Ok(()) => write_json(out, 200, &[], br#"{"status":"ready"}"#, keep_alive),

@@ -22,7 +22,7 @@
 //! 1. Route the path (`Route::parse`); an unknown path is 404 and a known
 //!    path with the wrong method is 405 with an `Allow` header.
 //! 2. Every route except `/healthz`, `/readyz`, `/metrics`,
-//!    `GET /api/certificates/ca` and `POST /api/login` needs an admin token
+//!    `GET /api/certificates/ca`, `GET /api/openapi.json` and `POST /api/login` needs an admin token
 //!    (`AdminService::authorize`): a valid JWT whose user still exists and,
 //!    as stored now, has the `admin` role.
 //! 3. Run the route against the [`Registry`].
@@ -57,6 +57,7 @@ mod routes;
 mod views;
 
 pub use error::ApiError;
+pub use routes::OPENAPI_DOCUMENT;
 pub use views::DEFAULT_PAGE;
 
 /// Largest request body any admin route accepts; larger is 413 `too_large`.

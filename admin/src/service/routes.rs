@@ -62,6 +62,8 @@ pub(super) enum Route {
     Readyz,
     Metrics,
     CaCertificate,
+    /// `GET /api/openapi.json`: the API's contract, [`OPENAPI_DOCUMENT`].
+    OpenApi,
     Login,
     RegistryStatus,
     Unlock,
@@ -98,6 +100,7 @@ impl Route {
             |s: &str| -> Result<String, ApiError> { Ok(percent_decode(s, Plus::IsLiteral)?) };
         let route = match segments.as_slice() {
             ["login"] => Route::Login,
+            ["openapi.json"] => Route::OpenApi,
             ["certificates", "ca"] => Route::CaCertificate,
             ["client-registry"] => Route::RegistryStatus,
             ["client-registry", "unlock"] => Route::Unlock,
@@ -120,12 +123,13 @@ impl Route {
     }
 
     /// The methods this route answers, as the `Allow` header lists them.
-    fn allow(&self) -> &'static str {
+    pub(super) fn allow(&self) -> &'static str {
         match self {
             Route::Healthz
             | Route::Readyz
             | Route::Metrics
             | Route::CaCertificate
+            | Route::OpenApi
             | Route::RegistryStatus
             | Route::Requests
             | Route::Users
@@ -142,13 +146,106 @@ impl Route {
         self.allow().split(", ").any(|m| m == method.as_str())
     }
 
-    fn needs_admin(&self) -> bool {
+    pub(super) fn needs_admin(&self) -> bool {
         !matches!(
             self,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::CaCertificate | Route::Login
+            Route::Healthz
+                | Route::Readyz
+                | Route::Metrics
+                | Route::CaCertificate
+                | Route::OpenApi
+                | Route::Login
         )
     }
+
+    /// The route's path template in [`OPENAPI_DOCUMENT`]. The match has no
+    /// wildcard, so a new route does not compile until it names its
+    /// template, and the contract test then fails until the document has
+    /// that template with every method of [`Route::allow`].
+    #[cfg(test)]
+    pub(super) fn template(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::CaCertificate => "/api/certificates/ca",
+            Route::OpenApi => "/api/openapi.json",
+            Route::Login => "/api/login",
+            Route::RegistryStatus => "/api/client-registry",
+            Route::Unlock => "/api/client-registry/unlock",
+            Route::Lock => "/api/client-registry/lock",
+            Route::Requests => "/api/client-registry/requests",
+            Route::Request(_) => "/api/client-registry/requests/{username}",
+            Route::Grant(_) => "/api/client-registry/requests/{username}/grant",
+            Route::Deny(_) => "/api/client-registry/requests/{username}/deny",
+            Route::Bulk(Decision::Grant) => "/api/client-registry/requests/grant",
+            Route::Bulk(Decision::Deny) => "/api/client-registry/requests/deny",
+            Route::Users => "/api/users",
+            Route::User(_) => "/api/users/{username}",
+            Route::Roles => "/api/roles",
+            Route::Role(_) => "/api/roles/{name}",
+        }
+    }
+
+    /// One value of every variant, for the contract test. Keep it next to
+    /// [`Route::template`]: a variant missing here is a route the test
+    /// cannot check.
+    #[cfg(test)]
+    pub(super) fn every() -> Vec<Route> {
+        let every = vec![
+            Route::Healthz,
+            Route::Readyz,
+            Route::Metrics,
+            Route::CaCertificate,
+            Route::OpenApi,
+            Route::Login,
+            Route::RegistryStatus,
+            Route::Unlock,
+            Route::Lock,
+            Route::Requests,
+            Route::Request("x".into()),
+            Route::Grant("x".into()),
+            Route::Deny("x".into()),
+            Route::Bulk(Decision::Grant),
+            Route::Bulk(Decision::Deny),
+            Route::Users,
+            Route::User("x".into()),
+            Route::Roles,
+            Route::Role("x".into()),
+        ];
+        // Adding a variant breaks this exhaustive match until it is listed
+        // here, so it cannot be forgotten above either.
+        for route in &every {
+            match route {
+                Route::Healthz
+                | Route::Readyz
+                | Route::Metrics
+                | Route::CaCertificate
+                | Route::OpenApi
+                | Route::Login
+                | Route::RegistryStatus
+                | Route::Unlock
+                | Route::Lock
+                | Route::Requests
+                | Route::Request(_)
+                | Route::Grant(_)
+                | Route::Deny(_)
+                | Route::Bulk(_)
+                | Route::Users
+                | Route::User(_)
+                | Route::Roles
+                | Route::Role(_) => {}
+            }
+        }
+        every
+    }
 }
+
+/// The OpenAPI 3.1 document of the device and admin APIs, checked in as
+/// `openapi.json` next to this file and embedded in the binary. Written by
+/// hand (see docs/DECISIONS.md); `tests::openapi` fails when it and
+/// [`Route`] disagree on a path or method.
+pub const OPENAPI_DOCUMENT: &str = include_str!("openapi.json");
 
 impl<S: Store> AdminService<S> {
     /// Routes, authorizes and runs one request whose body is already read.
@@ -219,6 +316,14 @@ impl<S: Store> AdminService<S> {
                 }
                 None => Err(ApiError::NotFound("no client CA is configured".into())),
             },
+            Route::OpenApi => {
+                let mut response = Response::new(Bytes::from_static(OPENAPI_DOCUMENT.as_bytes()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(response)
+            }
             Route::Metrics => match &self.metrics {
                 Some(render) => {
                     let mut response = Response::new(Bytes::from(render()));

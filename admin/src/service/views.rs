@@ -37,7 +37,17 @@ pub const DEFAULT_PAGE: usize = 100;
 
 // ---- reading requests ----
 
+/// Reads a body that must be one JSON object. serde's derived structs also
+/// accept an array of the fields' values in order (`[null, null]` was a
+/// valid grant: found by schemathesis), so anything but an object is
+/// refused before serde sees it.
 pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::Invalid(
+            "invalid JSON body: expected a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
 }
 
