@@ -402,10 +402,6 @@ struct GroupSlot {
 }
 
 /// What became of one grant of a group while it was checked.
-// The answers live only while one group is committed and are then moved
-// into the caller's result list as they are; boxing them would add an
-// allocation per grant for nothing.
-#[allow(clippy::large_enum_variant)]
 enum Checked {
     /// Decided without a write (already granted, conflict, not found).
     /// Boxed: most grants of a group are `Planned`.
@@ -460,9 +456,6 @@ impl EmbeddedStore {
     /// Checks one grant as a single `commit_grant` does, under the shard
     /// lock and without I/O: `Ok` with the request as it will be once
     /// granted, or the answer that needs no write.
-    // The `Err` is that answer, moved straight into the result list (see
-    // `Checked`), not an error to propagate.
-    #[allow(clippy::result_large_err)]
     fn check_grant(
         &self,
         grant: &GrantCommit,
