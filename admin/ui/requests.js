@@ -1,9 +1,12 @@
-// The requests view: the table of pending (or granted) requests, its
-// filters and cursor paging, and the bulk actions fed by its checkboxes.
+// The requests view: the table of pending, granted (collected or not) or
+// denied requests, its filters and cursor paging, and the bulk actions fed
+// by its checkboxes.
 //
-// The table shows one page of `GET /api/client-registry/requests` at a
-// time (it never loads everything, so it stays usable with 1,000,000
-// pending) and re-reads that page every second, so new requests appear
+// The table shows one page of `GET /api/client-registry/requests?state=...`
+// at a time (it never loads everything, so it stays usable with 1,000,000
+// pending; each state is its own index in the store, so a page of denied
+// requests is as cheap as a page of pending ones) and re-reads that page
+// every second, so new requests appear
 // within 2 s. Rows are kept by username and updated in place, so focus and
 // checkboxes survive a refresh. The selection is a set of usernames that
 // outlives paging; "Grant selected" and "Deny selected" send it to the
@@ -44,14 +47,10 @@ export function requestsView(panel, registry) {
     autocapitalize: 'none', placeholder: 'e.g. sensor-' });
   const stateSelect = h('select', { id: 'requests-state' },
     h('option', { value: 'pending', text: 'Pending' }),
-    h('option', { value: 'granted', text: 'Granted' }));
+    h('option', { value: 'granted', text: 'Granted (collected or not)' }),
+    h('option', { value: 'denied', text: 'Denied' }));
   const limitSelect = h('select', { id: 'requests-limit' },
     [25, 50, 100, 500].map((n) => h('option', { value: n, text: String(n), selected: n === 100 })));
-  // Denied requests have no listing in the API (no index on Redis): they
-  // are found by name, as any request can be.
-  const lookupInput = h('input', { id: 'requests-lookup', type: 'search', spellcheck: 'false',
-    autocapitalize: 'none', placeholder: 'exact username' });
-  const lookupButton = h('button', { type: 'button', class: 'secondary', text: 'Look up' });
   const prevButton = h('button', { type: 'button', class: 'secondary', text: 'Previous page' });
   const nextButton = h('button', { type: 'button', class: 'secondary', text: 'Next page' });
   const pageInfo = h('span', { class: 'muted', 'aria-live': 'polite' });
@@ -68,7 +67,8 @@ export function requestsView(panel, registry) {
   const tbody = h('tbody');
   const headRow = h('tr', {}, h('th', { class: 'select' }, selectAll),
     COLUMNS.map((c) => h('th', { scope: 'col', text: c })));
-  const grantedHead = h('th', { scope: 'col', text: 'Granted at' });
+  // The time of the decision, for granted and denied listings.
+  const decidedHead = h('th', { scope: 'col', class: 'decided-at' });
   const table = h('table', { class: 'requests', 'aria-label': 'Requests' },
     h('thead', {}, headRow), tbody);
 
@@ -77,10 +77,7 @@ export function requestsView(panel, registry) {
     h('div', { class: 'toolbar' },
       h('div', { class: 'field inline' }, h('label', { for: 'requests-prefix', text: 'Username prefix' }), prefixInput),
       h('div', { class: 'field inline' }, h('label', { for: 'requests-state', text: 'State' }), stateSelect),
-      h('div', { class: 'field inline' }, h('label', { for: 'requests-limit', text: 'Rows per page' }), limitSelect),
-      h('div', { class: 'field inline lookup' },
-        h('label', { for: 'requests-lookup', text: 'Any request by username (also denied)' }),
-        h('div', { class: 'inline-row' }, lookupInput, lookupButton))),
+      h('div', { class: 'field inline' }, h('label', { for: 'requests-limit', text: 'Rows per page' }), limitSelect)),
     h('div', { class: 'toolbar bulk', role: 'group', 'aria-label': 'Bulk actions' },
       selectedInfo, grantSelected, denySelected, clearSelection, grantMatching),
     bulkError, bulkResult, tableError,
@@ -140,7 +137,7 @@ export function requestsView(panel, registry) {
       polls: h('span'),
       wish: h('div', { class: 'wish' }),
       context: h('span', { class: 'context-text' }),
-      grantedAt: h('time'),
+      decidedAt: h('time'),
     };
     const tr = h('tr', {},
       h('td', { class: 'select' }, checkbox),
@@ -153,7 +150,7 @@ export function requestsView(panel, registry) {
       h('td', { class: 'num' }, cells.polls),
       h('td', {}, cells.wish),
       h('td', {}, cells.context),
-      h('td', { class: 'granted-at' }, cells.grantedAt));
+      h('td', { class: 'decided-at' }, cells.decidedAt));
     const row = { tr, cells, checkbox, item, wishKey: null };
     open.addEventListener('click', () => openRequest(row.item));
     tr.addEventListener('click', (ev) => {
@@ -187,7 +184,9 @@ export function requestsView(panel, registry) {
       fill(c.wish, lines.length ? h('ul', { class: 'plain' }, lines) : h('span', { class: 'muted', text: 'nothing' }));
     }
     setText(c.context, item.context === null || item.context === undefined ? '' : item.context);
-    setText(c.grantedAt, formatTime(item.grantedAt));
+    const decidedAt = item.grantedAt || item.deniedAt;
+    setText(c.decidedAt, decidedAt ? formatTime(decidedAt) : '');
+    if (decidedAt) c.decidedAt.dateTime = decidedAt;
     row.checkbox.checked = view.selected.has(item.username);
     row.checkbox.hidden = view.state !== 'pending';
     if (view.selected.has(item.username)) view.selected.set(item.username, item);
@@ -195,9 +194,10 @@ export function requestsView(panel, registry) {
 
   function render() {
     const pending = view.state === 'pending';
-    table.classList.toggle('show-granted', !pending);
-    if (!pending && !grantedHead.isConnected) headRow.append(grantedHead);
-    if (pending && grantedHead.isConnected) grantedHead.remove();
+    table.classList.toggle('show-decided', !pending);
+    setText(decidedHead, view.state === 'denied' ? 'Denied at' : 'Granted at');
+    if (!pending && !decidedHead.isConnected) headRow.append(decidedHead);
+    if (pending && decidedHead.isConnected) decidedHead.remove();
     selectAll.hidden = !pending;
     const seen = new Set();
     let previous = null;
@@ -447,18 +447,6 @@ export function requestsView(panel, registry) {
     view.loading = false;
     load();
   });
-  const lookup = async () => {
-    const username = lookupInput.value.trim();
-    if (!username) return;
-    tableError.textContent = '';
-    try {
-      openRequest(await api('GET', `/api/client-registry/requests/${seg(username)}`));
-    } catch (e) {
-      tableError.textContent = e.status === 404 ? `No request for “${username}” (pending, granted or denied).` : e.describe();
-    }
-  };
-  lookupButton.addEventListener('click', lookup);
-  lookupInput.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') lookup(); });
   registry.onChange(() => render());
 
   return {

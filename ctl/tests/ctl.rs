@@ -359,9 +359,36 @@ fn requests_list_show_delete_in_every_format() {
     // The username is free at once: the same device is pending again.
     assert_eq!(poll(&g, "dev-a", "password1"), 202);
 
-    // No such state: the gateway lists pending and granted only.
+    // --state denied: the denied ones only, paged and filtered by the API.
+    let r = op.run(&["requests", "list", "--state", "denied", "-o", "name"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, ""),
+        "none denied yet: {r:?}"
+    );
+    assert_eq!(op.run(&["deny", "dev-b", "mq-dev"]).code, 0);
+    let r = op.run(&["requests", "list", "--state", "denied", "-o", "name"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "dev-b\nmq-dev\n");
+    let r = op.run(&[
+        "requests", "list", "--state", "denied", "--prefix", "mq", "-o", "name",
+    ]);
+    assert_eq!(r.stdout, "mq-dev\n");
+    let r = op.run(&["requests", "list", "--state", "denied", "-o", "json"]);
+    let (status, api) = api_get(&g, "/api/client-registry/requests?state=denied&limit=1000");
+    assert_eq!(status, 200);
+    assert_eq!(r.stdout, format!("{api}\n"));
     let r = op.run(&["requests", "list", "--state", "denied"]);
-    assert_eq!(r.code, 1, "{r:?}");
+    let lines = r.lines();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(lines[1..].iter().all(|l| l.contains(" denied ")), "{r:?}");
+    // Denied ones are not pending; the pending listing lost them.
+    let r = op.run(&["requests", "list", "-o", "name"]);
+    assert_eq!(r.stdout, "dev-a\ndev-c\n");
+    // A forgotten denial leaves the denied listing.
+    assert_eq!(op.run(&["requests", "delete", "dev-b"]).code, 0);
+    let r = op.run(&["requests", "list", "--state", "denied", "-o", "name"]);
+    assert_eq!(r.stdout, "mq-dev\n");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll,
-    SealOnCreate, Store, StoreError,
+    SealOnCreate, Store, StoreError, MAX_PAGE,
 };
 
 /// The start of time in every check.
@@ -145,6 +145,7 @@ macro_rules! for_each_conformance_case {
             forget_frees_the_username,
             pending_expires_and_cap_holds,
             listing_is_keyset_paginated,
+            denied_requests_are_listed_until_they_expire,
             users_put_list_delete,
             roles_put_get_list_delete,
             roles_are_global_and_apart_from_users,
@@ -583,6 +584,140 @@ pub async fn listing_is_keyset_paginated<S: Store>(f: &impl Factory<S>) {
     assert_eq!(granted.items.len(), 1);
     assert_eq!(granted.items[0].username, "other1");
     assert_eq!(granted.next_cursor, None);
+}
+
+/// Denied requests have a listing of their own, with the cursor paging and
+/// the prefix filter of the pending one, capped at [`MAX_PAGE`] per page. A
+/// denied request leaves it when it is forgotten and when its deny window
+/// closes (before any sweep); a request denied again after the window is
+/// listed once, with its new `denied_at`.
+pub async fn denied_requests_are_listed_until_they_expire<S: Store>(f: &impl Factory<S>) {
+    let windows = Windows::default();
+    let s = f.make(windows, 10_000).await;
+    let far = T0.plus(Duration::from_secs(24 * 3600));
+    unlock(&s, far).await;
+    let denied: Vec<String> = (0..=MAX_PAGE).map(|i| format!("den{i:04}")).collect();
+    for n in &denied {
+        assert_eq!(decide(&s, n, 1, T0).await, Decision::Create);
+        assert_eq!(s.deny(n, T0).await.unwrap(), DenyResult::Denied);
+    }
+    // Same prefix, other states: never in the denied listing.
+    assert_eq!(decide(&s, "den-pending", 1, T0).await, Decision::Create);
+    assert_eq!(decide(&s, "den-granted", 1, T0).await, Decision::Create);
+    assert!(matches!(
+        grant(&s, "den-granted", 1, T0).await,
+        GrantResult::Granted(_)
+    ));
+    let query = |cursor: Option<String>, prefix: &str, limit: usize| ListQuery {
+        state: ListState::Denied,
+        limit,
+        cursor,
+        prefix: Some(prefix.into()).filter(|p: &String| !p.is_empty()),
+    };
+
+    // One more than the cap: a full page, then the last one.
+    let first = s.list_requests(&query(None, "", 5000), T0).await.unwrap();
+    assert_eq!(first.items.len(), MAX_PAGE, "a page is capped at MAX_PAGE");
+    let names: Vec<&str> = first.items.iter().map(|r| r.username.as_str()).collect();
+    assert_eq!(
+        names,
+        denied[..MAX_PAGE]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert!(first
+        .items
+        .iter()
+        .all(|r| r.state == RequestState::Denied { denied_at: T0 }));
+    let cursor = first.next_cursor.clone();
+    assert_eq!(cursor.as_deref(), Some(denied[MAX_PAGE - 1].as_str()));
+    let last = s.list_requests(&query(cursor, "", 5000), T0).await.unwrap();
+    assert_eq!(last.items.len(), 1);
+    assert_eq!(last.items[0].username, denied[MAX_PAGE]);
+    assert_eq!(last.next_cursor, None);
+
+    // The prefix filter, with small pages.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list_requests(&query(cursor, "den000", 3), T0)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|r| r.username));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, denied[..10].to_vec());
+    // Denied requests are not pending ones.
+    let pending = s
+        .list_requests(
+            &ListQuery {
+                state: ListState::Pending,
+                limit: MAX_PAGE,
+                cursor: None,
+                prefix: Some("den".into()),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let pending: Vec<&str> = pending.items.iter().map(|r| r.username.as_str()).collect();
+    assert_eq!(pending, ["den-pending"]);
+
+    // Forgotten: gone from the listing at once.
+    assert_eq!(
+        s.forget_request("den0000", T0).await.unwrap(),
+        ForgetResult::Forgotten
+    );
+    let page = s
+        .list_requests(&query(None, "den000", 3), T0)
+        .await
+        .unwrap();
+    let names: Vec<&str> = page.items.iter().map(|r| r.username.as_str()).collect();
+    assert_eq!(names, ["den0001", "den0002", "den0003"]);
+
+    // The window closes: nothing is listed, swept or not.
+    let later = T0.plus(windows.deny_window);
+    let before = T0.plus(windows.deny_window - Duration::from_millis(1));
+    let page = s
+        .list_requests(&query(None, "den000", 3), before)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        3,
+        "still denied 1 ms before the window closes"
+    );
+    let page = s
+        .list_requests(&query(None, "", MAX_PAGE), later)
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![], "expired denials are not listed");
+    assert_eq!(page.next_cursor, None);
+
+    // The username is free again; a second denial is listed once, anew.
+    assert_eq!(decide(&s, "den0001", 2, later).await, Decision::Create);
+    let page = s.list_requests(&query(None, "", 10), later).await.unwrap();
+    assert_eq!(
+        page.items,
+        vec![],
+        "a re-registered request is pending, not denied"
+    );
+    let again = later.plus(Duration::from_secs(1));
+    assert_eq!(s.deny("den0001", again).await.unwrap(), DenyResult::Denied);
+    let page = s.list_requests(&query(None, "", 10), again).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].username, "den0001");
+    assert_eq!(page.items[0].fingerprint, fp(2));
+    assert_eq!(
+        page.items[0].state,
+        RequestState::Denied { denied_at: again }
+    );
 }
 
 /// Users can be created, listed in pages, and deleted with their grant.

@@ -101,11 +101,30 @@ impl std::fmt::Debug for SealOnCreate<'_> {
     }
 }
 
-/// Which requests a listing returns.
+/// Which requests a listing returns. Each state has its own index in
+/// every backend, so a page of one state never walks the others (a page of
+/// denied requests stays cheap with 1,000,000 pending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListState {
     Pending,
+    /// Granted requests still inside their collection window, collected or
+    /// not.
     Granted,
+    /// Denied requests still inside their deny window (answered 403).
+    Denied,
+}
+
+impl ListState {
+    /// Whether a request in `state` belongs to this listing.
+    pub fn holds(self, state: &crate::model::RequestState) -> bool {
+        use crate::model::RequestState;
+        matches!(
+            (self, state),
+            (ListState::Pending, RequestState::Pending)
+                | (ListState::Granted, RequestState::Granted { .. })
+                | (ListState::Denied, RequestState::Denied { .. })
+        )
+    }
 }
 
 /// A keyset-paginated listing query: items are ordered by username, and the

@@ -69,6 +69,13 @@ pub struct BucketKeys {
     /// `{t}:gexp`: ZSET of granted usernames scored by the end of the
     /// collection window.
     pub granted_expiry: String,
+    /// `{t}:denied`: ZSET of denied usernames, score 0, for the denied
+    /// listing.
+    pub denied: String,
+    /// `{t}:dexp`: ZSET of denied usernames scored by the end of the deny
+    /// window (when Redis drops the request hash by TTL); the sweep walks
+    /// it, so no entry outlives its record for long.
+    pub denied_expiry: String,
     /// `{t}:users`: ZSET of usernames, score 0.
     pub users: String,
     /// `{t}:lock`: this bucket's copy of the lock key
@@ -122,6 +129,8 @@ impl KeySpace {
             pending_expiry: format!("{tag}:pexp"),
             granted: format!("{tag}:granted"),
             granted_expiry: format!("{tag}:gexp"),
+            denied: format!("{tag}:denied"),
+            denied_expiry: format!("{tag}:dexp"),
             users: format!("{tag}:users"),
             lock: format!("{tag}:lock"),
             epoch: format!("{tag}:epoch"),
@@ -201,7 +210,15 @@ mod tests {
         let b = ks.bucket_keys_of("dev01");
         let tag = format!("{{fg:b{:02}}}", bucket_of("dev01"));
         for k in [
-            &u.request, &u.user, &b.pending, &b.granted, &b.users, &b.lock, &b.epoch,
+            &u.request,
+            &u.user,
+            &b.pending,
+            &b.granted,
+            &b.denied,
+            &b.denied_expiry,
+            &b.users,
+            &b.lock,
+            &b.epoch,
         ] {
             assert!(k.starts_with(&tag), "{k} lacks {tag}");
         }

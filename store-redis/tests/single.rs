@@ -305,6 +305,61 @@ async fn expiry_uses_ttls_and_sweep_frees_slots() {
     assert_eq!(user_ttl, -1, "users never expire");
 }
 
+/// The denied index (`{t}:denied`, `{t}:dexp`) holds exactly the denied
+/// records: forget and a create after the window drop their entry, the
+/// sweep drops the expired rest, and the hash carries the deny window as
+/// its TTL, so no entry outlives its record past the next sweep.
+#[tokio::test]
+async fn the_denied_index_never_outlives_its_records() {
+    let server = RedisServer::start();
+    let windows = Windows {
+        deny_window: Duration::from_secs(10),
+        ..Windows::default()
+    };
+    let s = support::store(&server.url(), "denied", windows, 1000).await;
+    let now = UnixMillis::now();
+    s.set_lock_state(LockState {
+        unlocked_until: Some(now.plus(Duration::from_secs(3600))),
+    })
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..200).map(|i| format!("d{i:03}")).collect();
+    for n in &names {
+        assert_eq!(
+            s.register(poll(n, 1), now).await.unwrap().0,
+            Decision::Create
+        );
+        s.deny(n, now).await.unwrap();
+    }
+    // (names in the denied indexes, names in their expiry zsets), summed
+    // over the 64 buckets.
+    let sizes = || {
+        let card = |k: &str| -> usize { server.cli(&["zcard", k]).trim().parse().unwrap() };
+        (0..fleetgate_store_redis::keys::BUCKETS).fold((0, 0), |(d, e), b| {
+            let bk = s.key_space().bucket_keys(b);
+            (d + card(&bk.denied), e + card(&bk.denied_expiry))
+        })
+    };
+    // The last one denied, read at once (real time passes while the 200 are
+    // made; the window is 10 s of it).
+    let key = s.key_space().user_keys("d199").request;
+    let ttl: i64 = server.cli(&["pttl", &key]).trim().parse().unwrap();
+    assert!((8_000..=10_000).contains(&ttl), "denied pttl {ttl}");
+    assert_eq!(sizes(), (200, 200));
+
+    s.forget_request("d000", now).await.unwrap();
+    assert_eq!(sizes(), (199, 199), "forget drops the entry");
+    let later = now.plus(Duration::from_secs(10));
+    assert_eq!(
+        s.register(poll("d001", 2), later).await.unwrap().0,
+        Decision::Create
+    );
+    assert_eq!(sizes(), (198, 198), "a create after the window drops it");
+    // 198 denied, swept at most 100 per bucket per call.
+    assert_eq!(s.sweep(later, 100).await.unwrap(), 198);
+    assert_eq!(sizes(), (0, 0), "the sweep drops the rest");
+}
+
 async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
     let t = Instant::now();
     let v = f.await;

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -62,10 +63,49 @@ class Http:
             return e.code, parsed, e.headers
 
 
-class Gateway:
-    """A running ``fleetgate``, killed by PID when the test ends."""
+class RedisServer:
+    """A ``redis-server`` of our own on a free loopback port, with no
+    persistence, stopped by its PID (``stop``) when the test wants an outage
+    and when the test ends."""
 
     def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fleetgate-ui-redis-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"redis-server on {self.port} did not come up")
+            time.sleep(0.02)
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gateway:
+    """A running ``fleetgate``, killed by PID when the test ends.
+    ``extra_args`` are more flags (e.g. ``--store redis://...``)."""
+
+    def __init__(self, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="fleetgate-ui-")
         args = [
             fleetgate_bin(),
@@ -80,6 +120,7 @@ class Gateway:
             "--admin-password", ADMIN_PASSWORD,
             "--rate-limit-per-user", "off",
             "--rate-limit-per-ip", "off",
+            *extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -142,6 +183,23 @@ def gateway():
     g = Gateway()
     yield g
     g.stop()
+
+
+@pytest.fixture
+def redis_gateway():
+    """A gateway on a Redis store of its own: ``(gateway, redis)``. Each
+    Redis operation is bounded by 500 ms, so an outage is a 503 within it."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: apt-get install redis-server (scripts/test.sh does)")
+    redis = RedisServer()
+    try:
+        g = Gateway(["--store", redis.url, "--redis-prefix", "ui-test", "--redis-timeout", "500ms"])
+    except Exception:
+        redis.close()
+        raise
+    yield g, redis
+    g.stop()
+    redis.close()
 
 
 @pytest.fixture(scope="session")

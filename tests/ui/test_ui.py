@@ -292,15 +292,69 @@ def test_deny_in_the_dialog_and_policy_errors_next_to_their_field(page, gateway)
     page.get_by_role("dialog", name="Grant Access").get_by_role("button", name="Deny", exact=True).click()
     expect(request_row(page, "dev-no")).to_be_hidden(timeout=2000)
     assert gateway.register("dev-no")[0] == 403
-    # A denied request is found by name, shown, and can be forgotten.
-    page.get_by_label("Any request by username (also denied)", exact=True).fill("dev-no")
-    page.get_by_role("button", name="Look up").click()
+    # A denied request is listed under the Denied filter, shown, and can be
+    # forgotten.
+    page.get_by_label("State", exact=True).select_option("denied")
+    page.get_by_role("button", name="Open request dev-no").click()
     dialog = page.get_by_role("dialog", name="Request")
     expect(dialog).to_contain_text("denied")
     expect(dialog).to_contain_text("Denied at")
     dialog.get_by_role("button", name="Forget request").click()
     expect(dialog).to_be_hidden()
     assert gateway.register("dev-no")[0] == 202
+
+
+def test_a_denied_device_is_found_under_the_denied_filter(page, gateway):
+    """Deny a device in the dialog, then find it, its strings as text, under
+    the Denied state filter, paged by the API's cursor; it leaves the
+    pending listing, and forgetting it empties the denied one."""
+    gateway.unlock()
+    hostile = {"context": XSS, "roles": ["<script>alert(3)</script>"]}
+    status, _ = gateway.register("den-xss", **hostile)
+    assert status == 202
+    for i in range(26):
+        assert gateway.register(f"den-{i:03}")[0] == 202
+    # The 26 others are denied through the API, den-xss through the page.
+    for i in range(26):
+        assert gateway.api("POST", f"/api/client-registry/requests/den-{i:03}/deny", {})[0] in (200, 204)
+    listings = []
+    page.on("request", lambda r: "/api/client-registry/requests?" in r.url and listings.append(r.url))
+    log_in(page, gateway)
+    page.get_by_role("button", name="Open request den-xss").click()
+    page.get_by_role("dialog", name="Grant Access").get_by_role("button", name="Deny", exact=True).click()
+    expect(request_row(page, "den-xss")).to_be_hidden(timeout=2000)
+    assert gateway.register("den-xss", **hostile)[0] == 403
+
+    page.get_by_label("State", exact=True).select_option("denied")
+    page.get_by_label("Rows per page", exact=True).select_option("25")
+    rows = page.locator("table.requests tbody tr")
+    expect(rows).to_have_count(25)
+    expect(page.get_by_role("columnheader", name="Denied at")).to_be_visible()
+    expect(request_row(page, "den-000")).to_contain_text("den-000")
+    page.get_by_role("button", name="Next page").click()
+    expect(rows).to_have_count(2)
+    row = request_row(page, "den-xss")
+    expect(row).to_contain_text(XSS)
+    expect(row).to_contain_text("<script>alert(3)</script>")
+    assert page.locator("img[src='x']").count() == 0
+    # Denied rows take no decision: no checkbox, nothing to bulk-grant.
+    expect(page.get_by_label("Select den-xss", exact=True)).to_be_hidden()
+    expect(page.get_by_role("button", name="Grant all matching")).to_be_disabled()
+    assert any("state=denied" in u and "cursor=" in u for u in listings), listings
+
+    # The prefix filter applies to the denied listing too.
+    page.get_by_label("Username prefix", exact=True).fill("den-x")
+    expect(rows).to_have_count(1)
+    page.get_by_role("button", name="Open request den-xss").click()
+    dialog = page.get_by_role("dialog", name="Request")
+    expect(dialog).to_contain_text("Denied at")
+    dialog.get_by_role("button", name="Forget request").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_text("No denied requests whose username starts with “den-x”.")).to_be_visible(timeout=3000)
+    page.get_by_label("State", exact=True).select_option("pending")
+    expect(rows).to_have_count(0)
+    time.sleep(0.3)
+    page.watched.assert_clean()
 
 
 def test_device_strings_render_as_text(page, gateway):
@@ -388,6 +442,31 @@ def test_an_unreachable_gateway_is_said_in_words(page, gateway):
     alert = page.get_by_role("alert").filter(has_text="Cannot read the registry state")
     expect(alert).to_contain_text("Cannot reach the gateway", timeout=5000)
     expect(page.get_by_role("alert").filter(has_text="Cannot list the requests")).to_be_visible()
+
+
+def test_a_store_outage_is_a_503_said_in_words_next_to_what_failed(page, redis_gateway):
+    """A real 503: the gateway runs on a Redis of its own, which the test
+    stops by PID. The listing's error appears above the table it failed to
+    fill, and a grant's in the dialog whose Allow caused it, in words."""
+    gateway, redis = redis_gateway
+    gateway.unlock()
+    assert gateway.register("dev-out")[0] == 202
+    log_in(page, gateway)
+    expect(request_row(page, "dev-out")).to_be_visible(timeout=3000)
+    answers = []
+    page.on("response", lambda r: "/api/" in r.url and answers.append(r.status))
+
+    redis.stop()
+    panel = page.get_by_role("tabpanel", name="Requests")
+    listing = panel.get_by_role("alert").filter(has_text="Cannot list the requests")
+    expect(listing).to_contain_text("The gateway is unavailable (store unavailable", timeout=5000)
+    expect(listing).to_contain_text("Try again in")
+    # The row still on screen opens; Allow fails, and says so in the dialog.
+    page.get_by_role("button", name="Open request dev-out").click()
+    dialog = page.get_by_role("dialog", name="Grant Access")
+    dialog.get_by_role("button", name="Allow").click()
+    expect(dialog.get_by_role("alert").filter(has_text="The gateway is unavailable")).to_be_visible(timeout=5000)
+    assert 503 in answers, answers
 
 
 def test_bulk_grant_100_selected(page, gateway):

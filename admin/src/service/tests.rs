@@ -597,6 +597,70 @@ async fn listing_granted_requests() {
     assert_eq!(reply.body["items"].as_array().unwrap().len(), 1);
 }
 
+/// The usernames of a listing's page, in order.
+fn listed(reply: &Reply) -> Vec<String> {
+    reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["username"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_denied_requests() {
+    let service = service().await;
+    let token = admin_token(&service).await;
+    for (name, secret) in [
+        ("dev01", "secret1"),
+        ("dev02", "secret2"),
+        ("dev03", "secret3"),
+    ] {
+        make_pending(&service, name, secret).await;
+    }
+    for name in ["dev01", "dev03"] {
+        let uri = format!("/api/client-registry/requests/{name}/deny");
+        let reply = post(&service, &uri, &token, "").await;
+        assert!(reply.status.is_success(), "deny {name}: {:?}", reply.status);
+    }
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?state=denied&limit=1",
+        &token,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(listed(&reply), ["dev01"]);
+    assert_eq!(reply.body["items"][0]["state"], "denied");
+    assert!(
+        reply.body["items"][0]["deniedAt"].is_string(),
+        "{:?}",
+        reply.body
+    );
+    let cursor = reply.body["nextCursor"].as_str().unwrap().to_owned();
+    let uri = format!("/api/client-registry/requests?state=denied&cursor={cursor}");
+    let reply = get(&service, &uri, &token).await;
+    assert_eq!(listed(&reply), ["dev03"]);
+    assert!(reply.body["nextCursor"].is_null());
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?state=pending",
+        &token,
+    )
+    .await;
+    assert_eq!(listed(&reply), ["dev02"]);
+    // Forgotten: no longer listed.
+    let reply = delete(&service, "/api/client-registry/requests/dev03", &token).await;
+    assert!(reply.status.is_success());
+    let reply = get(
+        &service,
+        "/api/client-registry/requests?state=denied&prefix=dev0",
+        &token,
+    )
+    .await;
+    assert_eq!(listed(&reply), ["dev01"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_with_bad_parameters_is_400() {
     let service = service().await;
@@ -607,7 +671,7 @@ async fn listing_with_bad_parameters_is_400() {
         "limit=-1",
         "limit=ten",
         "limit=",
-        "state=denied",
+        "state=collected",
         "state=",
         "prefix=%zz",
     ] {

@@ -64,15 +64,18 @@ pub(super) fn parse_optional_json<T: DeserializeOwned + Default>(
 }
 
 /// The listing `GET /api/client-registry/requests` asks for: its `state`
-/// (`pending`, the default, or `granted`), then [`list_query`]'s
+/// (`pending`, the default, `granted` (granted and not yet out of the
+/// collection window, so also the recently collected) or `denied` (inside
+/// the deny window)), then [`list_query`]'s
 /// parameters. A bad `state` is reported before a bad `limit`.
 pub(super) fn requests_query(query: &QueryParams) -> Result<ListQuery, ApiError> {
     let state = match query.get("state").unwrap_or("pending") {
         "pending" => ListState::Pending,
         "granted" => ListState::Granted,
+        "denied" => ListState::Denied,
         other => {
             return Err(ApiError::Invalid(format!(
-                "state must be `pending` or `granted`, not `{other}`"
+                "state must be `pending`, `granted` or `denied`, not `{other}`"
             )))
         }
     };

@@ -56,6 +56,13 @@ pub const SHARDS: usize = 64;
 struct Shard {
     /// Pending and denied requests, in their compact layout.
     open: BTreeMap<CompactString, OpenRequest>,
+    /// The denied requests of `open`, by username, with their `denied_at`:
+    /// the index of the denied listing, so a page of denied requests never
+    /// walks the pending ones. Invariant: a name is here exactly when `open`
+    /// holds a denied request for it; every path that denies, forgets,
+    /// sweeps or replaces an open request keeps it (`deny`,
+    /// `forget_request`, `sweep`, the create of `register_sync`).
+    denied: BTreeMap<CompactString, UnixMillis>,
     /// Granted requests still inside (or not yet swept past) their window.
     granted: BTreeMap<String, RequestRecord>,
     users: BTreeMap<String, UserRecord>,
@@ -257,17 +264,25 @@ impl EmbeddedStore {
             let mut s = lock(shard);
             let windows = self.windows;
             let mut pending_removed = 0;
-            s.open.retain(|_, r| {
+            let Shard {
+                open,
+                denied,
+                granted,
+                ..
+            } = &mut *s;
+            open.retain(|name, r| {
                 let live = r.is_live(&windows, now);
                 if !live {
                     removed += 1;
                     if r.is_pending() {
                         pending_removed += 1;
+                    } else {
+                        denied.remove(name);
                     }
                 }
                 live
             });
-            s.granted.retain(|_, r| {
+            granted.retain(|_, r| {
                 let live = windows.is_live(r, now);
                 removed += usize::from(!live);
                 live
@@ -289,6 +304,7 @@ impl EmbeddedStore {
         let mut s = self.shard(poll.username);
         let Shard {
             open,
+            denied,
             granted,
             users,
         } = &mut *s;
@@ -313,6 +329,10 @@ impl EmbeddedStore {
             Decision::Create => {
                 // An expired record may still sit here; it is replaced.
                 let replaced_pending = open_entry.as_ref().is_some_and(|r| r.is_pending());
+                if open_entry.is_some() && !replaced_pending {
+                    // An expired denial, not swept yet: its index entry goes.
+                    denied.remove(poll.username);
+                }
                 granted.remove(poll.username);
                 if !replaced_pending {
                     // Reserve a slot under the cap without a global lock.
@@ -680,11 +700,17 @@ impl Store for EmbeddedStore {
             ListState::Granted => {
                 self.list_keys(query, |s| &s.granted, |r| windows.is_live(r, now))
             }
+            ListState::Denied => self.list_keys(
+                query,
+                |s| &s.denied,
+                |denied_at| now < denied_at.plus(windows.deny_window),
+            ),
         };
         let next_cursor = if more { keys.last().cloned() } else { None };
         let items = keys
             .iter()
             .filter_map(|k| self.get_request_sync(k, now))
+            .filter(|r| query.state.holds(&r.state))
             .collect();
         Ok(Page { items, next_cursor })
     }
@@ -729,6 +755,7 @@ impl Store for EmbeddedStore {
         };
         if r.is_pending() {
             r.deny(now);
+            s.denied.insert(CompactString::from(username), now);
             drop(s);
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
@@ -758,6 +785,7 @@ impl Store for EmbeddedStore {
             return Ok(ForgetResult::NotFound);
         }
         let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());
+        s.denied.remove(username);
         drop(s);
         if was_pending {
             self.pending.fetch_sub(1, Ordering::Relaxed);

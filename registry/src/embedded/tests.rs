@@ -423,3 +423,41 @@ fn concurrent_single_grants_share_one_fdatasync() {
     );
     assert_eq!(now_or_never(store.pending_count()).unwrap(), 0);
 }
+
+/// How many names the shards' denied indexes hold, and how many denied
+/// records `open` holds: the two must always agree.
+fn denied_index_sizes(store: &EmbeddedStore) -> (usize, usize) {
+    store.shards.iter().fold((0, 0), |(index, records), shard| {
+        let s = lock(shard);
+        let denied = s.open.values().filter(|r| !r.is_pending()).count();
+        (index + s.denied.len(), records + denied)
+    })
+}
+
+#[test]
+fn the_denied_index_never_outlives_its_records() {
+    let windows = crate::decision::Windows::default();
+    let store = EmbeddedStore::in_memory(windows, 1000);
+    let far = T0.plus(Duration::from_secs(24 * 3600));
+    now_or_never(store.set_lock_state(LockState {
+        unlocked_until: Some(far),
+    }))
+    .unwrap();
+    for i in 0..100 {
+        let name = format!("d{i:03}");
+        now_or_never(store.register(poll(&name, 1), T0)).unwrap();
+        now_or_never(store.deny(&name, T0)).unwrap();
+    }
+    assert_eq!(denied_index_sizes(&store), (100, 100));
+    // Forget drops the entry with the record.
+    now_or_never(store.forget_request("d000", T0)).unwrap();
+    assert_eq!(denied_index_sizes(&store), (99, 99));
+    // After the window, a new poll replaces an unswept denial.
+    let later = T0.plus(windows.deny_window);
+    let (decision, _) = now_or_never(store.register(poll("d001", 2), later)).unwrap();
+    assert_eq!(decision, Decision::Create);
+    assert_eq!(denied_index_sizes(&store), (98, 98));
+    // The sweep drops the rest, index and records alike.
+    store.sweep(later);
+    assert_eq!(denied_index_sizes(&store), (0, 0));
+}

@@ -3,6 +3,8 @@
 -- Redis drops it by TTL.
 --
 -- KEYS[1] request hash  KEYS[2] pending index  KEYS[3] pending expiry
+-- KEYS[4] denied index  KEYS[5] denied expiry (the sweep drops the entry
+--         when the window closes, as Redis drops the hash by TTL)
 -- ARGV[1] username  ARGV[2] now  ARGV[3] pending_ttl ms
 -- ARGV[4] collect_window ms  ARGV[5] deny_window ms  ARGV[6] events channel
 --
@@ -26,6 +28,8 @@ redis.call('ZREM', KEYS[3], username)
 redis.call('HSET', KEYS[1], 'state', 'denied', 'at', int(now))
 redis.call('HDEL', KEYS[1], 'sealed')
 expire_at(KEYS[1], now + deny, now)
+redis.call('ZADD', KEYS[4], 0, username)
+redis.call('ZADD', KEYS[5], int(now + deny), username)
 bump_epoch(KEYS[1])
 redis.call('PUBLISH', ARGV[6], 'deny:' .. username)
 return { 'denied', swept }

@@ -3,6 +3,7 @@
 -- left alone: the admin deletes the user instead.
 --
 -- KEYS[1] request hash  KEYS[2] pending index  KEYS[3] pending expiry
+-- KEYS[4] denied index  KEYS[5] denied expiry
 -- ARGV[1] username  ARGV[2] now  ARGV[3] pending_ttl ms
 -- ARGV[4] collect_window ms  ARGV[5] deny_window ms  ARGV[6] events channel
 --
@@ -20,6 +21,8 @@ if r.state == 'granted' then
 end
 local swept = redis.call('ZREM', KEYS[2], username)
 redis.call('ZREM', KEYS[3], username)
+redis.call('ZREM', KEYS[4], username)
+redis.call('ZREM', KEYS[5], username)
 redis.call('DEL', KEYS[1])
 bump_epoch(KEYS[1])
 redis.call('PUBLISH', ARGV[6], 'forget:' .. username)

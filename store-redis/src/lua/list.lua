@@ -3,7 +3,7 @@
 -- returns the first `want` usernames whose expiry (in the expiry ZSET) is
 -- after `now`; expired entries not yet swept are skipped, not returned.
 --
--- KEYS[1] index (pending or granted)  KEYS[2] its expiry ZSET
+-- KEYS[1] index (pending, granted or denied)  KEYS[2] its expiry ZSET
 -- ARGV[1] ZRANGEBYLEX min  ARGV[2] ZRANGEBYLEX max  ARGV[3] want  ARGV[4] now
 local min, max, want, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}

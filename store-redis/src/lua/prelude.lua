@@ -89,6 +89,22 @@ local function sweep_granted(tag, granted, gexp, now, max)
   return #names
 end
 
+-- Drops up to `max` denied requests of this bucket whose deny window has
+-- closed, with their index entries (Redis has usually dropped the hash by
+-- TTL already; the index entries are what is left). Returns how many.
+local function sweep_denied(tag, denied, dexp, now, max)
+  local names = redis.call('ZRANGEBYSCORE', dexp, '-inf', int(now), 'LIMIT', 0, max)
+  for _, name in ipairs(names) do
+    local key = tag .. ':r:' .. name
+    if redis.call('HGET', key, 'state') == 'denied' then
+      redis.call('DEL', key)
+    end
+    redis.call('ZREM', dexp, name)
+    redis.call('ZREM', denied, name)
+  end
+  return #names
+end
+
 -- A reply that carries the whole request hash after `head`.
 local function with_record(head, key)
   local all = redis.call('HGETALL', key)

@@ -8,13 +8,15 @@
 -- KEYS[5] granted index  {t}:granted
 -- KEYS[6] granted expiry {t}:gexp
 -- KEYS[7] lock copy      {t}:lock      (<version>:<unlocked_until ms>; missing = locked)
--- KEYS[8] (mode 'counted' only) the global --max-pending counter; only on a
+-- KEYS[8] denied index   {t}:denied
+-- KEYS[9] denied expiry  {t}:dexp
+-- KEYS[10] (mode 'counted' only) the global --max-pending counter; only on a
 --         single Redis, where a script may touch keys of any slot
 -- ARGV[1] username  ARGV[2] fingerprint (hex)  ARGV[3] now
 -- ARGV[4] pending_ttl ms  ARGV[5] collect_window ms  ARGV[6] deny_window ms
 -- ARGV[7] mode: 'decide' (may not create: answers need_slot instead),
 --         'create' (a --max-pending slot is reserved: create if still decided),
---         or 'counted' (single Redis: take the slot from KEYS[8] here, so a
+--         or 'counted' (single Redis: take the slot from KEYS[10] here, so a
 --         creating poll is one round trip; answers 'full' at the cap)
 -- ARGV[8] bucket tag `{t}`  ARGV[9] source address or ''
 -- ARGV[10..] field, value pairs of a new record (transport, sealed, ...);
@@ -82,6 +84,8 @@ local swept = redis.call('ZREM', KEYS[3], username)
 redis.call('ZREM', KEYS[4], username)
 redis.call('ZREM', KEYS[5], username)
 redis.call('ZREM', KEYS[6], username)
+redis.call('ZREM', KEYS[8], username)
+redis.call('ZREM', KEYS[9], username)
 if r then
   redis.call('DEL', KEYS[1])
 end
@@ -90,15 +94,15 @@ swept = swept + sweep_pending(tag, KEYS[3], KEYS[4], now, 16)
 local first_field = 10
 if mode == 'counted' then
   first_field = 11
-  local count = tonumber(redis.call('GET', KEYS[8]) or '0') - swept
+  local count = tonumber(redis.call('GET', KEYS[10]) or '0') - swept
   if count < 0 then
     count = 0
   end
   if count + 1 > tonumber(ARGV[10]) then
-    redis.call('SET', KEYS[8], int(count))
+    redis.call('SET', KEYS[10], int(count))
     return { 'full', 0 }
   end
-  redis.call('SET', KEYS[8], int(count + 1))
+  redis.call('SET', KEYS[10], int(count + 1))
   -- The swept slots went back to the counter just now.
   swept = 0
 elseif mode ~= 'create' then

@@ -6,7 +6,7 @@
 //! with every bucket:
 //!
 //! - **Single Redis**: a script may touch keys of any slot, so the script
-//!   takes the slot itself (`counted` mode, the counter as `KEYS[8]`) and
+//!   takes the slot itself (`counted` mode, the counter as `KEYS[10]`) and
 //!   answers `full` at the cap. Every poll, creating or not, is one round
 //!   trip.
 //! - **Cluster**: a poll that would create a pending request takes three
@@ -54,7 +54,7 @@ pub(super) enum RegisterMode {
     /// the decision is still to create.
     Create,
     /// Single Redis: the script takes the slot itself from the counter
-    /// (`KEYS[8]`, `ARGV[10]` the cap), answering `full` at the cap.
+    /// (`KEYS[10]`, `ARGV[10]` the cap), answering `full` at the cap.
     Counted,
 }
 
@@ -76,7 +76,7 @@ impl RegisterMode {
         }
     }
 
-    /// Whether the call names the global slot counter as `KEYS[8]`.
+    /// Whether the call names the global slot counter as `KEYS[10]`.
     fn takes_the_counter(self) -> bool {
         self == RegisterMode::Counted
     }
@@ -169,6 +169,8 @@ impl RedisStore {
             &bk.granted,
             &bk.granted_expiry,
             &bk.lock,
+            &bk.denied,
+            &bk.denied_expiry,
         ];
         if mode.takes_the_counter() {
             keys.push(&slots);
@@ -325,7 +327,7 @@ mod tests {
         assert!(RegisterMode::ALL
             .iter()
             .all(|m| REGISTER_LUA.contains(&format!("'{}'", m.as_str()))));
-        // Only the counted mode names the counter (KEYS[8]).
+        // Only the counted mode names the counter (KEYS[10]).
         let counted: Vec<bool> = RegisterMode::ALL
             .iter()
             .map(|m| m.takes_the_counter())

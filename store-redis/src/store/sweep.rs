@@ -18,7 +18,7 @@ use crate::keys::BUCKETS;
 use crate::record::{self, BadReply};
 
 impl RedisStore {
-    /// Drops expired pending and granted requests (at most `per_bucket` of
+    /// Drops expired pending, granted and denied requests (at most `per_bucket` of
     /// each kind per bucket) and gives their `--max-pending` slots back.
     /// Returns how many records were dropped. Correctness never depends on
     /// it (every read checks expiry against the clock, and Redis drops the
@@ -37,6 +37,8 @@ impl RedisStore {
                         &bk.pending_expiry,
                         &bk.granted,
                         &bk.granted_expiry,
+                        &bk.denied,
+                        &bk.denied_expiry,
                     ]);
                     cmd.arg(&bk.tag).arg(now.0).arg(per_bucket);
                     conn.eval(&self.scripts, &cmd).await
@@ -49,14 +51,15 @@ impl RedisStore {
                 let Value::Array(items) = reply else {
                     return Err(corrupt("sweep", BadReply("not an array".into())));
                 };
-                let (Some(p), Some(g)) = (
+                let (Some(p), Some(g), Some(d)) = (
                     items.first().and_then(record::int),
                     items.get(1).and_then(record::int),
+                    items.get(2).and_then(record::int),
                 ) else {
                     return Err(corrupt("sweep", BadReply(format!("counts {items:?}"))));
                 };
                 pending += p;
-                total += p + g;
+                total += p + g + d;
             }
             self.release_slots(pending).await;
             self.repair_lock_copies().await?;

@@ -11,7 +11,7 @@
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
-use fleetgate_registry::model::{RequestRecord, RequestState, Role, UserRecord};
+use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
 use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError, MAX_PAGE,
@@ -104,6 +104,7 @@ impl Store for RedisStore {
                     let (index, expiry) = match query.state {
                         ListState::Pending => (&bk.pending, &bk.pending_expiry),
                         ListState::Granted => (&bk.granted, &bk.granted_expiry),
+                        ListState::Denied => (&bk.denied, &bk.denied_expiry),
                     };
                     let mut cmd = self.scripts.list.evalsha(&[index, expiry]);
                     cmd.arg(min).arg(max).arg(n).arg(now.0);
@@ -133,11 +134,9 @@ impl Store for RedisStore {
             });
             let mut items = Vec::with_capacity(keys.len());
             for r in join_all(reads).await {
-                let wanted = |r: &RequestRecord| match query.state {
-                    ListState::Pending => r.state == RequestState::Pending,
-                    ListState::Granted => matches!(r.state, RequestState::Granted { .. }),
-                };
-                if let Some(r) = r?.filter(|r| self.windows.is_live(r, now) && wanted(r)) {
+                if let Some(r) =
+                    r?.filter(|r| self.windows.is_live(r, now) && query.state.holds(&r.state))
+                {
                     items.push(r);
                 }
             }
@@ -492,7 +491,13 @@ impl RedisStore {
     ) -> Result<String, StoreError> {
         let uk = self.keys.user_keys(username);
         let bk = self.keys.bucket_keys_of(username);
-        let mut cmd = script.evalsha(&[&uk.request, &bk.pending, &bk.pending_expiry]);
+        let mut cmd = script.evalsha(&[
+            &uk.request,
+            &bk.pending,
+            &bk.pending_expiry,
+            &bk.denied,
+            &bk.denied_expiry,
+        ]);
         let [ttl, collect, deny] = self.windows_ms;
         cmd.arg(username)
             .arg(now.0)
