@@ -88,7 +88,11 @@ impl Devices {
             run_id: run_id.to_owned(),
             password: device::password(run_id),
             count,
-            client: device::device_client(connections, common.connections as usize, common.timeout)?,
+            client: device::device_client(
+                connections,
+                common.connections as usize,
+                common.timeout,
+            )?,
             connections: tokio::sync::Semaphore::new(common.connections as usize),
             connection_close: matches!(connections, Connections::NewPerRequest { .. }),
             pace_scale: common.pace_scale,

@@ -714,7 +714,10 @@ async fn a_bulk_grant_of_twelve_thousand_commits_while_polls_are_answered() {
     let mut latencies = polling.await.unwrap();
     assert_eq!(results.len(), N);
     for (name, r) in names.iter().zip(&results) {
-        assert!(matches!(r, GrantResult::Granted(rec) if &rec.username == name), "{name}: {r:?}");
+        assert!(
+            matches!(r, GrantResult::Granted(rec) if &rec.username == name),
+            "{name}: {r:?}"
+        );
     }
 
     // Polls were answered throughout, none near the 1 s timeout.
@@ -739,7 +742,10 @@ async fn a_bulk_grant_of_twelve_thousand_commits_while_polls_are_answered() {
     assert_eq!(other.pending_count().await.unwrap(), POLLERS);
     for chunk in names.chunks(500) {
         let users = chunk.iter().map(|n| other.get_user(n));
-        for (name, u) in chunk.iter().zip(futures_util::future::join_all(users).await) {
+        for (name, u) in chunk
+            .iter()
+            .zip(futures_util::future::join_all(users).await)
+        {
             assert!(u.unwrap().is_some(), "{name} has no user");
         }
     }
