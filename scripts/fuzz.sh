@@ -58,8 +58,9 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-# FUZZ_NEW_DIR keeps what a run finds (for a long run, to minimise into the
-# corpus afterwards); otherwise it is dropped with $work.
+# FUZZ_NEW_DIR keeps what a run finds, and each target's libFuzzer log (for
+# a long run, to minimise into the corpus afterwards); otherwise both are
+# dropped with $work.
 new="${FUZZ_NEW_DIR:-$work/new}"
 
 # Runs one target; its log goes to $work/<target>.log, its exit status to
@@ -75,6 +76,7 @@ run_target() {
     ${FUZZ_ARGS:-} \
     >"$work/$target.log" 2>&1 || status=$?
   echo "$status" >"$work/$target.rc"
+  if [ -n "${FUZZ_NEW_DIR:-}" ]; then cp "$work/$target.log" "$new/$target.log"; fi
 }
 
 echo "== fuzz ${#targets[@]} targets for ${seconds}s each, $jobs at a time"

@@ -42,6 +42,13 @@ pub struct Devices {
     pub count: u64,
     /// The client every device sends through (see [`crate::device`]).
     pub client: reqwest::Client,
+    /// One permit per connection of `--connections`: a device holds one
+    /// from sending its request until it has read the whole answer, so at
+    /// most that many requests are in flight and the client's pool never
+    /// needs more connections than that (it opens one whenever no idle
+    /// connection is free). Without it 100,000 devices starting within the
+    /// ramp-up opened a connection each and ran out of file descriptors.
+    pub connections: tokio::sync::Semaphore,
     /// Send `Connection: close`, so the gateway closes each connection
     /// after its answer (`tls-reconnect`).
     pub connection_close: bool,
@@ -81,7 +88,12 @@ impl Devices {
             run_id: run_id.to_owned(),
             password: device::password(run_id),
             count,
-            client: device::device_client(connections, common.timeout)?,
+            client: device::device_client(
+                connections,
+                common.connections as usize,
+                common.timeout,
+            )?,
+            connections: tokio::sync::Semaphore::new(common.connections as usize),
             connection_close: matches!(connections, Connections::NewPerRequest { .. }),
             pace_scale: common.pace_scale,
             expected,
@@ -213,6 +225,7 @@ impl Run {
     pub fn admin_client(&self) -> Result<reqwest::Client, Error> {
         Ok(device::device_client(
             Connections::KeepAlive,
+            usize::MAX,
             self.common.timeout,
         )?)
     }

@@ -103,6 +103,17 @@ pub struct CommonArgs {
     #[arg(long, value_parser = parse_run_id)]
     pub run_id: Option<String>,
 
+    /// Keep-alive connections the devices share: at most this many
+    /// requests are in flight at once, and the client keeps at most this
+    /// many connections open. A device is a username and a credential, not
+    /// a socket: a gateway sees a fleet's polls arrive over many
+    /// connections, and 100,000 sockets from one process (more than a
+    /// 20,000 open-files limit allows) are not needed to model it. A
+    /// device whose poll is due waits for a free connection; its latency
+    /// is measured from when it has one.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
     /// Longest a device waits for one answer; past it the request counts
     /// as a transport error.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -441,6 +452,7 @@ mod tests {
             panic!("wrong subcommand")
         };
         assert_eq!(a.common.devices, 100_000);
+        assert_eq!(a.common.connections, 256, "the default pool");
         assert_eq!(a.common.duration, Duration::from_secs(60));
         assert_eq!(a.common.target.gateway_args, ["--workers=1"]);
         assert_eq!(a.common.goose_args, ["--running-metrics", "5"]);

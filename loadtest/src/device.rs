@@ -9,7 +9,9 @@
 //! Devices share one HTTP client, so 100,000 devices do not build 100,000
 //! connection pools and TLS configurations. With keep-alive, the number of
 //! open connections is the number of requests in flight, not the number of
-//! devices. `tls-reconnect` uses a client that keeps no idle connection and
+//! devices, and the requests in flight are bounded by `--connections`
+//! (`Devices::connections`), so a fleet of any size polls over a bounded
+//! pool of keep-alive connections. `tls-reconnect` uses a client that keeps no idle connection and
 //! sends `Connection: close`, so every request opens (and the gateway
 //! closes) a new connection, with a full TLS handshake on `https://`.
 
@@ -81,9 +83,12 @@ pub enum Connections {
 /// (`https://` targets in load tests are self-signed), proxies from the
 /// environment are ignored (the load must go where `--url` says), and
 /// pooled connections are dropped after 30 s idle, before the gateway's
-/// 60 s idle timeout closes them under a request.
+/// 60 s idle timeout closes them under a request. At most `pool` idle
+/// connections are kept (`usize::MAX`: no cap); the devices' in-flight
+/// bound (`--connections`) keeps the open ones at about that.
 pub fn device_client(
     connections: Connections,
+    pool: usize,
     timeout: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
@@ -96,6 +101,7 @@ pub fn device_client(
     let builder = match connections {
         Connections::KeepAlive => builder
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(pool)
             .tls_backend_preconfigured(tls_config(true)),
         Connections::NewPerRequest { resumption } => builder
             .pool_max_idle_per_host(0)
@@ -249,7 +255,7 @@ mod tests {
                     });
                 }
             });
-            let client = device_client(connections, Duration::from_secs(5)).unwrap();
+            let client = device_client(connections, 4, Duration::from_secs(5)).unwrap();
             for _ in 0..3 {
                 let mut req = client
                     .post(format!("http://{addr}{REGISTER_PATH}"))

@@ -410,7 +410,7 @@ pub fn run(args: &MqttStormArgs) -> Result<Verdict, Error> {
 /// Registers and grants `<prefix>0 … <prefix><count-1>` on a started
 /// gateway, so `--mode granted` has users to connect as.
 async fn provision_granted(g: &Gateway, args: &MqttStormArgs) -> Result<(), Error> {
-    let client = device::device_client(Connections::KeepAlive, args.timeout)?;
+    let client = device::device_client(Connections::KeepAlive, usize::MAX, args.timeout)?;
     let http = format!("http://{}", g.http);
     let admin_url = g
         .admin

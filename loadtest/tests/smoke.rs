@@ -209,6 +209,35 @@ fn polling_storm_devices_collect_their_grants() {
     );
 }
 
+/// 60 devices over a pool of 3 keep-alive connections: the devices wait
+/// their turn for a connection, and the fleet still collects.
+#[test]
+fn polling_storm_shares_a_small_connection_pool() {
+    let s = http_scenario(
+        "polling-storm",
+        &[
+            "--devices",
+            "60",
+            "--connections",
+            "3",
+            "--ramp-up",
+            "200ms",
+            "--duration",
+            "20s",
+            "--pace-scale",
+            "0.05",
+            "--grant-interval",
+            "200ms",
+            "--quiet",
+        ],
+    );
+    assert_only(&s, &[201, 202, 423, 429]);
+    assert_eq!(s.ended_by, "all-collected", "{s:#?}");
+    let c = s.collect.as_ref().expect("a collect section");
+    assert_eq!((c.collected, c.not_collected), (60, 0), "{s:#?}");
+    assert!(c.fleet_collected_secs.is_some(), "{s:#?}");
+}
+
 #[test]
 fn locked_storm_is_all_423() {
     let s = http_scenario(

@@ -269,7 +269,8 @@ pub trait Store: Send + Sync + 'static {
     /// before it in the list (two grants of one request in one group create
     /// one user: the second is `AlreadyGranted`), and the whole group is made
     /// durable at once (the embedded store: one journal append and one
-    /// `fdatasync`; Redis: one pipeline and one `WAIT`). Returns one result
+    /// `fdatasync`; Redis: pipelines of at most 128 grants on their own
+    /// connection, one `WAIT` each). Returns one result
     /// per grant, in order, only once all of them are durable. An error means
     /// none of the results is known; retrying is safe (a grant already
     /// applied answers `AlreadyGranted`).

@@ -163,7 +163,10 @@ impl Conn {
     }
 
     /// Runs several `EVALSHA`s as one pipeline, followed by one `WAIT` when
-    /// configured (single Redis only: a pipeline goes to one node). Returns
+    /// configured. On a cluster a pipeline goes to one node, and redis-rs
+    /// refuses one whose keys span slots: there the scripts must all be in
+    /// one bucket (one hash tag), and `WAIT` runs on that bucket's master,
+    /// the node that took the writes. Returns
     /// every script's reply, in order, and with `WAIT` how many replicas
     /// acknowledged them all. After a `NOSCRIPT` the scripts are loaded and
     /// the pipeline sent again: the server lost its script cache before the

@@ -248,3 +248,69 @@ async fn a_lost_event_reaches_the_cache_within_the_stale_bound_on_a_cluster() {
     let slowest = support::lost_events_reach_the_cache_within_the_bound(&cluster.url()).await;
     eprintln!("slowest visibility without events: {slowest:?}");
 }
+
+/// The `calls=` figure of one command in `INFO commandstats`, summed over
+/// every node of the cluster.
+fn command_calls(cluster: &RedisCluster, command: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["info", "commandstats"])
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |c| c.parse().unwrap())
+        })
+        .sum()
+}
+
+/// A group of grants on a cluster goes as one pipeline per bucket, each
+/// with one `WAIT 1` on the bucket's master: 1,000 grants (plus the first
+/// two again at the end) cost at most one `WAIT` per bucket, not one per
+/// grant. Results come back in the order given, and a repeat in the same
+/// group sees the first grant (`AlreadyGranted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_grants_is_one_pipeline_per_bucket() {
+    use fleetgate_store_redis::keys::BUCKETS;
+
+    let cluster = RedisCluster::start();
+    let mut config = support::config(&cluster.url(), "cgroup");
+    config.wait_replicas = Some(WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(500),
+    });
+    let s = RedisStore::connect_with(config).await.unwrap();
+    unlock(&s).await;
+    let names: Vec<String> = (0..1000).map(|i| format!("dev{i:04}")).collect();
+    for chunk in names.chunks(200) {
+        let creates = chunk.iter().map(|n| s.register(poll(n, 1), T0));
+        for r in futures_util::future::join_all(creates).await {
+            assert_eq!(r.unwrap().0, Decision::Create);
+        }
+    }
+    let mut group: Vec<GrantCommit> = names.iter().map(|n| grant_of(n, T0)).collect();
+    group.push(grant_of(&names[0], T0));
+    group.push(grant_of(&names[1], T0));
+    let waits = command_calls(&cluster, "wait");
+    let results = s.commit_grants(group, T0).await.unwrap();
+    let sent_waits = command_calls(&cluster, "wait") - waits;
+    assert_eq!(results.len(), 1002);
+    for (name, r) in names.iter().zip(&results) {
+        assert!(
+            matches!(r, GrantResult::Granted(rec) if &rec.username == name),
+            "{name}: {r:?}"
+        );
+    }
+    for (name, r) in names[..2].iter().zip(&results[1000..]) {
+        assert!(
+            matches!(r, GrantResult::AlreadyGranted(rec) if &rec.username == name),
+            "{name} again: {r:?}"
+        );
+    }
+    assert!(
+        (1..=BUCKETS as u64).contains(&sent_waits),
+        "{sent_waits} WAITs for 1002 grants"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+}

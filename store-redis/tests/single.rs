@@ -15,6 +15,7 @@ use fleetgate_registry::model::RequestState;
 use fleetgate_registry::store::{
     GrantCommit, GrantResult, ListQuery, ListState, Store, StoreError,
 };
+use fleetgate_store_redis::store::GROUP_MAX;
 use fleetgate_store_redis::{RedisConfig, RedisStore, StoreEvent, WaitReplicas};
 use support::RedisServer;
 
@@ -654,13 +655,14 @@ fn command_calls(server: &RedisServer, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-/// A group of grants is one pipeline with one `WAIT`: 300 grants send 300
-/// scripts and exactly one `WAIT` (with `WAIT 0`, always satisfied). With
+/// A group of grants is pipelines of at most `GROUP_MAX` with one `WAIT`
+/// each: 300 grants send 300 scripts and 300 / `GROUP_MAX` (rounded up)
+/// `WAIT`s, not one per grant (with `WAIT 0`, always satisfied). With
 /// a replica count nobody meets, the group is applied but answered
 /// `Unavailable`, and a retry of the group answers `AlreadyGranted` for
 /// each. After `SCRIPT FLUSH` the group still commits.
 #[tokio::test]
-async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
+async fn a_group_of_grants_is_a_few_pipelines_and_one_wait_each() {
     let server = RedisServer::start();
     let mut config = support::config(&server.url(), "group");
     config.wait_replicas = Some(WaitReplicas {
@@ -681,8 +683,8 @@ async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
     assert!(results.iter().all(|r| matches!(r, GrantResult::Granted(_))));
     assert_eq!(
         command_calls(&server, "wait") - waits,
-        1,
-        "one WAIT for 300 grants"
+        300u64.div_ceil(GROUP_MAX as u64),
+        "one WAIT per pipeline of {GROUP_MAX} for 300 grants"
     );
     assert_eq!(s.pending_count().await.unwrap(), 0);
     assert_eq!(
@@ -711,6 +713,101 @@ async fn a_group_of_grants_is_one_pipeline_and_one_wait() {
     assert!(retried
         .iter()
         .all(|r| matches!(r, GrantResult::AlreadyGranted(_))));
+}
+
+/// A bulk grant of 12,000 in one `commit_grants` call (what one
+/// 100,000-device fleet sends a dozen times): every grant is applied and
+/// visible to another instance, and polls on the same store keep being
+/// answered meanwhile, well within the operation timeout, because the
+/// pipelines run on their own connection in groups of `GROUP_MAX`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_grant_of_twelve_thousand_commits_while_polls_are_answered() {
+    const N: usize = 12_000;
+    let server = RedisServer::start();
+    let mut config = support::config(&server.url(), "bulk");
+    config.max_pending = N + 100;
+    let s = Arc::new(RedisStore::connect_with(config.clone()).await.unwrap());
+    unlock(&s).await;
+    let names: Vec<String> = (0..N).map(|i| format!("bulk{i:05}")).collect();
+    for chunk in names.chunks(500) {
+        let creates = chunk.iter().map(|n| s.register(poll(n, 1), T0));
+        for r in futures_util::future::join_all(creates).await {
+            assert_eq!(r.unwrap().0, Decision::Create);
+        }
+    }
+    // Devices that stay pending, polled all the time the grants run.
+    const POLLERS: usize = 50;
+    let pollers: Vec<String> = (0..POLLERS).map(|i| format!("poller{i:02}")).collect();
+    for name in &pollers {
+        s.register(poll(name, 1), T0).await.unwrap();
+    }
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = &pollers[i % pollers.len()];
+                i += 1;
+                let t = Instant::now();
+                let (d, _) = s.register(poll(name, 1), T0).await.expect("poll answered");
+                latencies.push(t.elapsed());
+                assert_eq!(d, Decision::StillPending);
+            }
+            latencies
+        })
+    };
+    let started = Instant::now();
+    let results = s
+        .commit_grants(names.iter().map(|n| grant_of(n, 1, T0)).collect(), T0)
+        .await
+        .expect("the whole bulk commits");
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = polling.await.unwrap();
+    assert_eq!(results.len(), N);
+    for (name, r) in names.iter().zip(&results) {
+        assert!(
+            matches!(r, GrantResult::Granted(rec) if &rec.username == name),
+            "{name}: {r:?}"
+        );
+    }
+
+    // Polls were answered throughout, none near the 1 s timeout.
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = *latencies.last().unwrap();
+    eprintln!(
+        "{N} grants in {took:?}; {} polls meanwhile, p99 {p99:?}, max {max:?}",
+        latencies.len()
+    );
+    assert!(
+        latencies.len() >= 50,
+        "only {} polls answered in {took:?}",
+        latencies.len()
+    );
+    assert!(p99 < Duration::from_millis(250), "poll p99 {p99:?}");
+    assert!(max < config.op_timeout, "slowest poll {max:?}");
+
+    // Visible to another instance: every user exists, every request is
+    // granted and collects, and nothing of them is pending any more.
+    let other = RedisStore::connect_with(config).await.unwrap();
+    assert_eq!(other.pending_count().await.unwrap(), POLLERS);
+    for chunk in names.chunks(500) {
+        let users = chunk.iter().map(|n| other.get_user(n));
+        for (name, u) in chunk
+            .iter()
+            .zip(futures_util::future::join_all(users).await)
+        {
+            assert!(u.unwrap().is_some(), "{name} has no user");
+        }
+    }
+    for name in names.iter().step_by(97) {
+        let (d, _) = other.register(poll(name, 1), T0).await.unwrap();
+        assert_eq!(d, Decision::Collect, "{name}");
+    }
 }
 
 /// Roles are global to a namespace: every instance on it sees the same

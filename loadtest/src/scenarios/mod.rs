@@ -153,6 +153,13 @@ async fn send(
     name: &str,
     body: String,
 ) -> Result<(Option<u16>, Option<Duration>), Box<TransactionError>> {
+    // One of the shared connections, held until the whole answer is read.
+    // A device still waiting for one when the run ends sends nothing.
+    let mut stop = d.stop_signal();
+    let _connection = tokio::select! {
+        permit = d.connections.acquire() => permit.expect("the semaphore is never closed"),
+        _ = stop.wait_for(|s| *s) => return Ok((None, None)),
+    };
     let sent = Instant::now();
     let mut builder = user
         .get_request_builder(&GooseMethod::Post, path)?

@@ -17,7 +17,8 @@
 //! on a bounded set of threads ([`Registry::hash_threads`], one per core,
 //! and one bulk call's chunk at a time per process), and each chunk of
 //! [`CHUNK`] grants is committed as one group ([`Store::commit_grants`]: one
-//! journal append and `fdatasync`, or one Redis pipeline and `WAIT`).
+//! journal append and `fdatasync`, or Redis pipelines of at most 128 with
+//! one `WAIT` each).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

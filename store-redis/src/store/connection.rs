@@ -2,11 +2,13 @@
 //! bound every method runs under.
 //!
 //! Connecting validates the [`RedisConfig`], opens the shared multiplexed
-//! connection (and, with `WAIT`, a second one for durable writes) and loads
-//! the Lua scripts, all within `connect_timeout`. Every other part of the
-//! store (`register`, `lock`, `trait_impl`, …) reaches Redis through
-//! [`RedisStore::conn`] or [`RedisStore::durable_conn`], inside
-//! [`RedisStore::bounded`].
+//! connection, the grants connection (group commits), and with `WAIT` a
+//! third one for single durable writes, and loads the Lua scripts, all
+//! within `connect_timeout`. Every other part of the store (`register`,
+//! `lock`, `trait_impl`, …) reaches Redis through [`RedisStore::conn`],
+//! [`RedisStore::durable_conn`] or [`RedisStore::grants_conn`], inside
+//! [`RedisStore::bounded`] (or [`RedisStore::bounded_within`], for a
+//! group whose deadline grows with its size).
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,6 +49,16 @@ pub struct RedisStore {
     /// down), and `WAIT` must follow its write on the same connection; on
     /// the shared connection that would stall every poll behind each grant.
     pub(super) durable: Option<Conn>,
+    /// The connection group commits ([`Store::commit_grants`]) run on,
+    /// always its own: a bulk grant sends pipelines of up to
+    /// [`super::grants::GROUP_MAX`] scripts, and on the shared connection
+    /// every poll's cache miss queued behind them (measured: 503s on polls
+    /// during a 100,000-device bulk grant, docs/BENCHMARKS.md). Its
+    /// response timeout is the longest group deadline
+    /// ([`super::grants::group_deadline`]), not `op_timeout`.
+    ///
+    /// [`Store::commit_grants`]: fleetgate_registry::store::Store::commit_grants
+    pub(super) grants: Conn,
     /// Script sources and SHA1s; `NOSCRIPT` reloads them.
     pub(super) scripts: std::sync::Arc<Scripts>,
     pub(super) keys: KeySpace,
@@ -112,6 +124,14 @@ impl RedisStore {
             conn.load_scripts(&scripts)
                 .await
                 .map_err(|e| redis_error("SCRIPT LOAD", e))?;
+            let grants = Conn::connect(
+                &topology,
+                super::grants::group_deadline(config.op_timeout, super::grants::GROUP_MAX),
+                config.connect_timeout.min(config.op_timeout),
+                config.tls_ca.as_deref(),
+            )
+            .await
+            .map_err(|e| redis_error("connect", e))?;
             let durable = match config.wait_replicas {
                 Some(_) => Some(
                     Conn::connect(
@@ -125,9 +145,9 @@ impl RedisStore {
                 ),
                 None => None,
             };
-            Ok::<_, StoreError>((conn, durable))
+            Ok::<_, StoreError>((conn, grants, durable))
         };
-        let (conn, durable) = tokio::time::timeout(config.connect_timeout, connect)
+        let (conn, grants, durable) = tokio::time::timeout(config.connect_timeout, connect)
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!(
@@ -140,6 +160,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             durable,
+            grants,
             scripts,
             channel: keys.events_channel(),
             keys,
@@ -179,13 +200,24 @@ impl RedisStore {
         what: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.op_timeout, fut).await {
+        self.bounded_within(what, self.op_timeout, fut).await
+    }
+
+    /// [`RedisStore::bounded`] with another deadline: for a pipeline whose
+    /// work grows with its length (a group of grants), so that every write
+    /// still has a deadline but a long group is not failed for being long.
+    pub(super) async fn bounded_within<T>(
+        &self,
+        what: &'static str,
+        deadline: Duration,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(deadline, fut).await {
             Ok(result) => result,
             Err(_) => {
-                tracing::warn!(operation = what, timeout = ?self.op_timeout, "redis call timed out");
+                tracing::warn!(operation = what, timeout = ?deadline, "redis call timed out");
                 Err(StoreError::Unavailable(format!(
-                    "redis did not answer {what} within {:?}",
-                    self.op_timeout
+                    "redis did not answer {what} within {deadline:?}"
                 )))
             }
         }
@@ -199,6 +231,11 @@ impl RedisStore {
     /// The connection for writes that are followed by `WAIT`.
     pub(super) fn durable_conn(&self) -> Conn {
         self.durable.as_ref().unwrap_or(&self.conn).clone()
+    }
+
+    /// The connection of group commits (a handle; cheap).
+    pub(super) fn grants_conn(&self) -> Conn {
+        self.grants.clone()
     }
 
     /// Fails on a `WAIT` that came back with fewer replicas than required:

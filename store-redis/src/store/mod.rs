@@ -42,8 +42,8 @@
 //!
 //! # Layout
 //! - `connection`: the [`RedisStore`] struct, [`ConnectError`], connecting,
-//!   the `op_timeout` bound, the two connections (shared and `WAIT`) and the
-//!   `WAIT` check.
+//!   the `op_timeout` bound (and the longer bound of a group of grants),
+//!   the connections (shared, grants, and `WAIT`) and the `WAIT` check.
 //! - `failure`: how a Redis error or an unreadable reply becomes a
 //!   `StoreError` that says who caused it.
 //! - `shared`: the blobs every instance shares (the server secret, the
@@ -54,8 +54,9 @@
 //!   codes, the `need_slot` / reserve / create dance, giving slots back).
 //! - `changes`: what other instances watch: the events channel and the
 //!   buckets' change epochs.
-//! - `grants`: the grant script's command and reply, and group commit (one
-//!   pipeline and one `WAIT` per group of grants).
+//! - `grants`: the grant script's command and reply, and group commit
+//!   (pipelines of at most `GROUP_MAX` grants on their own connection, one
+//!   `WAIT` each, per bucket on a cluster).
 //! - `sweep`: dropping expired requests, giving their slots back.
 //! - `trait_impl`: the [`Store`] implementation, with the reads
 //!   (requests, users) and the transitions that are one script call.
@@ -76,6 +77,7 @@ mod sweep;
 mod trait_impl;
 
 pub use connection::{ConnectError, RedisStore};
+pub use grants::{group_deadline, GROUP_MAX, PER_GRANT};
 
 /// A duration in whole milliseconds, as every script wants it.
 fn ms(d: Duration) -> u64 {
