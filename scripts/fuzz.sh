@@ -38,7 +38,7 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
 # Coverage counters and comparison tracing for libFuzzer, `--cfg fuzzing`,
 # AddressSanitizer (it watches the unsafe code in the dependencies:
 # httparse's SIMD, ring; FUZZ_SANITIZER=none leaves it out, for long runs
-# at about twice the rate), one codegen unit (as cargo-fuzz: the sancov
+# at 7 to 8 times the rate), one codegen unit (as cargo-fuzz: the sancov
 # pass otherwise blocks cross-unit inlining), and debug assertions with overflow checks, so an
 # arithmetic overflow is a crash too. `--target` keeps these flags off the
 # build scripts.
