@@ -193,7 +193,7 @@ pub struct Rule {
     /// by the store, atomically (`Store::claim_rule_use`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_uses: Option<u64>,
-    /// The rule stops matching at this time (RFC 3339 in JSON).
+    /// The rule stops matching at this time (RFC 3339 in UTC in JSON).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
     pub expires_at: Option<UnixMillis>,
     /// Also decide while the registry is locked (preauthorization).
@@ -201,11 +201,106 @@ pub struct Rule {
     pub while_locked: bool,
 }
 
+/// The body of `PUT /api/client-registry/rules/{name}`: a [`Rule`] whose
+/// name comes from the path, with the networks and the expiry as text, so
+/// that a bad CIDR or time is a 422 naming it (not a 400 of the JSON).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username_pattern: Option<String>,
+    #[serde(default)]
+    pub source_cidrs: Vec<String>,
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    #[serde(default)]
+    pub require_csr: bool,
+    pub action: RuleAction,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+    #[serde(default)]
+    pub max_uses: Option<u64>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub while_locked: bool,
+}
+
+impl RuleSpec {
+    /// The rule named `name` (the path's). A `name` in the body must be the
+    /// same (422 `rule_name`); every CIDR must parse (422 `source_cidrs`,
+    /// naming the entry), after the count cap (`source_cidrs_count`);
+    /// `expiresAt` must be RFC 3339 (422 `expires_at`).
+    pub fn into_rule(self, name: &str) -> Result<Rule, RequestError> {
+        if self.name.as_deref().is_some_and(|n| n != name) {
+            return Err(RequestError::policy(
+                "rule_name",
+                format!("the body's `name` must be the path's (`{name}`), or left out"),
+            ));
+        }
+        if self.source_cidrs.len() > SOURCE_CIDRS_MAX {
+            return Err(RequestError::policy(
+                "source_cidrs_count",
+                format!("at most {SOURCE_CIDRS_MAX} sourceCidrs per rule"),
+            ));
+        }
+        let source_cidrs = self
+            .source_cidrs
+            .iter()
+            .map(|c| {
+                c.parse::<Cidr>()
+                    .map_err(|e| RequestError::policy("source_cidrs", format!("sourceCidrs: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let expires_at = match &self.expires_at {
+            None => None,
+            Some(t) => Some(rfc3339_opt::parse(t).map_err(|e| {
+                RequestError::policy("expires_at", format!("expiresAt must be RFC 3339: {e}"))
+            })?),
+        };
+        Ok(Rule {
+            name: name.to_owned(),
+            username_pattern: self.username_pattern,
+            source_cidrs,
+            transport: self.transport,
+            require_csr: self.require_csr,
+            action: self.action,
+            roles: self.roles,
+            permissions: self.permissions,
+            max_uses: self.max_uses,
+            expires_at,
+            while_locked: self.while_locked,
+        })
+    }
+}
+
+/// A rule as the API shows it: the rule and its use count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub uses: u64,
+}
+
 /// A rule as listed by a store: the rule and how many decisions it made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRule {
     pub rule: Rule,
     pub uses: u64,
+}
+
+impl StoredRule {
+    pub fn view(&self) -> RuleView {
+        RuleView {
+            rule: self.rule.clone(),
+            uses: self.uses,
+        }
+    }
 }
 
 /// What `Store::put_rule` did.
@@ -375,13 +470,20 @@ mod rfc3339_opt {
         let Some(s) = Option::<String>::deserialize(d)? else {
             return Ok(None);
         };
-        let t = humantime::parse_rfc3339_weak(&s)
-            .map_err(|e| serde::de::Error::custom(format!("expiresAt `{s}`: {e}")))?;
+        parse(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("expiresAt `{s}`: {e}")))
+    }
+
+    /// An RFC 3339 time in UTC (`…Z`, fractions allowed) as milliseconds
+    /// since the epoch. Offsets other than `Z` are refused.
+    pub fn parse(s: &str) -> Result<UnixMillis, humantime::TimestampError> {
+        let t = humantime::parse_rfc3339_weak(s)?;
         let ms = t
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis();
-        Ok(Some(UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))))
+        Ok(UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX)))
     }
 }
 
@@ -561,6 +663,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_spec_turns_bad_networks_and_times_into_named_policy_errors() {
+        let spec = |json: serde_json::Value| -> RuleSpec { serde_json::from_value(json).unwrap() };
+        let rule_of = |json| match spec(json).into_rule("r") {
+            Err(RequestError::Policy { rule, message }) => (rule, message),
+            Ok(r) => panic!("accepted {r:?}"),
+            Err(e) => panic!("{e:?}"),
+        };
+        let (rule, message) = rule_of(
+            serde_json::json!({"action": "grant", "sourceCidrs": ["10.0.0.0/8", "10.0.0.0/40"]}),
+        );
+        assert_eq!(rule, "source_cidrs");
+        assert!(message.contains("10.0.0.0/40"), "{message}");
+        let (rule, _) = rule_of(serde_json::json!({"action": "grant", "expiresAt": "tomorrow"}));
+        assert_eq!(rule, "expires_at");
+        let (rule, _) = rule_of(serde_json::json!({"name": "other", "action": "grant"}));
+        assert_eq!(rule, "rule_name");
+        let (rule, _) = rule_of(serde_json::json!({"action": "grant",
+            "sourceCidrs": vec!["bad"; SOURCE_CIDRS_MAX + 1]}));
+        assert_eq!(
+            rule, "source_cidrs_count",
+            "the cap is checked before parsing"
+        );
+        let r = spec(
+            serde_json::json!({"name": "r", "action": "deny", "sourceCidrs": ["::1"],
+            "expiresAt": "2030-01-01T00:00:00Z"}),
+        )
+        .into_rule("r")
+        .unwrap();
+        assert_eq!(r.source_cidrs[0].to_string(), "::1/128");
+        assert_eq!(
+            r.expires_at.unwrap().to_rfc3339(),
+            "2030-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

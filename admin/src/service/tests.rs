@@ -2113,3 +2113,4 @@ async fn the_ui_is_served_without_a_token_and_the_api_is_not_sniffed() {
 
 mod bulk;
 mod openapi;
+mod rules;
