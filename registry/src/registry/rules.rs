@@ -61,6 +61,20 @@ impl From<crate::request::RequestError> for RuleError {
     }
 }
 
+/// Makes the rule's `fleetgate_rule_decisions_total` series exist (at 0
+/// until its first decision), so Prometheus sees the step from 0 to 1: a
+/// series born at its first increment has no rate. `increment(0)` leaves
+/// an existing count as it is. Called when a rule is put and whenever an
+/// instance compiles the list, so every instance exports it.
+fn export_series(rule: &Rule) {
+    metrics::counter!(
+        crate::metrics::RULE_DECISIONS_TOTAL,
+        "rule" => rule.name.clone(),
+        "action" => rule.action.name()
+    )
+    .increment(0);
+}
+
 /// The compiled rules at one `rules_version`.
 #[derive(Debug, Default)]
 pub(super) struct RulesCache {
@@ -111,6 +125,7 @@ impl<S: Store> Registry<S> {
             PutRuleResult::Created => true,
             PutRuleResult::Replaced => false,
         };
+        export_series(&rule);
         tracing::info!(rule = %rule.name, action = rule.action.name(), created, "rule put");
         self.get_rule(&rule.name).await.map(|r| (r, created))
     }
@@ -163,6 +178,7 @@ impl<S: Store> Registry<S> {
                     .ok()
             })
             .collect();
+        compiled.iter().for_each(|c| export_series(&c.rule));
         let compiled = Arc::new(compiled);
         *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, Arc::clone(&compiled)));
         Ok(compiled)
