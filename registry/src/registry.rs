@@ -10,7 +10,11 @@
 //! what a user may do by [`Registry::effective_permissions`]. Bulk
 //! decisions ([`Registry::grant_many`], [`Registry::deny_many`]) live in the
 //! `bulk` submodule and share the single grant's per-item code
-//! ([`Registry::prepare_grant`]).
+//! ([`Registry::prepare_grant`]). Auto-approval rules live in the `rules`
+//! submodule: [`Registry::put_rule`] and its siblings for the admin, and the
+//! decision of a newly created request by the first matching rule, called
+//! from [`Registry::register_parsed`] only when the store created one (the
+//! only extra poll-path work: none on a re-poll).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -553,7 +557,9 @@ impl<S: Store> Registry<S> {
         }
     }
 
-    /// Steps 3 to 5 for an already validated request.
+    /// Steps 3 to 5 for an already validated request, then, for a request
+    /// this poll created (or a device a locked registry would refuse), the
+    /// auto-approval rules: a matching rule's grant answers 201 at once.
     pub async fn register_parsed(
         &self,
         req: &RegisterRequest<'_>,

@@ -7,7 +7,9 @@
 //! [`crate::page`]) and the transitions that are one script call each
 //! (grant, deny, forget, `put_user`, `delete_user`, `put_role`,
 //! `delete_role`), the durable ones followed by `WAIT` on the durable
-//! connection. Roles live in one global hash, `<prefix>:roles`.
+//! connection. Roles live in one global hash, `<prefix>:roles`, and the
+//! auto-approval rules in another, `<prefix>:rules` (rules, use counts,
+//! order and version, each changed by one script).
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
