@@ -692,3 +692,63 @@ impl RedisStore {
         Ok(code)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode_rules;
+    use fleetgate_registry::store::StoreError;
+
+    fn field(name: &str, value: &str) -> (String, Vec<u8>) {
+        (name.to_owned(), value.as_bytes().to_vec())
+    }
+
+    const A: &str = r#"{"name":"a","action":"grant","roles":[],"permissions":[]}"#;
+    const B: &str = r#"{"name":"b","action":"deny","roles":[],"permissions":[]}"#;
+
+    #[test]
+    fn the_rules_hash_decodes_in_order_with_uses() {
+        let (version, rules) = decode_rules(vec![
+            field("r:a", A),
+            field("#version", "4"),
+            field("r:b", B),
+            field("u:a", "3"),
+            field("#order", "b,a"),
+        ])
+        .unwrap();
+        assert_eq!(version, 4);
+        let got: Vec<(&str, u64)> = rules
+            .iter()
+            .map(|r| (r.rule.name.as_str(), r.uses))
+            .collect();
+        assert_eq!(got, [("b", 0), ("a", 3)]);
+        assert_eq!(
+            decode_rules(vec![]).unwrap(),
+            (0, vec![]),
+            "no hash, no rules"
+        );
+        // The order of a hash whose last rule was deleted is empty.
+        assert_eq!(
+            decode_rules(vec![field("#order", ""), field("#version", "2")]).unwrap(),
+            (2, vec![])
+        );
+    }
+
+    #[test]
+    fn a_rules_hash_that_does_not_add_up_is_corrupt_not_an_outage() {
+        let cases = [
+            vec![field("r:a", A)],
+            vec![field("#order", "a")],
+            vec![field("r:a", B), field("#order", "a")],
+            vec![field("r:a", "{"), field("#order", "a")],
+            vec![field("r:a", A), field("#order", "a"), field("u:a", "many")],
+            vec![field("#version", "x")],
+            vec![field("stray", "1")],
+        ];
+        for case in cases {
+            match decode_rules(case.clone()) {
+                Err(StoreError::Corrupt(_)) => {}
+                other => panic!("{case:?}: {other:?}"),
+            }
+        }
+    }
+}
