@@ -75,10 +75,12 @@ fn export_series(rule: &Rule) {
     .increment(0);
 }
 
-/// The compiled rules at one `rules_version`.
+/// The compiled rules at one `rules_version`. A read-write lock: every
+/// creation (and every locked poll of an unknown device) reads it from
+/// whichever worker served the poll; only a changed version writes.
 #[derive(Debug, Default)]
 pub(super) struct RulesCache {
-    compiled: std::sync::Mutex<Option<(u64, Arc<Vec<CompiledRule>>)>>,
+    compiled: std::sync::RwLock<Option<(u64, Arc<Vec<CompiledRule>>)>>,
 }
 
 impl<S: Store> Registry<S> {
@@ -159,7 +161,7 @@ impl<S: Store> Registry<S> {
     async fn compiled_rules(&self) -> Result<Arc<Vec<CompiledRule>>, StoreError> {
         let version = self.store.rules_version().await?;
         let cache = &self.rules_cache.compiled;
-        if let Some((v, rules)) = &*cache.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some((v, rules)) = &*cache.read().unwrap_or_else(|p| p.into_inner()) {
             if *v == version {
                 return Ok(Arc::clone(rules));
             }
@@ -180,7 +182,7 @@ impl<S: Store> Registry<S> {
             .collect();
         compiled.iter().for_each(|c| export_series(&c.rule));
         let compiled = Arc::new(compiled);
-        *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, Arc::clone(&compiled)));
+        *cache.write().unwrap_or_else(|p| p.into_inner()) = Some((version, Arc::clone(&compiled)));
         Ok(compiled)
     }
 
