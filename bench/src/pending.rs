@@ -123,6 +123,7 @@ pub fn plain_poll<'a>(
         permissions: &[],
         context: None,
         secret,
+        preauthorized: false,
     }
 }
 

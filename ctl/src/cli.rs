@@ -79,6 +79,9 @@ pub enum Command {
     /// Roles: list, show, put (create or replace), delete.
     #[command(subcommand)]
     Roles(RolesCommand),
+    /// Auto-approval rules: list, get, put (create or replace), delete, order.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -297,6 +300,69 @@ pub struct RolePutArgs {
     /// RESOURCE:OPERATION[:CONTEXT], e.g. plant/+/temp:write
     #[arg(value_name = "PERMISSION")]
     pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List every rule, in evaluation order (the first match decides).
+    List,
+    /// Show one rule, with its use count.
+    #[command(alias = "show")]
+    Get(NameArg),
+    /// Create (placed last) or replace (in place, uses kept) a rule.
+    Put(RulePutArgs),
+    /// Delete rules.
+    Delete(NamesArg),
+    /// Set the evaluation order: every rule's name, first match first.
+    Order(NamesArg),
+}
+
+/// What `rules put` sends: each flag is one field of the rule.
+#[derive(Debug, Args)]
+pub struct RulePutArgs {
+    pub name: String,
+    /// What a matching rule does.
+    #[arg(long, value_enum)]
+    pub action: RuleActionArg,
+    /// A regex the whole username must match (anchored), e.g. 'plant4-[0-9]+'.
+    #[arg(long, value_name = "REGEX")]
+    pub pattern: Option<String>,
+    /// A source network the device must come from (IPv4 or IPv6); repeatable.
+    #[arg(long = "cidr", value_name = "CIDR")]
+    pub cidrs: Vec<String>,
+    /// Match only this transport.
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportArg>,
+    /// Match only devices that sent a CSR.
+    #[arg(long)]
+    pub require_csr: bool,
+    /// A role a granting rule gives; repeatable.
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// A permission a granting rule gives (RESOURCE:OPERATION[:CONTEXT]); repeatable.
+    #[arg(long = "permission", value_name = "PERMISSION")]
+    pub permissions: Vec<String>,
+    /// How many devices the rule may decide.
+    #[arg(long, value_name = "N")]
+    pub max_uses: Option<u64>,
+    /// When the rule stops matching (RFC 3339 in UTC, e.g. 2027-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// Also decide while the registry is locked (preauthorization).
+    #[arg(long)]
+    pub while_locked: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuleActionArg {
+    Grant,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Http,
+    Mqtt,
 }
 
 #[derive(Debug, Args)]

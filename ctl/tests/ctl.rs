@@ -732,6 +732,129 @@ fn users_and_roles() {
 }
 
 #[test]
+fn rules_list_get_put_order_delete() {
+    let g = Gateway::start(&[]);
+    let op = Operator::logged_in(&g);
+    assert_eq!(
+        op.run(&["roles", "put", "sensor", "plant/4/#:write"]).code,
+        0
+    );
+    let r = op.run(&[
+        "rules",
+        "put",
+        "plant4",
+        "--action",
+        "grant",
+        "--pattern",
+        "plant4-[0-9]+",
+        "--cidr",
+        "127.0.0.0/8",
+        "--cidr",
+        "::1",
+        "--role",
+        "sensor",
+        "--permission",
+        "cmd/4:read",
+        "--max-uses",
+        "5",
+        "--while-locked",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let rule = r.json();
+    assert_eq!(rule["usernamePattern"], "plant4-[0-9]+");
+    assert_eq!(rule["sourceCidrs"], json!(["127.0.0.0/8", "::1/128"]));
+    assert_eq!(rule["roles"], json!(["sensor"]));
+    assert_eq!(
+        rule["permissions"],
+        json!([{"resource": "cmd/4", "operation": "read", "context": "mqtt"}])
+    );
+    assert_eq!(rule["maxUses"], 5);
+    assert_eq!(rule["whileLocked"], true);
+    assert_eq!(rule["uses"], 0);
+    let r = op.run(&[
+        "rules",
+        "put",
+        "blocklist",
+        "--action",
+        "deny",
+        "--pattern",
+        "bad-.*",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("blocklist") && r.stdout.contains("deny"),
+        "{r:?}"
+    );
+
+    let r = op.run(&["rules", "list", "-o", "name"]);
+    assert_eq!(r.stdout, "plant4\nblocklist\n");
+    let r = op.run(&["rules", "list"]);
+    assert_eq!(
+        r.lines()[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "ACTION", "PATTERN", "SOURCES", "USES"]
+    );
+    assert!(r.lines()[1].starts_with("plant4 "), "{r:?}");
+    let r = op.run(&["rules", "get", "plant4", "-o", "json"]);
+    assert_eq!(
+        r.stdout,
+        format!("{}\n", api_get(&g, "/api/client-registry/rules/plant4").1)
+    );
+
+    // The rule decides a device's first poll, even while locked.
+    assert_eq!(poll(&g, "plant4-7", "password1"), 201);
+    let r = op.run(&["rules", "get", "plant4", "-o", "json"]);
+    assert_eq!(r.json()["uses"], 1);
+
+    let r = op.run(&["rules", "order", "blocklist", "plant4", "-o", "name"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "blocklist\nplant4\n");
+    let r = op.run(&["rules", "order", "blocklist"]);
+    assert_eq!(r.code, 1, "an order must name every rule: {r:?}");
+    assert!(r.stderr.contains("422"), "{r:?}");
+
+    // The server's validation is shown as is.
+    let r = op.run(&[
+        "rules",
+        "put",
+        "broken",
+        "--action",
+        "grant",
+        "--pattern",
+        "(",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("422") && r.stderr.contains("regex"),
+        "{r:?}"
+    );
+    let r = op.run(&[
+        "rules",
+        "put",
+        "broken",
+        "--action",
+        "grant",
+        "--cidr",
+        "10.0.0.0/99",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("10.0.0.0/99"), "{r:?}");
+    let r = op.run(&["rules", "put", "broken", "--action", "maybe"]);
+    assert_eq!(r.code, 2, "a usage mistake: {r:?}");
+
+    let r = op.run(&["rules", "delete", "blocklist", "nope"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("rule blocklist deleted"), "{r:?}");
+    assert!(
+        r.stderr.contains("delete rule nope") && r.stderr.contains("404"),
+        "{r:?}"
+    );
+    let r = op.run(&["rules", "list", "-o", "name"]);
+    assert_eq!(r.stdout, "plant4\n");
+}
+
+#[test]
 fn usage_mistakes_exit_2_and_failures_exit_1() {
     let op = Operator::new(format!("http://127.0.0.1:{}", fleetgate_tests::free_port()));
     for args in [

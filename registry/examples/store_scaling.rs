@@ -40,6 +40,7 @@ fn poll(name: &str) -> Poll<'_> {
         permissions: &[],
         context: None,
         secret: SealOnCreate::Sealed(vec![0; 28]),
+        preauthorized: false,
     }
 }
 

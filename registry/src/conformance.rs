@@ -15,6 +15,9 @@ use crate::fingerprint::Fingerprint;
 use crate::model::{
     Operation, Permission, PermissionContext, RequestState, Role, Transport, UserRecord,
 };
+use crate::rule::{
+    DecidedBy, PutRuleResult, Rule, RuleAction, RuleClaim, RuleOrderResult, StoredRule,
+};
 use crate::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Poll,
     SealOnCreate, Store, StoreError, MAX_PAGE,
@@ -40,6 +43,7 @@ pub fn poll(username: &str, n: u8) -> Poll<'_> {
         permissions: &[],
         context: None,
         secret: SealOnCreate::Sealed(vec![n; 20]),
+        preauthorized: false,
     }
 }
 
@@ -53,6 +57,7 @@ pub fn user(username: &str) -> UserRecord {
         permissions: vec![],
         created_at: T0,
         origin: crate::model::UserOrigin::Http,
+        decided_by: None,
     }
 }
 
@@ -150,7 +155,9 @@ macro_rules! for_each_conformance_case {
             roles_put_get_list_delete,
             roles_are_global_and_apart_from_users,
             access_generation_follows_access_changes,
-            user_access_updates_are_one_step
+            user_access_updates_are_one_step,
+            rules_put_order_delete_and_count_uses,
+            preauthorized_polls_and_rule_decisions_are_recorded
         );
     };
 }
@@ -295,7 +302,7 @@ pub async fn grants_commit_as_a_group<S: Store>(f: &impl Factory<S>) {
     for name in ["dev01", "dev02", "dev03", "dev04", "dev05"] {
         assert_eq!(decide(&s, name, 1, T0).await, Decision::Create);
     }
-    assert_eq!(s.deny("dev04", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.deny("dev04", None, T0).await.unwrap(), DenyResult::Denied);
     assert!(matches!(
         grant(&s, "dev05", 1, T0).await,
         GrantResult::Granted(_)
@@ -412,10 +419,13 @@ pub async fn deny_then_forgotten<S: Store>(f: &impl Factory<S>) {
     let s = f.make(Windows::default(), 100).await;
     let far = T0.plus(Duration::from_secs(24 * 3600));
     unlock(&s, far).await;
-    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::NotFound);
+    assert_eq!(
+        s.deny("dev01", None, T0).await.unwrap(),
+        DenyResult::NotFound
+    );
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
-    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::Denied);
-    assert_eq!(s.deny("dev01", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.deny("dev01", None, T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.deny("dev01", None, T0).await.unwrap(), DenyResult::Denied);
     assert_eq!(s.pending_count().await.unwrap(), 0);
     assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Denied);
     assert_eq!(decide(&s, "dev01", 2, T0).await, Decision::Conflict);
@@ -432,7 +442,7 @@ pub async fn deny_then_forgotten<S: Store>(f: &impl Factory<S>) {
         GrantResult::Granted(_)
     ));
     assert_eq!(
-        s.deny("dev02", T0).await.unwrap(),
+        s.deny("dev02", None, T0).await.unwrap(),
         DenyResult::AlreadyGranted
     );
 }
@@ -458,7 +468,7 @@ pub async fn forget_frees_the_username<S: Store>(f: &impl Factory<S>) {
     assert_eq!(s.get_request("dev01", T0).await.unwrap(), None);
     // The cap is 1: the slot came back, so another device can register.
     assert_eq!(decide(&s, "dev02", 2, T0).await, Decision::Create);
-    assert_eq!(s.deny("dev02", T0).await.unwrap(), DenyResult::Denied);
+    assert_eq!(s.deny("dev02", None, T0).await.unwrap(), DenyResult::Denied);
     assert_eq!(decide(&s, "dev02", 3, T0).await, Decision::Conflict);
     assert_eq!(
         s.forget_request("dev02", T0).await.unwrap(),
@@ -599,7 +609,7 @@ pub async fn denied_requests_are_listed_until_they_expire<S: Store>(f: &impl Fac
     let denied: Vec<String> = (0..=MAX_PAGE).map(|i| format!("den{i:04}")).collect();
     for n in &denied {
         assert_eq!(decide(&s, n, 1, T0).await, Decision::Create);
-        assert_eq!(s.deny(n, T0).await.unwrap(), DenyResult::Denied);
+        assert_eq!(s.deny(n, None, T0).await.unwrap(), DenyResult::Denied);
     }
     // Same prefix, other states: never in the denied listing.
     assert_eq!(decide(&s, "den-pending", 1, T0).await, Decision::Create);
@@ -709,7 +719,10 @@ pub async fn denied_requests_are_listed_until_they_expire<S: Store>(f: &impl Fac
         "a re-registered request is pending, not denied"
     );
     let again = later.plus(Duration::from_secs(1));
-    assert_eq!(s.deny("den0001", again).await.unwrap(), DenyResult::Denied);
+    assert_eq!(
+        s.deny("den0001", None, again).await.unwrap(),
+        DenyResult::Denied
+    );
     let page = s.list_requests(&query(None, "", 10), again).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].username, "den0001");
@@ -964,4 +977,184 @@ pub async fn user_access_updates_are_one_step<S: Store>(f: &impl Factory<S>) {
         None
     );
     assert_eq!(s.get_user("dev01").await.unwrap(), None, "stays deleted");
+}
+
+pub fn rule(name: &str, max_uses: Option<u64>) -> Rule {
+    Rule {
+        name: name.into(),
+        username_pattern: Some("dev[0-9]+".into()),
+        source_cidrs: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        transport: Some(Transport::Http),
+        require_csr: false,
+        action: RuleAction::Grant,
+        roles: vec!["sensor".into()],
+        permissions: vec![],
+        max_uses,
+        expires_at: Some(T0.plus(Duration::from_secs(3600))),
+        while_locked: true,
+    }
+}
+
+fn rule_names(rules: &[StoredRule]) -> Vec<&str> {
+    rules.iter().map(|r| r.rule.name.as_str()).collect()
+}
+
+/// Rules: created last, replaced in place with their uses kept, capped in
+/// the same step, reordered only by a full list, deleted with their
+/// counter; the version moves with every change of the list; a claim
+/// counts exactly up to `maxUses`.
+pub async fn rules_put_order_delete_and_count_uses<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    let (v0, none) = s.list_rules().await.unwrap();
+    assert!(none.is_empty(), "a fresh store has no rules");
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            s.put_rule(rule(name, Some(2)), 3).await.unwrap(),
+            PutRuleResult::Created
+        );
+    }
+    assert_eq!(
+        s.put_rule(rule("d", None), 3).await.unwrap(),
+        PutRuleResult::Full,
+        "the cap is checked in the put"
+    );
+    let (v1, rules) = s.list_rules().await.unwrap();
+    assert_ne!(v0, v1);
+    assert_eq!(s.rules_version().await.unwrap(), v1);
+    assert_eq!(rule_names(&rules), ["a", "b", "c"]);
+    assert_eq!(
+        rules[0].rule,
+        rule("a", Some(2)),
+        "the rule round-trips whole"
+    );
+
+    assert_eq!(s.claim_rule_use("b").await.unwrap(), RuleClaim::Claimed(1));
+    assert_eq!(s.claim_rule_use("b").await.unwrap(), RuleClaim::Claimed(2));
+    assert_eq!(s.claim_rule_use("b").await.unwrap(), RuleClaim::Exhausted);
+    assert_eq!(s.claim_rule_use("nope").await.unwrap(), RuleClaim::Gone);
+    assert_eq!(
+        s.rules_version().await.unwrap(),
+        v1,
+        "uses do not move the version"
+    );
+    // Replacing keeps the position and the count; a higher maxUses gives
+    // exactly the difference.
+    assert_eq!(
+        s.put_rule(rule("b", Some(3)), 3).await.unwrap(),
+        PutRuleResult::Replaced
+    );
+    let (_, rules) = s.list_rules().await.unwrap();
+    assert_eq!(rule_names(&rules), ["a", "b", "c"]);
+    assert_eq!(rules[1].uses, 2);
+    assert_eq!(s.claim_rule_use("b").await.unwrap(), RuleClaim::Claimed(3));
+    assert_eq!(s.claim_rule_use("b").await.unwrap(), RuleClaim::Exhausted);
+    // Unlimited rules count without a cap.
+    s.put_rule(rule("a", None), 3).await.unwrap();
+    for n in 1..=3 {
+        assert_eq!(s.claim_rule_use("a").await.unwrap(), RuleClaim::Claimed(n));
+    }
+
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for bad in [
+        &["a", "b"][..],
+        &["a", "b", "b"],
+        &["a", "b", "x"],
+        &["a", "b", "c", "d"],
+    ] {
+        assert_eq!(
+            s.set_rule_order(&names(bad)).await.unwrap(),
+            RuleOrderResult::Mismatch,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        s.set_rule_order(&names(&["c", "a", "b"])).await.unwrap(),
+        RuleOrderResult::Applied
+    );
+    let (v2, rules) = s.list_rules().await.unwrap();
+    assert_ne!(v2, v1);
+    assert_eq!(rule_names(&rules), ["c", "a", "b"]);
+    assert_eq!(rules[2].uses, 3, "the order keeps the counts");
+
+    assert!(s.delete_rule("a").await.unwrap());
+    assert!(!s.delete_rule("a").await.unwrap());
+    let (v3, rules) = s.list_rules().await.unwrap();
+    assert_ne!(v3, v2);
+    assert_eq!(rule_names(&rules), ["c", "b"]);
+    // A re-created rule starts from zero and goes last.
+    s.put_rule(rule("a", Some(1)), 3).await.unwrap();
+    assert_eq!(s.claim_rule_use("a").await.unwrap(), RuleClaim::Claimed(1));
+    assert_eq!(
+        rule_names(&s.list_rules().await.unwrap().1),
+        ["c", "b", "a"]
+    );
+    // Rules are apart from roles and users.
+    assert!(s.list_roles().await.unwrap().is_empty());
+}
+
+/// A preauthorized poll creates while locked (and only that changes); a
+/// rule's deny and grant keep its name on the request and the user.
+pub async fn preauthorized_polls_and_rule_decisions_are_recorded<S: Store>(f: &impl Factory<S>) {
+    let s = f.make(Windows::default(), 100).await;
+    let mut p = poll("dev01", 1);
+    p.preauthorized = true;
+    assert_eq!(s.register(p, T0).await.unwrap().0, Decision::Create);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    assert_eq!(
+        decide(&s, "dev01", 1, T0).await,
+        Decision::PendingWhileLocked,
+        "a later plain poll sees the pending request, still locked"
+    );
+    assert_eq!(decide(&s, "dev02", 1, T0).await, Decision::Locked);
+
+    let by = DecidedBy::Rule("lan".into());
+    let mut commit = GrantCommit {
+        certificate: None,
+        username: "dev01".into(),
+        fingerprint: fp(1),
+        user: user("dev01"),
+        granted_at: T0,
+    };
+    commit.user.decided_by = Some(by.clone());
+    let GrantResult::Granted(granted) = s.commit_grant(commit, T0).await.unwrap() else {
+        panic!("the preauthorized request is grantable while locked");
+    };
+    assert_eq!(granted.decided_by, Some(by.clone()));
+    let stored = s.get_request("dev01", T0).await.unwrap().unwrap();
+    assert_eq!(stored.decided_by, Some(by.clone()));
+    assert_eq!(stored.view().decided_by, Some(by.clone()));
+    let u = s.get_user("dev01").await.unwrap().unwrap();
+    assert_eq!(u.decided_by, Some(by.clone()));
+    assert_eq!(
+        s.register(poll("dev01", 1), T0).await.unwrap().0,
+        Decision::Collect
+    );
+
+    let mut p = poll("dev03", 3);
+    p.preauthorized = true;
+    assert_eq!(s.register(p, T0).await.unwrap().0, Decision::Create);
+    let deny_by = DecidedBy::Rule("blocklist".into());
+    assert_eq!(
+        s.deny("dev03", Some(deny_by.clone()), T0).await.unwrap(),
+        DenyResult::Denied
+    );
+    let denied = s.get_request("dev03", T0).await.unwrap().unwrap();
+    assert!(matches!(denied.state, RequestState::Denied { .. }));
+    assert_eq!(denied.decided_by, Some(deny_by));
+    assert_eq!(decide(&s, "dev03", 3, T0).await, Decision::Denied);
+    // An admin's decisions name no rule.
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev04", 4, T0).await, Decision::Create);
+    s.deny("dev04", None, T0).await.unwrap();
+    assert_eq!(
+        s.get_request("dev04", T0)
+            .await
+            .unwrap()
+            .unwrap()
+            .decided_by,
+        None
+    );
 }

@@ -140,12 +140,16 @@ impl Decision {
 
 /// Decides steps 3 to 5 of the decision order for a request with fingerprint
 /// `fp`.
+///
+/// With `preauthorized` (a `whileLocked` rule claimed the device), step 5
+/// creates even while locked; nothing else changes.
 pub fn decide(
     fp: &Fingerprint,
     known: Known<'_>,
     lock: LockState,
     now: UnixMillis,
     windows: &Windows,
+    preauthorized: bool,
 ) -> Decision {
     let request = known.request.filter(|r| r.is_live(windows, now));
     let same = request.is_some_and(|r| r.fingerprint == fp);
@@ -173,7 +177,7 @@ pub fn decide(
     }
 
     // 5. Nothing known.
-    if lock.is_unlocked(now) {
+    if lock.is_unlocked(now) || preauthorized {
         Decision::Create
     } else {
         Decision::Locked
@@ -207,6 +211,7 @@ mod tests {
             first_seen: last_seen,
             last_seen,
             polls: 1,
+            decided_by: None,
         }
     }
 
@@ -236,6 +241,7 @@ mod tests {
             lock,
             now,
             &Windows::default(),
+            false,
         )
     }
 
@@ -243,6 +249,32 @@ mod tests {
     fn nothing_known() {
         assert_eq!(run(false, None, locked(), T0, 1), Decision::Locked);
         assert_eq!(run(false, None, unlocked(), T0, 1), Decision::Create);
+    }
+
+    #[test]
+    fn preauthorized_creates_while_locked_and_changes_nothing_else() {
+        let decide_pre = |user, req: Option<&RequestRecord>, lock| {
+            decide(
+                &fp(1),
+                Known {
+                    user_exists: user,
+                    request: req.map(Into::into),
+                },
+                lock,
+                T0,
+                &Windows::default(),
+                true,
+            )
+        };
+        assert_eq!(decide_pre(false, None, locked()), Decision::Create);
+        assert_eq!(decide_pre(true, None, locked()), Decision::Conflict);
+        let d = record(RequestState::Denied { denied_at: T0 }, 1, T0);
+        assert_eq!(decide_pre(false, Some(&d), locked()), Decision::Denied);
+        let p = record(RequestState::Pending, 1, T0);
+        assert_eq!(
+            decide_pre(false, Some(&p), locked()),
+            Decision::PendingWhileLocked
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`model`]: the records the registry keeps: requests, users, permissions.
 //! - [`request`]: parsing and validating a register request body
 //!   (400 `invalid` and 422 `policy` are decided here).
+//! - [`rule`]: auto-approval rules: the model, validation (caps, anchored
+//!   patterns, CIDRs), the compiled matcher and `DecidedBy`.
 //! - [`secrets`]: the server secret and the keys derived from it.
 //! - [`shard`]: the username → shard function the embedded store's shards
 //!   and the Redis key schema's buckets share.
@@ -52,6 +54,7 @@ pub mod model;
 pub mod password;
 pub mod registry;
 pub mod request;
+pub mod rule;
 pub mod secrets;
 pub mod shard;
 pub mod source;

@@ -91,8 +91,13 @@ pub mod outcome {
 /// topic the user may not write; `subscribe`: one refused SUBSCRIBE filter).
 pub const MQTT_DENIED_TOTAL: &str = "fleetgate_mqtt_denied_total";
 
+/// Decisions made by auto-approval rules, by `rule` (its name: the label
+/// set is bounded by the number of rules, at most `rule::RULES_MAX`) and
+/// `action` (`grant`, `deny`).
+pub const RULE_DECISIONS_TOTAL: &str = "fleetgate_rule_decisions_total";
+
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
@@ -113,6 +118,7 @@ pub const ALL: [&str; 20] = [
     LOGINS_TOTAL,
     RETRY_AFTER_SECONDS,
     MQTT_DENIED_TOTAL,
+    RULE_DECISIONS_TOTAL,
 ];
 
 /// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
@@ -128,6 +134,10 @@ pub fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
         "Register polls and MQTT CONNECTs by transport and outcome."
+    );
+    describe_counter!(
+        RULE_DECISIONS_TOTAL,
+        "Requests granted or denied by an auto-approval rule, by rule and action."
     );
     describe_counter!(
         MQTT_DENIED_TOTAL,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crate::fingerprint::{Fingerprint, PairingId};
+pub use crate::rule::DecidedBy;
 
 /// What a permission allows.
 ///
@@ -138,6 +139,10 @@ pub struct RequestRecord {
     /// The client certificate issued at grant, for a CSR request (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The rule that granted or denied this request; `None` when an admin
+    /// decided, or nothing has been decided yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
 }
 
 impl RequestRecord {
@@ -167,6 +172,7 @@ impl RequestRecord {
             polls: self.polls,
             granted_at,
             denied_at,
+            decided_by: self.decided_by.clone(),
         }
     }
 }
@@ -192,6 +198,9 @@ pub struct RequestView {
     pub granted_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied_at: Option<String>,
+    /// `{"rule": name}` when a rule decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
 }
 
 /// An account that can log in.
@@ -210,6 +219,9 @@ pub struct UserRecord {
     /// from a CSR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
+    /// The rule whose grant created this user; `None` for an admin's grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
 }
 
 /// How a user came to exist, as stored and shown (`"bootstrap"`, `"http"`,
@@ -291,6 +303,7 @@ impl UserRecord {
             has_password: self.password_hash.is_some(),
             certificate_fingerprint: self.certificate.as_ref().map(|c| c.fingerprint.clone()),
             certificate_expires: self.certificate.as_ref().map(|c| c.not_after.to_rfc3339()),
+            decided_by: self.decided_by.clone(),
         }
     }
 }
@@ -309,6 +322,9 @@ pub struct UserView {
     pub certificate_fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_expires: Option<String>,
+    /// `{"rule": name}` when a rule's grant created the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
 }
 
 mod serde_b64 {

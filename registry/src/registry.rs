@@ -10,7 +10,11 @@
 //! what a user may do by [`Registry::effective_permissions`]. Bulk
 //! decisions ([`Registry::grant_many`], [`Registry::deny_many`]) live in the
 //! `bulk` submodule and share the single grant's per-item code
-//! ([`Registry::prepare_grant`]).
+//! ([`Registry::prepare_grant`]). Auto-approval rules live in the `rules`
+//! submodule: [`Registry::put_rule`] and its siblings for the admin, and the
+//! decision of a newly created request by the first matching rule, called
+//! from [`Registry::register_parsed`] only when the store created one (the
+//! only extra poll-path work: none on a re-poll).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,9 +32,11 @@ use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, SealOnCreate, Sto
 use crate::token::Tokens;
 
 mod bulk;
+mod rules;
 pub use bulk::{
     BulkError, BulkItem, BulkOutcome, BulkResult, BulkTargets, Selector, BULK_MAX, CHUNK,
 };
+pub use rules::RuleError;
 
 /// The username of the built-in administrator.
 pub const ADMIN_USERNAME: &str = "admin";
@@ -184,6 +190,34 @@ impl From<RequestError> for AccessError {
     fn from(e: RequestError) -> Self {
         let (rule, message) = policy_parts(e);
         AccessError::Policy { rule, message }
+    }
+}
+
+/// The answer to a poll whose store decision needs no rule.
+fn outcome_of(
+    decision: Decision,
+    record: Option<RequestRecord>,
+    pairing_id: PairingId,
+) -> RegisterOutcome {
+    match decision {
+        Decision::Collect => RegisterOutcome::Granted {
+            pairing_id,
+            certificate: record.and_then(|r| r.certificate),
+        },
+        Decision::StillPending => RegisterOutcome::Pending {
+            pairing_id,
+            created: false,
+        },
+        Decision::Create => RegisterOutcome::Pending {
+            pairing_id,
+            created: true,
+        },
+        Decision::PendingWhileLocked => RegisterOutcome::Locked {
+            pairing_id: Some(pairing_id),
+        },
+        Decision::Locked => RegisterOutcome::Locked { pairing_id: None },
+        Decision::Conflict => RegisterOutcome::Conflict,
+        Decision::Denied => RegisterOutcome::Denied,
     }
 }
 
@@ -410,6 +444,9 @@ pub struct Registry<S> {
     /// Held while a bulk grant's chunk hashes, so that bulk calls hash one
     /// chunk at a time (each on [`Registry::hash_threads`] threads).
     bulk_hashing: std::sync::Mutex<()>,
+    /// The auto-approval rules, compiled, at the store's last
+    /// `rules_version` (see `rules`).
+    rules_cache: rules::RulesCache,
 }
 
 impl<S: Store> Registry<S> {
@@ -423,6 +460,7 @@ impl<S: Store> Registry<S> {
             metrics: RegistryMetrics::new(),
             ca: None,
             bulk_hashing: std::sync::Mutex::new(()),
+            rules_cache: rules::RulesCache::default(),
         }
     }
 
@@ -519,7 +557,9 @@ impl<S: Store> Registry<S> {
         }
     }
 
-    /// Steps 3 to 5 for an already validated request.
+    /// Steps 3 to 5 for an already validated request, then, for a request
+    /// this poll created (or a device a locked registry would refuse), the
+    /// auto-approval rules: a matching rule's grant answers 201 at once.
     pub async fn register_parsed(
         &self,
         req: &RegisterRequest<'_>,
@@ -540,11 +580,37 @@ impl<S: Store> Registry<S> {
             };
         }
         let fp = self.fingerprint(req);
+        let poll = self.poll(req, &ctx, fp, false);
+        match self
+            .timed(StoreOp::Register, self.store.register(poll, now))
+            .await
+        {
+            // Rules decide a request once, when it is created.
+            Ok((Decision::Create, _)) => self.decide_by_rules(req, &ctx, fp, now).await,
+            Ok((Decision::Locked, _)) => self.preauthorize(req, &ctx, fp, now).await,
+            Ok((decision, record)) => outcome_of(decision, record, fp.pairing_id()),
+            Err(e) => {
+                if e.is_internal() {
+                    tracing::error!(error = %e, "register: corrupt store reply");
+                }
+                RegisterOutcome::Unavailable(e)
+            }
+        }
+    }
+
+    /// The store's view of one poll of `req`.
+    fn poll<'a>(
+        &'a self,
+        req: &'a RegisterRequest<'_>,
+        ctx: &PollContext<'a>,
+        fp: Fingerprint,
+        preauthorized: bool,
+    ) -> Poll<'a> {
         let (kind, secret) = match &req.credential {
             Credential::Password(p) => (CredentialKind::Password, p.as_bytes()),
             Credential::Csr(c) => (CredentialKind::Csr, c.as_bytes()),
         };
-        let poll = Poll {
+        Poll {
             username: &req.username,
             fingerprint: fp,
             transport: ctx.transport.unwrap_or(Transport::Http),
@@ -560,38 +626,7 @@ impl<S: Store> Registry<S> {
                 kind,
                 secret,
             },
-        };
-        let pairing_id = fp.pairing_id();
-        match self
-            .timed(StoreOp::Register, self.store.register(poll, now))
-            .await
-        {
-            Ok((decision, record)) => match decision {
-                Decision::Collect => RegisterOutcome::Granted {
-                    pairing_id,
-                    certificate: record.and_then(|r| r.certificate),
-                },
-                Decision::StillPending => RegisterOutcome::Pending {
-                    pairing_id,
-                    created: false,
-                },
-                Decision::Create => RegisterOutcome::Pending {
-                    pairing_id,
-                    created: true,
-                },
-                Decision::PendingWhileLocked => RegisterOutcome::Locked {
-                    pairing_id: Some(pairing_id),
-                },
-                Decision::Locked => RegisterOutcome::Locked { pairing_id: None },
-                Decision::Conflict => RegisterOutcome::Conflict,
-                Decision::Denied => RegisterOutcome::Denied,
-            },
-            Err(e) => {
-                if e.is_internal() {
-                    tracing::error!(error = %e, "register: corrupt store reply");
-                }
-                RegisterOutcome::Unavailable(e)
-            }
+            preauthorized,
         }
     }
 
@@ -690,6 +725,7 @@ impl<S: Store> Registry<S> {
             &record,
             roles,
             overrides.permissions.unwrap_or_default(),
+            None,
             now,
         )?;
         match self
@@ -715,7 +751,8 @@ impl<S: Store> Registry<S> {
     /// `permissions`: a grant without them creates a user with no access at
     /// all. What the device asked for stays on the request as a hint the
     /// admin can copy (the UI's dialog pre-fills it), never as a grant by
-    /// default (docs/DECISIONS.md, "what a grant gives").
+    /// default (docs/DECISIONS.md, "what a grant gives"). `decided_by`
+    /// names the rule when a rule grants (`None`: an admin).
     ///
     /// CPU-bound (about 0.35 ms of argon2id), never suspends: callers run it
     /// where blocking briefly is acceptable.
@@ -724,6 +761,7 @@ impl<S: Store> Registry<S> {
         record: &RequestRecord,
         roles: Vec<String>,
         permissions: Vec<Permission>,
+        decided_by: Option<crate::rule::DecidedBy>,
         now: UnixMillis,
     ) -> Result<GrantCommit, GrantError> {
         let username = record.username.as_str();
@@ -765,6 +803,7 @@ impl<S: Store> Registry<S> {
             permissions,
             created_at: now,
             origin: record.transport.into(),
+            decided_by,
         };
         Ok(GrantCommit {
             username: username.to_owned(),
@@ -793,7 +832,7 @@ impl<S: Store> Registry<S> {
             }
         }
         match self
-            .timed(StoreOp::Deny, self.store.deny(username, now))
+            .timed(StoreOp::Deny, self.store.deny(username, None, now))
             .await?
         {
             DenyResult::Denied => {
@@ -884,6 +923,7 @@ impl<S: Store> Registry<S> {
                 created_at: now,
                 origin: crate::model::UserOrigin::Bootstrap,
                 certificate: None,
+                decided_by: None,
             })
             .await?;
         Ok(generated.then_some(password))
@@ -1123,6 +1163,7 @@ mod tests {
             created_at: UnixMillis(5),
             origin: UserOrigin::Http,
             certificate: None,
+            decided_by: None,
         }
     }
 

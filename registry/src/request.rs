@@ -47,7 +47,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    fn policy(rule: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn policy(rule: &'static str, message: impl Into<String>) -> Self {
         RequestError::Policy {
             rule,
             message: message.into(),

@@ -16,6 +16,7 @@ use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState};
 use crate::fingerprint::Fingerprint;
 use crate::model::{Permission, RequestRecord, Role, Transport, UserRecord};
+use crate::rule::{DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule};
 use crate::secrets::Secrets;
 
 /// A store could not do what was asked. The variant says who caused it,
@@ -59,6 +60,10 @@ pub struct Poll<'a> {
     /// The credential, sealed for the grant only if this poll creates a
     /// pending request (sealing costs about 1.4 µs; a fingerprint 0.2 µs).
     pub secret: SealOnCreate<'a>,
+    /// A `whileLocked` rule has claimed this device: create its pending
+    /// request even while the registry is locked (step 5 answers `Create`
+    /// instead of `Locked`). Everything else of the decision is unchanged.
+    pub preauthorized: bool,
 }
 
 /// A credential that is sealed only when a pending request is created.
@@ -280,10 +285,12 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMillis,
     ) -> impl Future<Output = Result<Vec<GrantResult>, StoreError>> + Send;
 
-    /// Marks a pending request denied.
+    /// Marks a pending request denied; `by` names the rule that denied it
+    /// (`None`: an admin), kept on the denied record.
     fn deny(
         &self,
         username: &str,
+        by: Option<DecidedBy>,
         now: UnixMillis,
     ) -> impl Future<Output = Result<DenyResult, StoreError>> + Send;
 
@@ -341,6 +348,44 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a role, durably. Returns whether it existed. Users that hold
     /// the role by name keep the name; it grants nothing while undefined.
     fn delete_role(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A number that moves with every change of the rule list (put, delete,
+    /// order; not uses), so a caller can keep its compiled rules until it
+    /// moves. Cheap: the embedded store reads an atomic, Redis one field.
+    fn rules_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Every rule in evaluation order, with its use count, and the
+    /// [`Store::rules_version`] they were read at.
+    fn list_rules(&self)
+        -> impl Future<Output = Result<(u64, Vec<StoredRule>), StoreError>> + Send;
+
+    /// Creates the rule `rule.name` (placed last) unless `max` rules exist
+    /// already (`Full`), or replaces it in place, keeping its uses; durable
+    /// (as `put_role`) before returning. The count check and the write are
+    /// one transition, so the cap holds under concurrent creates.
+    fn put_rule(
+        &self,
+        rule: Rule,
+        max: usize,
+    ) -> impl Future<Output = Result<PutRuleResult, StoreError>> + Send;
+
+    /// Deletes a rule and its use count, durably. Returns whether it existed.
+    fn delete_rule(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Sets the evaluation order; `names` must be exactly the defined
+    /// rules, each once (`Mismatch` otherwise, and nothing changes).
+    fn set_rule_order(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<RuleOrderResult, StoreError>> + Send;
+
+    /// Counts one decision of the rule `name` if its stored `maxUses`
+    /// allows another, as one atomic step (exact across instances sharing
+    /// the store), durably. The caller decides only on `Claimed`.
+    fn claim_rule_use(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<RuleClaim, StoreError>> + Send;
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

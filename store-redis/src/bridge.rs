@@ -12,6 +12,9 @@
 //! `docs/ARCHITECTURE.md` records why we chose this over a connection per
 //! worker.
 
+use fleetgate_registry::rule::{
+    DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule,
+};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -72,6 +75,7 @@ struct OwnedPoll {
     permissions: Vec<Permission>,
     context: Option<String>,
     sealed: Vec<u8>,
+    preauthorized: bool,
 }
 
 impl OwnedPoll {
@@ -85,6 +89,7 @@ impl OwnedPoll {
             roles: poll.roles.to_vec(),
             permissions: poll.permissions.to_vec(),
             context: poll.context.map(str::to_owned),
+            preauthorized: poll.preauthorized,
             // Sealing eagerly costs about 1.4 µs; a Redis round trip is far more.
             sealed: poll.secret.into_sealed(),
         }
@@ -103,6 +108,7 @@ impl OwnedPoll {
             permissions: &self.permissions,
             context: self.context.as_deref(),
             secret: SealOnCreate::Sealed(sealed),
+            preauthorized: self.preauthorized,
         }
     }
 }
@@ -175,9 +181,14 @@ impl<S: Store> Store for TokioBridge<S> {
             .await
     }
 
-    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+    async fn deny(
+        &self,
+        username: &str,
+        by: Option<DecidedBy>,
+        now: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
         let (inner, username) = (self.inner.clone(), username.to_owned());
-        self.run(async move { inner.deny(&username, now).await })
+        self.run(async move { inner.deny(&username, by, now).await })
             .await
     }
 
@@ -242,6 +253,40 @@ impl<S: Store> Store for TokioBridge<S> {
     async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
         let (inner, name) = (self.inner.clone(), name.to_owned());
         self.run(async move { inner.delete_role(&name).await })
+            .await
+    }
+
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.rules_version().await }).await
+    }
+
+    async fn list_rules(&self) -> Result<(u64, Vec<StoredRule>), StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.list_rules().await }).await
+    }
+
+    async fn put_rule(&self, rule: Rule, max: usize) -> Result<PutRuleResult, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.put_rule(rule, max).await })
+            .await
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        self.run(async move { inner.delete_rule(&name).await })
+            .await
+    }
+
+    async fn set_rule_order(&self, names: &[String]) -> Result<RuleOrderResult, StoreError> {
+        let (inner, names) = (self.inner.clone(), names.to_vec());
+        self.run(async move { inner.set_rule_order(&names).await })
+            .await
+    }
+
+    async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        self.run(async move { inner.claim_rule_use(&name).await })
             .await
     }
 

@@ -44,6 +44,9 @@
 //! worker, one per store bucket ([`crate::keys::bucket_of`]). The event task can then invalidate it directly, and a device
 //! whose connections land on different workers hits the same entry.
 
+use fleetgate_registry::rule::{
+    DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -501,8 +504,13 @@ impl<S: Store> Store for CachedStore<S> {
         result
     }
 
-    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
-        let result = self.inner.deny(username, now).await;
+    async fn deny(
+        &self,
+        username: &str,
+        by: Option<DecidedBy>,
+        now: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
+        let result = self.inner.deny(username, by, now).await;
         self.cache.forget(username);
         result
     }
@@ -579,6 +587,32 @@ impl<S: Store> Store for CachedStore<S> {
         result
     }
 
+    // Rules hold no poll-cache state (they are read when a request is
+    // created, which always reaches the store), so they pass through.
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        self.inner.rules_version().await
+    }
+
+    async fn list_rules(&self) -> Result<(u64, Vec<StoredRule>), StoreError> {
+        self.inner.list_rules().await
+    }
+
+    async fn put_rule(&self, rule: Rule, max: usize) -> Result<PutRuleResult, StoreError> {
+        self.inner.put_rule(rule, max).await
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_rule(name).await
+    }
+
+    async fn set_rule_order(&self, names: &[String]) -> Result<RuleOrderResult, StoreError> {
+        self.inner.set_rule_order(names).await
+    }
+
+    async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
+        self.inner.claim_rule_use(name).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -607,6 +641,7 @@ mod tests {
             permissions: &[],
             context: None,
             secret: SealOnCreate::Sealed(vec![n; 8]),
+            preauthorized: false,
         }
     }
 
@@ -686,6 +721,7 @@ mod tests {
             permissions: vec![],
             created_at: T0,
             origin: fleetgate_registry::model::UserOrigin::Http,
+            decided_by: None,
         };
         s.inner
             .commit_grant(

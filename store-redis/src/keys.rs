@@ -174,6 +174,14 @@ impl KeySpace {
         format!("{}:roles", self.prefix)
     }
 
+    /// `<prefix>:rules`: a hash of every auto-approval rule (`r:<name>`, its
+    /// JSON), its use count (`u:<name>`), the order (`#order`) and the list's
+    /// change counter (`#version`); global like the roles, one slot on a
+    /// cluster, so every rule script is one atomic step.
+    pub fn rules(&self) -> String {
+        format!("{}:rules", self.prefix)
+    }
+
     /// `<prefix>:events`: the pub/sub channel of state-change events.
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)

@@ -15,10 +15,12 @@
 //! | `sealed` | the sealed credential (raw bytes), removed at grant/deny |
 //! | `roles`, `perms` | JSON arrays; replaced by the granted ones at grant |
 //! | `ctx`, `cid`, `src` | context, client id, source address; absent when `None` |
+//! | `by` | the rule that granted or denied the request; absent when an admin decided |
 //!
 //! A user is one JSON string (`UserRecord` as serde writes it): only whole
 //! users are ever written, and no script looks inside one.
 
+use fleetgate_registry::rule::DecidedBy;
 use std::collections::HashMap;
 
 use fleetgate_registry::clock::UnixMillis;
@@ -204,6 +206,7 @@ pub fn decode_request(
         first_seen: UnixMillis(num("first")?),
         last_seen: UnixMillis(num("last")?),
         polls: num("polls")?,
+        decided_by: s("by").map(|n| DecidedBy::Rule(n.to_owned())),
     }))
 }
 
@@ -223,6 +226,7 @@ mod tests {
             permissions: &[],
             context: None,
             secret: SealOnCreate::Sealed(vec![1, 2, 3]),
+            preauthorized: false,
         }
     }
 

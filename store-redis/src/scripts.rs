@@ -62,6 +62,10 @@ pub struct Scripts {
     pub delete_user: Lua,
     pub put_role: Lua,
     pub delete_role: Lua,
+    pub put_rule: Lua,
+    pub delete_rule: Lua,
+    pub rule_order: Lua,
+    pub claim_rule: Lua,
     pub list: Lua,
     pub sweep: Lua,
     pub reserve: Lua,
@@ -81,6 +85,10 @@ impl Scripts {
             delete_user: Lua::new("delete_user", include_str!("lua/delete_user.lua")),
             put_role: Lua::new("put_role", include_str!("lua/put_role.lua")),
             delete_role: Lua::new("delete_role", include_str!("lua/delete_role.lua")),
+            put_rule: Lua::new("put_rule", include_str!("lua/put_rule.lua")),
+            delete_rule: Lua::new("delete_rule", include_str!("lua/delete_rule.lua")),
+            rule_order: Lua::new("rule_order", include_str!("lua/rule_order.lua")),
+            claim_rule: Lua::new("claim_rule", include_str!("lua/claim_rule.lua")),
             list: Lua::new("list", include_str!("lua/list.lua")),
             sweep: Lua::new("sweep", include_str!("lua/sweep.lua")),
             reserve: Lua::new("reserve", include_str!("lua/reserve.lua")),
@@ -89,7 +97,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Lua; 14] {
+    pub fn all(&self) -> [&Lua; 18] {
         [
             &self.register,
             &self.grant,
@@ -100,6 +108,10 @@ impl Scripts {
             &self.delete_user,
             &self.put_role,
             &self.delete_role,
+            &self.put_rule,
+            &self.delete_rule,
+            &self.rule_order,
+            &self.claim_rule,
             &self.list,
             &self.sweep,
             &self.reserve,

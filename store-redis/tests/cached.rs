@@ -280,7 +280,7 @@ fn a_lost_event_is_stale_within_the_bound_and_fresh_after_it() {
         GrantResult::Granted(_)
     ));
     assert_eq!(
-        support::block_on(admin.deny("dev02", T0)).unwrap(),
+        support::block_on(admin.deny("dev02", None, T0)).unwrap(),
         fleetgate_registry::store::DenyResult::Denied
     );
 
@@ -307,7 +307,7 @@ fn a_lost_event_is_stale_within_the_bound_and_fresh_after_it() {
     // And without any new reading, the bound alone ends staleness.
     assert_eq!(register("dev03"), Decision::Create);
     let read_at = read_epochs();
-    support::block_on(admin.deny("dev03", T0)).unwrap();
+    support::block_on(admin.deny("dev03", None, T0)).unwrap();
     assert_eq!(register("dev03"), Decision::StillPending, "stale");
     std::thread::sleep(STALE_BOUND.saturating_sub(read_at.elapsed()));
     assert_eq!(register("dev03"), Decision::Denied, "fresh after the bound");

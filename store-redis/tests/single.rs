@@ -237,7 +237,7 @@ async fn concurrent_creates_never_pass_the_cap() {
         .await
         .unwrap();
     let first = &listed.items[0].username;
-    a.deny(first, T0).await.unwrap();
+    a.deny(first, None, T0).await.unwrap();
     assert_eq!(
         b.register(poll("late", 1), T0).await.unwrap().0,
         Decision::Create
@@ -330,7 +330,7 @@ async fn the_denied_index_never_outlives_its_records() {
             s.register(poll(n, 1), now).await.unwrap().0,
             Decision::Create
         );
-        s.deny(n, now).await.unwrap();
+        s.deny(n, None, now).await.unwrap();
     }
     // (names in the denied indexes, names in their expiry zsets), summed
     // over the 64 buckets.
@@ -396,7 +396,7 @@ async fn assert_all_unavailable(s: &RedisStore, bound: Duration) {
             "commit_grant",
             check(s.commit_grant(grant_of("dev01", 1, T0), T0)),
         ),
-        ("deny", check(s.deny("dev01", T0))),
+        ("deny", check(s.deny("dev01", None, T0))),
         ("get_user", check(s.get_user("dev01"))),
         ("put_user", check(s.put_user(user("u1")))),
         ("delete_user", check(s.delete_user("u1"))),
@@ -870,7 +870,7 @@ async fn transitions_publish_events_and_the_subscriber_resyncs() {
         next_event(&mut rx).await,
         StoreEvent::Granted("dev01".into())
     );
-    a.deny("dev02", T0).await.unwrap();
+    a.deny("dev02", None, T0).await.unwrap();
     assert_eq!(
         next_event(&mut rx).await,
         StoreEvent::Denied("dev02".into())
@@ -1356,7 +1356,7 @@ async fn garbage_in_the_namespace_is_corrupt_and_an_outage_is_not() {
     write(&mut raw, &["SET", &request, "not a hash"]).await;
     corrupt("get_request", s.get_request("dev01", T0).await);
     corrupt("register", s.register(poll("dev01", 1), T0).await);
-    corrupt("deny", s.deny("dev01", T0).await);
+    corrupt("deny", s.deny("dev01", None, T0).await);
     // A user that is not JSON.
     let u1 = s.key_space().user_keys("u1").user;
     write(&mut raw, &["SET", &u1, "{\"username\":"]).await;

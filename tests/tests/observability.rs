@@ -338,6 +338,22 @@ fn exercise(g: &Gateway) {
     admin_post("/api/client-registry/requests/obs-denied/deny", 204);
     let r = register(g.http, &creds("obs-granted", "secret-pw"));
     assert_eq!(r.status, 201, "{}", r.text());
+    // One rule decision, for `fleetgate_rule_decisions_total` (a deny, so
+    // the grant count stays the admin's one).
+    let rule = json!({"usernamePattern": "obs-ruled", "action": "deny"});
+    let r = authed(
+        g.admin,
+        &token,
+        "PUT",
+        "/api/client-registry/rules/obs-rule",
+        rule.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The rule's series exists at 0 from now; two scrape intervals let
+    // Prometheus see the 0 before the 1, or the panel's rate() is empty.
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = register(g.http, &creds("obs-ruled", "secret-pw"));
+    assert_eq!(r.status, 403, "{}", r.text());
 
     let connect = |client: &str, user: &str| {
         let packet = mqtt_connect(MqttLevel::V311, client, Some(user), Some(b"secret-pw"));

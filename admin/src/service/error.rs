@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 
-use fleetgate_registry::registry::{AccessError, RoleError, UnlockError};
+use fleetgate_registry::registry::{AccessError, RoleError, RuleError, UnlockError};
 use fleetgate_registry::store::StoreError;
 
 use super::views::{json_response, ErrorBody};
@@ -193,6 +193,29 @@ impl From<RoleError> for ApiError {
             RoleError::Policy { rule, message } => ApiError::Policy { rule, message },
             RoleError::Builtin => ApiError::Conflict(e.to_string()),
             RoleError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RuleError> for ApiError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RuleError::Policy { rule, message } => ApiError::Policy { rule, message },
+            RuleError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A validation error of the registry's checks as the API answers it
+    /// (422 with its rule; 400 for the rare `invalid`).
+    pub(super) fn from_policy(e: fleetgate_registry::request::RequestError) -> Self {
+        match e {
+            fleetgate_registry::request::RequestError::Policy { rule, message } => {
+                ApiError::Policy { rule, message }
+            }
+            fleetgate_registry::request::RequestError::Invalid(m) => ApiError::Invalid(m),
         }
     }
 }

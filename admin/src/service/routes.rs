@@ -25,6 +25,7 @@ use fleetgate_registry::password::Scheme;
 use fleetgate_registry::registry::{
     AccessUpdate, BulkError, DenyError, GrantError, GrantOverrides, ADMIN_USERNAME,
 };
+use fleetgate_registry::rule::{RuleSpec, StoredRule};
 use fleetgate_registry::store::{ForgetResult, ListState, Store};
 use fleetgate_registry::UnixMillis;
 
@@ -32,7 +33,8 @@ use super::error::ApiError;
 use super::views::{
     json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
     BulkDenyBody, BulkGrantBody, BulkView, DecisionBody, GrantBody, Health, LoginBody, LoginView,
-    PageView, RoleBody, RolesView, StatusView, UnlockBody, UserAccessBody,
+    PageView, RoleBody, RolesView, RuleOrderBody, RulesView, StatusView, UnlockBody,
+    UserAccessBody,
 };
 use super::{max_body, AdminService};
 use crate::query::{percent_decode, Plus, QueryParams};
@@ -80,6 +82,13 @@ pub(super) enum Route {
     User(String),
     Roles,
     Role(String),
+    /// `GET .../rules`: every auto-approval rule, in evaluation order.
+    Rules,
+    /// `GET|PUT|DELETE .../rules/{name}`.
+    Rule(String),
+    /// `PUT .../rules/order`. `order` is never a rule's name
+    /// (`rule::check_rule_name`), so this path is unambiguous.
+    RuleOrder,
 }
 
 impl Route {
@@ -105,6 +114,9 @@ impl Route {
             ["client-registry"] => Route::RegistryStatus,
             ["client-registry", "unlock"] => Route::Unlock,
             ["client-registry", "lock"] => Route::Lock,
+            ["client-registry", "rules"] => Route::Rules,
+            ["client-registry", "rules", "order"] => Route::RuleOrder,
+            ["client-registry", "rules", r] if !r.is_empty() => Route::Rule(segment(r)?),
             ["client-registry", "requests"] => Route::Requests,
             ["client-registry", "requests", "grant"] => Route::Bulk(Decision::Grant),
             ["client-registry", "requests", "deny"] => Route::Bulk(Decision::Deny),
@@ -133,7 +145,10 @@ impl Route {
             | Route::RegistryStatus
             | Route::Requests
             | Route::Users
-            | Route::Roles => "GET",
+            | Route::Roles
+            | Route::Rules => "GET",
+            Route::RuleOrder => "PUT",
+            Route::Rule(_) => "GET, PUT, DELETE",
             Route::Request(_) => "GET, DELETE",
             Route::Bulk(_) => "GET, POST, DELETE",
             Route::Login | Route::Unlock | Route::Lock | Route::Grant(_) | Route::Deny(_) => "POST",
@@ -184,6 +199,9 @@ impl Route {
             Route::User(_) => "/api/users/{username}",
             Route::Roles => "/api/roles",
             Route::Role(_) => "/api/roles/{name}",
+            Route::Rules => "/api/client-registry/rules",
+            Route::Rule(_) => "/api/client-registry/rules/{name}",
+            Route::RuleOrder => "/api/client-registry/rules/order",
         }
     }
 
@@ -212,6 +230,9 @@ impl Route {
             Route::User("x".into()),
             Route::Roles,
             Route::Role("x".into()),
+            Route::Rules,
+            Route::Rule("x".into()),
+            Route::RuleOrder,
         ];
         // Adding a variant breaks this exhaustive match until it is listed
         // here, so it cannot be forgotten above either.
@@ -234,7 +255,10 @@ impl Route {
                 | Route::Users
                 | Route::User(_)
                 | Route::Roles
-                | Route::Role(_) => {}
+                | Route::Role(_)
+                | Route::Rules
+                | Route::Rule(_)
+                | Route::RuleOrder => {}
             }
         }
         every
@@ -463,6 +487,44 @@ impl<S: Store> AdminService<S> {
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("no role `{name}`")))?;
                 Ok(json_response(StatusCode::OK, &role))
+            }
+            Route::Rules => {
+                let items = registry.list_rules().await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &RulesView {
+                        items: items.iter().map(StoredRule::view).collect(),
+                    },
+                ))
+            }
+            Route::RuleOrder => {
+                let order: RuleOrderBody = parse_json(body)?;
+                let items = registry.set_rule_order(&order.names).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &RulesView {
+                        items: items.iter().map(StoredRule::view).collect(),
+                    },
+                ))
+            }
+            Route::Rule(name) if req.method() == Method::PUT => {
+                let spec: RuleSpec = parse_json(body)?;
+                let rule = spec.into_rule(&name).map_err(ApiError::from_policy)?;
+                let (stored, created) = registry.put_rule(rule).await?;
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok(json_response(status, &stored.view()))
+            }
+            Route::Rule(name) if req.method() == Method::DELETE => {
+                registry.delete_rule(&name).await?;
+                Ok(no_content())
+            }
+            Route::Rule(name) => {
+                let rule = registry.get_rule(&name).await?;
+                Ok(json_response(StatusCode::OK, &rule.view()))
             }
         }
     }

@@ -217,6 +217,7 @@ async fn login_refuses_wrong_password_unknown_user_and_passwordless_user() {
             permissions: vec![],
             created_at: UnixMillis::now(),
             origin: fleetgate_registry::model::UserOrigin::Http,
+            decided_by: None,
         })
         .await
         .unwrap();
@@ -1764,6 +1765,7 @@ fn request_view_json_is_pinned() {
         last_seen: UnixMillis(1_700_000_001_000),
         polls: 3,
         certificate: None,
+        decided_by: None,
     };
     let json = |state| serde_json::to_string(&record(state).view()).unwrap();
     let pairing_id = Fingerprint([7; 32]).pairing_id();
@@ -1872,9 +1874,50 @@ impl Store for FlakyStore {
         self.up()?;
         self.inner.commit_grants(grants, now).await
     }
-    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+    async fn deny(
+        &self,
+        username: &str,
+        by: Option<fleetgate_registry::rule::DecidedBy>,
+        now: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
         self.up()?;
-        self.inner.deny(username, now).await
+        self.inner.deny(username, by, now).await
+    }
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        self.up()?;
+        self.inner.rules_version().await
+    }
+    async fn list_rules(
+        &self,
+    ) -> Result<(u64, Vec<fleetgate_registry::rule::StoredRule>), StoreError> {
+        self.up()?;
+        self.inner.list_rules().await
+    }
+    async fn put_rule(
+        &self,
+        rule: fleetgate_registry::rule::Rule,
+        max: usize,
+    ) -> Result<fleetgate_registry::rule::PutRuleResult, StoreError> {
+        self.up()?;
+        self.inner.put_rule(rule, max).await
+    }
+    async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        self.up()?;
+        self.inner.delete_rule(name).await
+    }
+    async fn set_rule_order(
+        &self,
+        names: &[String],
+    ) -> Result<fleetgate_registry::rule::RuleOrderResult, StoreError> {
+        self.up()?;
+        self.inner.set_rule_order(names).await
+    }
+    async fn claim_rule_use(
+        &self,
+        name: &str,
+    ) -> Result<fleetgate_registry::rule::RuleClaim, StoreError> {
+        self.up()?;
+        self.inner.claim_rule_use(name).await
     }
     async fn forget_request(
         &self,
@@ -2134,3 +2177,4 @@ async fn the_ui_is_served_without_a_token_and_the_api_is_not_sniffed() {
 
 mod bulk;
 mod openapi;
+mod rules;

@@ -18,6 +18,7 @@
 //! [`super::tests`] pin the JSON a client sees.
 
 use bytes::Bytes;
+use fleetgate_registry::rule::RuleView;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -395,6 +396,20 @@ impl<V> PageView<V> {
 #[derive(Serialize)]
 pub(super) struct RolesView {
     pub(super) items: Vec<Role>,
+}
+
+/// `GET .../rules` (and the answer of `PUT .../rules/order`): every rule
+/// in evaluation order, each with its `uses`.
+#[derive(Serialize)]
+pub(super) struct RulesView {
+    pub(super) items: Vec<RuleView>,
+}
+
+/// `PUT .../rules/order`: every rule's name, in the new order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RuleOrderBody {
+    pub(super) names: Vec<String>,
 }
 
 /// The answer of a bulk call: `{"granted": n, ...}` (or `"denied"`), the

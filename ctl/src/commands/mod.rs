@@ -12,11 +12,13 @@
 //!   pending request or a file, through the bulk routes.
 //! - [`users`]: `users list|show|delete|set-roles|set-permissions`.
 //! - [`roles`]: `roles list|show|put|delete`.
+//! - [`rules`]: `rules list|get|put|delete|order`.
 
 pub mod decide;
 pub mod registry;
 pub mod requests;
 pub mod roles;
+pub mod rules;
 pub mod users;
 
 use std::time::{Duration, SystemTime};
@@ -63,6 +65,7 @@ pub async fn run(cli: Cli, ui: &Ui, env: &TokenEnv) -> Result<Outcome, CtlError>
                 Command::Deny(args) => decide::deny(&client, ui, args).await,
                 Command::Users(cmd) => users::run(&client, ui, cmd).await,
                 Command::Roles(cmd) => roles::run(&client, ui, cmd).await,
+                Command::Rules(cmd) => rules::run(&client, ui, cmd).await,
                 Command::Completions(_) | Command::Login(_) => unreachable!("handled above"),
             };
             result.map_err(hint_login)

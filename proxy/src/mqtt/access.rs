@@ -189,6 +189,7 @@ mod tests {
             permissions: perms,
             created_at: UnixMillis(1),
             origin: fleetgate_registry::model::UserOrigin::Mqtt,
+            decided_by: None,
         }))
         .unwrap();
     }

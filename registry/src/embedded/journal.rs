@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{RequestRecord, Role, UserRecord};
+use crate::rule::Rule;
 
 /// One durable change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,16 @@ pub enum JournalRecord {
     PutRole { role: Role },
     /// Delete a role (`{"op":"deleteRole","name":...}`).
     DeleteRole { name: String },
+    /// Create (placed last) or replace in place an auto-approval rule
+    /// (`{"op":"putRule","rule":{…}}`).
+    PutRule { rule: Rule },
+    /// Delete a rule and its use count (`{"op":"deleteRule","name":…}`).
+    DeleteRule { name: String },
+    /// The rules' evaluation order (`{"op":"ruleOrder","names":[…]}`).
+    RuleOrder { names: Vec<String> },
+    /// A rule's use count, absolute (`{"op":"ruleUses","name":…,"uses":n}`),
+    /// written by every claimed use.
+    RuleUses { name: String, uses: u64 },
 }
 
 /// One grant of a [`JournalRecord::Grants`] group: the new user and the
@@ -297,6 +308,7 @@ mod tests {
             permissions: vec![],
             created_at: UnixMillis(5),
             origin: crate::model::UserOrigin::Http,
+            decided_by: None,
         }
     }
 

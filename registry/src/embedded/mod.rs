@@ -31,6 +31,7 @@
 
 pub mod journal;
 pub mod open;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -41,6 +42,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
 use crate::model::{RequestRecord, RequestState, Role, UserRecord};
+use crate::rule::{DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule};
 use crate::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError,
@@ -89,6 +91,11 @@ pub struct EmbeddedStore {
     user_generations: Box<[AtomicU64]>,
     /// Bumped after every role change.
     roles_generation: AtomicU64,
+    /// The auto-approval rules in evaluation order, with their use counts.
+    /// Written under the journal mutex, after the journal.
+    rules: RwLock<rules::RuleTable>,
+    /// Bumped after every change of the rule list (not of a use count).
+    rules_version: AtomicU64,
     /// Grants waiting for the group commit (see `commit_grants_sync`).
     /// Locked only to push a slot or to take them all, never during I/O.
     grant_queue: Mutex<Vec<std::sync::Arc<GroupSlot>>>,
@@ -117,6 +124,8 @@ impl EmbeddedStore {
             journal: Mutex::new(None),
             user_generations: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             roles_generation: AtomicU64::new(0),
+            rules: RwLock::new(rules::RuleTable::default()),
+            rules_version: AtomicU64::new(0),
             grant_queue: Mutex::new(Vec::new()),
         }
     }
@@ -155,6 +164,20 @@ impl EmbeddedStore {
             .map(|role| JournalRecord::PutRole { role: role.clone() })
             .collect();
         let roles = compacted.len();
+        // Rules in their order, then the non-zero use counts.
+        for r in store.rules_read().rules() {
+            compacted.push(JournalRecord::PutRule {
+                rule: r.rule.clone(),
+            });
+        }
+        for r in store.rules_read().rules() {
+            if r.uses > 0 {
+                compacted.push(JournalRecord::RuleUses {
+                    name: r.rule.name.clone(),
+                    uses: r.uses,
+                });
+            }
+        }
         let mut users = 0;
         let mut granted = 0;
         for shard in store.shards.iter() {
@@ -197,6 +220,14 @@ impl EmbeddedStore {
         self.roles.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn rules_read(&self) -> std::sync::RwLockReadGuard<'_, rules::RuleTable> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rules_write(&self) -> std::sync::RwLockWriteGuard<'_, rules::RuleTable> {
+        self.rules.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies a replayed record to memory.
     fn apply(&self, record: JournalRecord) {
         match record {
@@ -233,6 +264,12 @@ impl EmbeddedStore {
             JournalRecord::DeleteRole { name } => {
                 self.roles_write().remove(&name);
             }
+            JournalRecord::PutRule { rule } => self.rules_write().put(rule),
+            JournalRecord::DeleteRule { name } => {
+                self.rules_write().delete(&name);
+            }
+            JournalRecord::RuleOrder { names } => self.rules_write().reorder(&names),
+            JournalRecord::RuleUses { name, uses } => self.rules_write().set_uses(&name, uses),
         }
     }
 
@@ -318,7 +355,14 @@ impl EmbeddedStore {
                 .map(Into::into)
                 .or(open_entry.as_deref().map(OpenRequest::summary)),
         };
-        let decision = decide(&poll.fingerprint, known, lock_state, now, &self.windows);
+        let decision = decide(
+            &poll.fingerprint,
+            known,
+            lock_state,
+            now,
+            &self.windows,
+            poll.preauthorized,
+        );
         match decision {
             Decision::Collect => Ok((decision, granted_entry.cloned())),
             Decision::StillPending | Decision::PendingWhileLocked => {
@@ -523,6 +567,7 @@ impl EmbeddedStore {
         granted.certificate = grant.certificate.clone();
         granted.roles = grant.user.roles.clone();
         granted.permissions = grant.user.permissions.clone();
+        granted.decided_by = grant.user.decided_by.clone();
         Ok(granted)
     }
 
@@ -732,7 +777,12 @@ impl Store for EmbeddedStore {
         self.commit_grants_sync(grants, now)
     }
 
-    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+    async fn deny(
+        &self,
+        username: &str,
+        by: Option<DecidedBy>,
+        now: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
         // The journal mutex makes a deny and a grant of the same request
         // exclusive: `commit_grant` checks, writes the journal and applies
         // while holding it, so a deny can never land between its check and
@@ -754,7 +804,7 @@ impl Store for EmbeddedStore {
             return Ok(DenyResult::NotFound);
         };
         if r.is_pending() {
-            r.deny(now);
+            r.deny(now, by);
             s.denied.insert(CompactString::from(username), now);
             drop(s);
             self.pending.fetch_sub(1, Ordering::Relaxed);
@@ -889,6 +939,87 @@ impl Store for EmbeddedStore {
         self.roles_write().remove(name);
         self.roles_generation.fetch_add(1, Ordering::Release);
         Ok(true)
+    }
+
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        Ok(self.rules_version.load(Ordering::Acquire))
+    }
+
+    async fn list_rules(&self) -> Result<(u64, Vec<StoredRule>), StoreError> {
+        // Read under the table's lock, which every change holds while it
+        // bumps the version, so the pair is consistent.
+        let table = self.rules_read();
+        Ok((
+            self.rules_version.load(Ordering::Acquire),
+            table.rules().to_vec(),
+        ))
+    }
+
+    async fn put_rule(&self, rule: Rule, max: usize) -> Result<PutRuleResult, StoreError> {
+        // Every rule write holds the journal mutex, so the check still
+        // holds when the change is applied.
+        let mut journal = self.journal();
+        let result = self.rules_read().check_put(&rule.name, max);
+        if result == PutRuleResult::Full {
+            return Ok(result);
+        }
+        self.persist(&mut journal, &JournalRecord::PutRule { rule: rule.clone() })?;
+        let mut table = self.rules_write();
+        table.put(rule);
+        self.rules_version.fetch_add(1, Ordering::Release);
+        Ok(result)
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        let mut journal = self.journal();
+        if !self.rules_read().contains(name) {
+            return Ok(false);
+        }
+        self.persist(
+            &mut journal,
+            &JournalRecord::DeleteRule {
+                name: name.to_owned(),
+            },
+        )?;
+        let mut table = self.rules_write();
+        table.delete(name);
+        self.rules_version.fetch_add(1, Ordering::Release);
+        Ok(true)
+    }
+
+    async fn set_rule_order(&self, names: &[String]) -> Result<RuleOrderResult, StoreError> {
+        let mut journal = self.journal();
+        if !self.rules_read().is_order(names) {
+            return Ok(RuleOrderResult::Mismatch);
+        }
+        self.persist(
+            &mut journal,
+            &JournalRecord::RuleOrder {
+                names: names.to_vec(),
+            },
+        )?;
+        let mut table = self.rules_write();
+        table.reorder(names);
+        self.rules_version.fetch_add(1, Ordering::Release);
+        Ok(RuleOrderResult::Applied)
+    }
+
+    async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
+        // The journal mutex serialises claims, so two claims of the last
+        // use cannot both pass; the count is on disk before it is used.
+        let mut journal = self.journal();
+        let claim = self.rules_read().check_claim(name);
+        if let RuleClaim::Claimed(uses) = claim {
+            self.persist(
+                &mut journal,
+                &JournalRecord::RuleUses {
+                    name: name.to_owned(),
+                    uses,
+                },
+            )?;
+            self.rules_write().set_uses(name, uses);
+        }
+        Ok(claim)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ pub use compact_str::CompactString;
 use crate::clock::UnixMillis;
 use crate::decision::{RequestSummary, Windows};
 use crate::fingerprint::Fingerprint;
-use crate::model::{Permission, RequestRecord, RequestState, Transport};
+use crate::model::{DecidedBy, Permission, RequestRecord, RequestState, Transport};
 use crate::store::Poll;
 
 /// A pending or denied request, without its username (the map key).
@@ -48,6 +48,8 @@ pub struct Extras {
     pub permissions: Vec<Permission>,
     pub context: Option<String>,
     pub client_id: Option<String>,
+    /// The rule that denied the request, if one did.
+    pub decided_by: Option<DecidedBy>,
 }
 
 impl Extras {
@@ -88,6 +90,7 @@ impl OpenRequest {
                 permissions: poll.permissions.to_vec(),
                 context: poll.context.map(str::to_owned),
                 client_id: poll.client_id.map(str::to_owned),
+                decided_by: None,
             }
             .boxed(),
             polls: 1,
@@ -114,6 +117,7 @@ impl OpenRequest {
             last_seen,
             polls,
             certificate: _,
+            decided_by,
         } = record;
         OpenRequest {
             fingerprint,
@@ -127,6 +131,7 @@ impl OpenRequest {
                 permissions,
                 context,
                 client_id,
+                decided_by,
             }
             .boxed(),
             polls: u32::try_from(polls).unwrap_or(u32::MAX),
@@ -151,6 +156,7 @@ impl OpenRequest {
             last_seen: self.last_seen,
             polls: u64::from(self.polls),
             certificate: None,
+            decided_by: extras.decided_by,
         }
     }
 
@@ -163,10 +169,16 @@ impl OpenRequest {
         }
     }
 
-    /// Denies the request: the sealed secret is dropped.
-    pub fn deny(&mut self, now: UnixMillis) {
+    /// Denies the request: the sealed secret is dropped; `by` names the
+    /// rule that denied it, if one did.
+    pub fn deny(&mut self, now: UnixMillis, by: Option<DecidedBy>) {
         self.state = RequestState::Denied { denied_at: now };
         self.sealed = Sealed::default();
+        if let Some(by) = by {
+            let mut extras = self.extras.take().map(|b| *b).unwrap_or_default();
+            extras.decided_by = Some(by);
+            self.extras = extras.boxed();
+        }
     }
 }
 
@@ -291,6 +303,7 @@ mod tests {
             last_seen: UnixMillis(2_000),
             polls: 3,
             certificate: None,
+            decided_by: None,
         }
     }
 

@@ -50,6 +50,7 @@ fn poll(username: &str, n: u8) -> Poll<'_> {
         permissions: &[],
         context: None,
         secret: SealOnCreate::Sealed(vec![n; 8]),
+        preauthorized: false,
     }
 }
 
@@ -62,6 +63,7 @@ fn user(name: &str) -> UserRecord {
         permissions: vec![],
         created_at: T0,
         origin: crate::model::UserOrigin::Http,
+        decided_by: None,
     }
 }
 
@@ -265,7 +267,7 @@ fn a_racing_deny_and_grant_never_both_win() {
             })
         };
         barrier.wait();
-        let deny = now_or_never(s.deny(&name, T0)).unwrap();
+        let deny = now_or_never(s.deny(&name, None, T0)).unwrap();
         let grant = granter.join().unwrap();
         let user_exists = now_or_never(s.get_user(&name)).unwrap().is_some();
         let state = now_or_never(s.get_request(&name, T0))
@@ -446,7 +448,7 @@ fn the_denied_index_never_outlives_its_records() {
     for i in 0..100 {
         let name = format!("d{i:03}");
         now_or_never(store.register(poll(&name, 1), T0)).unwrap();
-        now_or_never(store.deny(&name, T0)).unwrap();
+        now_or_never(store.deny(&name, None, T0)).unwrap();
     }
     assert_eq!(denied_index_sizes(&store), (100, 100));
     // Forget drops the entry with the record.
@@ -460,4 +462,71 @@ fn the_denied_index_never_outlives_its_records() {
     // The sweep drops the rest, index and records alike.
     store.sweep(later);
     assert_eq!(denied_index_sizes(&store), (0, 0));
+}
+
+#[test]
+fn rules_their_order_and_uses_survive_reopen_and_compaction() {
+    use conformance::rule;
+    let dir = tempfile::tempdir().unwrap();
+    let w = Windows::default();
+    let names = |s: &EmbeddedStore| -> Vec<(String, u64)> {
+        now_or_never(s.list_rules())
+            .unwrap()
+            .1
+            .into_iter()
+            .map(|r| (r.rule.name, r.uses))
+            .collect()
+    };
+    {
+        let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+        for n in ["a", "b", "gone", "c"] {
+            now_or_never(s.put_rule(rule(n, Some(5)), 10)).unwrap();
+        }
+        assert!(now_or_never(s.delete_rule("gone")).unwrap());
+        let order = ["c", "a", "b"].map(String::from);
+        now_or_never(s.set_rule_order(&order)).unwrap();
+        now_or_never(s.claim_rule_use("a")).unwrap();
+        now_or_never(s.claim_rule_use("a")).unwrap();
+        // Dropped without any shutdown step, like a crash.
+    }
+    let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+    let want = vec![("c".into(), 0), ("a".into(), 2), ("b".into(), 0)];
+    assert_eq!(names(&s), want);
+    assert_eq!(
+        now_or_never(s.list_rules()).unwrap().1[0].rule,
+        rule("c", Some(5))
+    );
+    // The compacted journal replays to the same list, and counting goes on.
+    drop(s);
+    let s = EmbeddedStore::open(dir.path(), w, 100, T0).unwrap();
+    assert_eq!(names(&s), want);
+    assert_eq!(
+        now_or_never(s.claim_rule_use("a")).unwrap(),
+        crate::rule::RuleClaim::Claimed(3)
+    );
+}
+
+#[test]
+fn concurrent_claims_never_pass_max_uses() {
+    let s = Arc::new(EmbeddedStore::in_memory(Windows::default(), 100));
+    now_or_never(s.put_rule(conformance::rule("r", Some(7)), 10)).unwrap();
+    let claimed: usize = (0..8)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                (0..10)
+                    .filter(|_| {
+                        matches!(
+                            now_or_never(s.claim_rule_use("r")).unwrap(),
+                            crate::rule::RuleClaim::Claimed(_)
+                        )
+                    })
+                    .count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert_eq!(claimed, 7);
 }

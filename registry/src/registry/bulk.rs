@@ -269,7 +269,7 @@ impl<S: Store> Registry<S> {
                     Some(RequestState::Denied { .. }) => BulkResult::AlreadyDenied,
                     Some(RequestState::Pending) => {
                         match self
-                            .timed(StoreOp::Deny, self.store.deny(username, now))
+                            .timed(StoreOp::Deny, self.store.deny(username, None, now))
                             .await?
                         {
                             DenyResult::Denied => BulkResult::Denied,
@@ -317,7 +317,8 @@ impl<S: Store> Registry<S> {
                 let Some(record) = records.get(i) else {
                     return done;
                 };
-                let commit = self.prepare_grant(record, roles.to_vec(), permissions.to_vec(), now);
+                let commit =
+                    self.prepare_grant(record, roles.to_vec(), permissions.to_vec(), None, now);
                 done.push((i, commit));
             }
         };

@@ -7,6 +7,7 @@
 --         when the window closes, as Redis drops the hash by TTL)
 -- ARGV[1] username  ARGV[2] now  ARGV[3] pending_ttl ms
 -- ARGV[4] collect_window ms  ARGV[5] deny_window ms  ARGV[6] events channel
+-- ARGV[7] the name of the rule that denies, or '' for an admin
 --
 -- Reply: {outcome, swept}: denied (swept is 1 when a pending request left the
 -- index), not_found, already_granted.
@@ -27,6 +28,9 @@ local swept = redis.call('ZREM', KEYS[2], username)
 redis.call('ZREM', KEYS[3], username)
 redis.call('HSET', KEYS[1], 'state', 'denied', 'at', int(now))
 redis.call('HDEL', KEYS[1], 'sealed')
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'by', ARGV[7])
+end
 expire_at(KEYS[1], now + deny, now)
 redis.call('ZADD', KEYS[4], 0, username)
 redis.call('ZADD', KEYS[5], int(now + deny), username)

@@ -11,6 +11,7 @@
 -- ARGV[7] granted_at  ARGV[8] user JSON  ARGV[9] granted roles JSON
 -- ARGV[10] granted permissions JSON  ARGV[11] events channel
 -- ARGV[12] the issued client certificate (PEM), or '' for a password request
+-- ARGV[13] the name of the rule that granted, or '' for an admin's grant
 --
 -- Reply: {outcome, swept, [record ...]}: granted (record follows; swept is 1,
 -- the slot to give back), already (record follows), not_found,
@@ -44,6 +45,9 @@ redis.call('ZREM', KEYS[4], username)
 redis.call('HSET', KEYS[1], 'state', 'granted', 'at', int(granted_at), 'roles', ARGV[9], 'perms', ARGV[10])
 if ARGV[12] ~= nil and ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'cert', ARGV[12])
+end
+if ARGV[13] ~= nil and ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[1], 'by', ARGV[13])
 end
 redis.call('HDEL', KEYS[1], 'sealed')
 local reply = with_record({ 'granted', swept }, KEYS[1])

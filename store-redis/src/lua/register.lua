@@ -19,8 +19,10 @@
 --         or 'counted' (single Redis: take the slot from KEYS[10] here, so a
 --         creating poll is one round trip; answers 'full' at the cap)
 -- ARGV[8] bucket tag `{t}`  ARGV[9] source address or ''
--- ARGV[10..] field, value pairs of a new record (transport, sealed, ...);
---         in mode 'counted', ARGV[10] is max_pending and the pairs follow
+-- ARGV[10] '1' when a whileLocked rule preauthorized the device (step 5
+--         creates even while locked), else '0'
+-- ARGV[11..] field, value pairs of a new record (transport, sealed, ...);
+--         in mode 'counted', ARGV[11] is max_pending and the pairs follow
 --
 -- Reply: {decision, swept, [record field, value ...]} where decision is one
 -- of collect, pending, pending_locked, conflict, denied, locked, need_slot,
@@ -29,6 +31,7 @@
 local username, fp, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, collect, deny = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local mode, tag, source = ARGV[7], ARGV[8], ARGV[9]
+local preauthorized = ARGV[10] == '1'
 
 local r, live = read_request(KEYS[1], now, ttl, collect, deny)
 local same = live and r.fp == fp
@@ -73,7 +76,7 @@ if live then
 end
 
 -- 5. Nothing live is known.
-if not unlocked then
+if not unlocked and not preauthorized then
   return { 'locked', 0 }
 end
 
@@ -91,14 +94,14 @@ if r then
 end
 swept = swept + sweep_pending(tag, KEYS[3], KEYS[4], now, 16)
 
-local first_field = 10
+local first_field = 11
 if mode == 'counted' then
-  first_field = 11
+  first_field = 12
   local count = tonumber(redis.call('GET', KEYS[10]) or '0') - swept
   if count < 0 then
     count = 0
   end
-  if count + 1 > tonumber(ARGV[10]) then
+  if count + 1 > tonumber(ARGV[11]) then
     redis.call('SET', KEYS[10], int(count))
     return { 'full', 0 }
   end

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::model::RequestRecord;
+use fleetgate_registry::rule::DecidedBy;
 use fleetgate_registry::store::{GrantCommit, GrantResult, StoreError};
 use futures_util::future::join_all;
 use redis::Value;
@@ -89,7 +90,15 @@ impl RedisStore {
             .arg(to_json(&grant.user.roles))
             .arg(to_json(&grant.user.permissions))
             .arg(&self.channel)
-            .arg(grant.certificate.as_deref().unwrap_or(""));
+            .arg(grant.certificate.as_deref().unwrap_or(""))
+            .arg(
+                grant
+                    .user
+                    .decided_by
+                    .as_ref()
+                    .and_then(DecidedBy::rule)
+                    .unwrap_or(""),
+            );
         cmd
     }
 

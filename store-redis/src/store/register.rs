@@ -42,6 +42,8 @@ pub(super) struct RegisterCall<'a> {
     fingerprint: String,
     /// The source address, or empty.
     source: String,
+    /// A `whileLocked` rule preauthorized the device (`ARGV[10]`).
+    preauthorized: bool,
 }
 
 /// The mode of one `register.lua` call, its `ARGV[7]`.
@@ -185,7 +187,8 @@ impl RedisStore {
             .arg(deny)
             .arg(mode.as_str())
             .arg(&uk.tag)
-            .arg(&call.source);
+            .arg(&call.source)
+            .arg(if call.preauthorized { "1" } else { "0" });
         cmd
     }
 
@@ -201,6 +204,7 @@ impl RedisStore {
             bucket: self.keys.bucket_keys_of(poll.username),
             fingerprint: hex::encode(poll.fingerprint.0),
             source: poll.source_addr.map(|a| a.to_string()).unwrap_or_default(),
+            preauthorized: poll.preauthorized,
         };
         let mut conn = self.conn();
 

@@ -7,11 +7,16 @@
 //! [`crate::page`]) and the transitions that are one script call each
 //! (grant, deny, forget, `put_user`, `delete_user`, `put_role`,
 //! `delete_role`), the durable ones followed by `WAIT` on the durable
-//! connection. Roles live in one global hash, `<prefix>:roles`.
+//! connection. Roles live in one global hash, `<prefix>:roles`, and the
+//! auto-approval rules in another, `<prefix>:rules` (rules, use counts,
+//! order and version, each changed by one script).
 
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
+use fleetgate_registry::rule::{
+    DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule,
+};
 use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError, MAX_PAGE,
@@ -175,10 +180,16 @@ impl Store for RedisStore {
         self.commit_grants_inner(grants, now).await
     }
 
-    async fn deny(&self, username: &str, now: UnixMillis) -> Result<DenyResult, StoreError> {
+    async fn deny(
+        &self,
+        username: &str,
+        by: Option<DecidedBy>,
+        now: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
+        let rule = by.as_ref().and_then(DecidedBy::rule).unwrap_or("");
         self.bounded("deny", async {
             match self
-                .end_request("deny", &self.scripts.deny, username, now)
+                .end_request("deny", &self.scripts.deny, username, now, rule)
                 .await?
                 .as_str()
             {
@@ -198,7 +209,7 @@ impl Store for RedisStore {
     ) -> Result<ForgetResult, StoreError> {
         self.bounded("forget_request", async {
             match self
-                .end_request("forget", &self.scripts.forget, username, now)
+                .end_request("forget", &self.scripts.forget, username, now, "")
                 .await?
                 .as_str()
             {
@@ -423,6 +434,126 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        self.bounded("rules_version", async {
+            let v: Option<u64> = redis::cmd("HGET")
+                .arg(self.keys.rules())
+                .arg("#version")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("HGET rules version", e))?;
+            Ok(v.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn list_rules(&self) -> Result<(u64, Vec<StoredRule>), StoreError> {
+        self.bounded("list_rules", async {
+            let all: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                .arg(self.keys.rules())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("HGETALL rules", e))?;
+            decode_rules(all)
+        })
+        .await
+    }
+
+    async fn put_rule(&self, rule: Rule, max: usize) -> Result<PutRuleResult, StoreError> {
+        self.bounded("put_rule", async {
+            let key = self.keys.rules();
+            let mut cmd = self.scripts.put_rule.evalsha(&[&key]);
+            cmd.arg(&rule.name).arg(to_json(&rule)).arg(max);
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("put_rule", e))?;
+            self.check_wait("put_rule", acked)?;
+            match record::bytes(&reply) {
+                Some(b"created") => Ok(PutRuleResult::Created),
+                Some(b"replaced") => Ok(PutRuleResult::Replaced),
+                Some(b"full") => Ok(PutRuleResult::Full),
+                _ => Err(corrupt("put_rule", BadReply(format!("reply {reply:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
+        self.bounded("delete_rule", async {
+            let key = self.keys.rules();
+            let mut cmd = self.scripts.delete_rule.evalsha(&[&key]);
+            cmd.arg(name);
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("delete_rule", e))?;
+            self.check_wait("delete_rule", acked)?;
+            match record::int(&reply) {
+                Some(1) => Ok(true),
+                Some(0) => Ok(false),
+                _ => Err(corrupt("delete_rule", BadReply(format!("reply {reply:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn set_rule_order(&self, names: &[String]) -> Result<RuleOrderResult, StoreError> {
+        // Every name is [A-Za-z0-9._:-] (checked by the registry), so the
+        // ',' join is unambiguous; a name that is not a rule's (with a ','
+        // or empty) makes the script answer `mismatch`.
+        if names.iter().any(|n| n.is_empty() || n.contains(',')) {
+            return Ok(RuleOrderResult::Mismatch);
+        }
+        self.bounded("set_rule_order", async {
+            let key = self.keys.rules();
+            let mut cmd = self.scripts.rule_order.evalsha(&[&key]);
+            cmd.arg(names.join(","));
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("rule_order", e))?;
+            self.check_wait("rule_order", acked)?;
+            match record::bytes(&reply) {
+                Some(b"applied") => Ok(RuleOrderResult::Applied),
+                Some(b"mismatch") => Ok(RuleOrderResult::Mismatch),
+                _ => Err(corrupt("rule_order", BadReply(format!("reply {reply:?}")))),
+            }
+        })
+        .await
+    }
+
+    async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
+        self.bounded("claim_rule_use", async {
+            let key = self.keys.rules();
+            let mut cmd = self.scripts.claim_rule.evalsha(&[&key]);
+            cmd.arg(name);
+            let (reply, acked) = self
+                .durable_conn()
+                .eval_durable(&self.scripts, &cmd, self.wait)
+                .await
+                .map_err(|e| redis_error("claim_rule", e))?;
+            self.check_wait("claim_rule", acked)?;
+            let bad = || corrupt("claim_rule", BadReply(format!("reply {reply:?}")));
+            let Value::Array(parts) = &reply else {
+                return Err(bad());
+            };
+            match (parts.first().and_then(record::bytes), parts.get(1)) {
+                (Some(b"claimed"), Some(n)) => record::int(n)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map(RuleClaim::Claimed)
+                    .ok_or_else(bad),
+                (Some(b"exhausted"), None) => Ok(RuleClaim::Exhausted),
+                (Some(b"gone"), None) => Ok(RuleClaim::Gone),
+                _ => Err(bad()),
+            }
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded("ping", async {
             redis::cmd("PING")
@@ -433,6 +564,55 @@ impl Store for RedisStore {
         })
         .await
     }
+}
+
+/// The rules hash (`HGETALL`), fields as put_rule.lua describes them,
+/// into the rules in order with their uses and the list's version.
+fn decode_rules(all: Vec<(String, Vec<u8>)>) -> Result<(u64, Vec<StoredRule>), StoreError> {
+    let bad = |m: String| corrupt("rules", BadReply(m));
+    let mut version = 0;
+    let mut order = String::new();
+    let mut rules = std::collections::HashMap::new();
+    let mut uses = std::collections::HashMap::new();
+    for (field, value) in all {
+        let text =
+            || String::from_utf8(value.clone()).map_err(|_| bad(format!("{field} is not UTF-8")));
+        if field == "#version" {
+            version = text()?
+                .parse()
+                .map_err(|_| bad("#version is not a number".into()))?;
+        } else if field == "#order" {
+            order = text()?;
+        } else if let Some(name) = field.strip_prefix("r:") {
+            let rule: Rule =
+                serde_json::from_slice(&value).map_err(|e| bad(format!("rule {name}: {e}")))?;
+            if rule.name != name {
+                return Err(bad(format!("rule stored as {name} is named {}", rule.name)));
+            }
+            rules.insert(name.to_owned(), rule);
+        } else if let Some(name) = field.strip_prefix("u:") {
+            let n: u64 = text()?
+                .parse()
+                .map_err(|_| bad(format!("uses of {name} is not a number")))?;
+            uses.insert(name.to_owned(), n);
+        } else {
+            return Err(bad(format!("unknown field {field}")));
+        }
+    }
+    let mut out = Vec::with_capacity(rules.len());
+    for name in order.split(',').filter(|n| !n.is_empty()) {
+        let rule = rules
+            .remove(name)
+            .ok_or_else(|| bad(format!("#order names {name}, which has no rule")))?;
+        out.push(StoredRule {
+            uses: uses.get(name).copied().unwrap_or(0),
+            rule,
+        });
+    }
+    if let Some(name) = rules.keys().next() {
+        return Err(bad(format!("rule {name} is missing from #order")));
+    }
+    Ok((version, out))
 }
 
 /// One field of the roles hash: the role's JSON, which must name the field
@@ -488,6 +668,7 @@ impl RedisStore {
         script: &crate::scripts::Lua,
         username: &str,
         now: UnixMillis,
+        rule: &str,
     ) -> Result<String, StoreError> {
         let uk = self.keys.user_keys(username);
         let bk = self.keys.bucket_keys_of(username);
@@ -504,7 +685,8 @@ impl RedisStore {
             .arg(ttl)
             .arg(collect)
             .arg(deny)
-            .arg(&self.channel);
+            .arg(&self.channel)
+            .arg(rule);
         let reply = self
             .conn()
             .eval(&self.scripts, &cmd)
@@ -513,5 +695,65 @@ impl RedisStore {
         let (code, swept, _) = record::split_reply(reply).map_err(|e| corrupt(what, e))?;
         self.release_slots(swept).await;
         Ok(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_rules;
+    use fleetgate_registry::store::StoreError;
+
+    fn field(name: &str, value: &str) -> (String, Vec<u8>) {
+        (name.to_owned(), value.as_bytes().to_vec())
+    }
+
+    const A: &str = r#"{"name":"a","action":"grant","roles":[],"permissions":[]}"#;
+    const B: &str = r#"{"name":"b","action":"deny","roles":[],"permissions":[]}"#;
+
+    #[test]
+    fn the_rules_hash_decodes_in_order_with_uses() {
+        let (version, rules) = decode_rules(vec![
+            field("r:a", A),
+            field("#version", "4"),
+            field("r:b", B),
+            field("u:a", "3"),
+            field("#order", "b,a"),
+        ])
+        .unwrap();
+        assert_eq!(version, 4);
+        let got: Vec<(&str, u64)> = rules
+            .iter()
+            .map(|r| (r.rule.name.as_str(), r.uses))
+            .collect();
+        assert_eq!(got, [("b", 0), ("a", 3)]);
+        assert_eq!(
+            decode_rules(vec![]).unwrap(),
+            (0, vec![]),
+            "no hash, no rules"
+        );
+        // The order of a hash whose last rule was deleted is empty.
+        assert_eq!(
+            decode_rules(vec![field("#order", ""), field("#version", "2")]).unwrap(),
+            (2, vec![])
+        );
+    }
+
+    #[test]
+    fn a_rules_hash_that_does_not_add_up_is_corrupt_not_an_outage() {
+        let cases = [
+            vec![field("r:a", A)],
+            vec![field("#order", "a")],
+            vec![field("r:a", B), field("#order", "a")],
+            vec![field("r:a", "{"), field("#order", "a")],
+            vec![field("r:a", A), field("#order", "a"), field("u:a", "many")],
+            vec![field("#version", "x")],
+            vec![field("stray", "1")],
+        ];
+        for case in cases {
+            match decode_rules(case.clone()) {
+                Err(StoreError::Corrupt(_)) => {}
+                other => panic!("{case:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -169,7 +169,10 @@ pub async fn lost_events_reach_the_cache_within_the_bound(url: &str) -> std::tim
             assert!(matches!(r, GrantResult::Granted(_)), "{r:?}");
             Decision::Collect
         } else {
-            assert_eq!(admin.deny(&name, T0).await.unwrap(), DenyResult::Denied);
+            assert_eq!(
+                admin.deny(&name, None, T0).await.unwrap(),
+                DenyResult::Denied
+            );
             Decision::Denied
         };
         let acked = Instant::now();

@@ -67,7 +67,12 @@ impl Store for DownStore {
     ) -> Result<Vec<GrantResult>, StoreError> {
         down()
     }
-    async fn deny(&self, _: &str, _: UnixMillis) -> Result<DenyResult, StoreError> {
+    async fn deny(
+        &self,
+        _: &str,
+        _: Option<fleetgate_registry::rule::DecidedBy>,
+        _: UnixMillis,
+    ) -> Result<DenyResult, StoreError> {
         down()
     }
     async fn forget_request(&self, _: &str, _: UnixMillis) -> Result<ForgetResult, StoreError> {
@@ -102,6 +107,36 @@ impl Store for DownStore {
         down()
     }
     async fn delete_role(&self, _: &str) -> Result<bool, StoreError> {
+        down()
+    }
+    async fn rules_version(&self) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn list_rules(
+        &self,
+    ) -> Result<(u64, Vec<fleetgate_registry::rule::StoredRule>), StoreError> {
+        down()
+    }
+    async fn put_rule(
+        &self,
+        _: fleetgate_registry::rule::Rule,
+        _: usize,
+    ) -> Result<fleetgate_registry::rule::PutRuleResult, StoreError> {
+        down()
+    }
+    async fn delete_rule(&self, _: &str) -> Result<bool, StoreError> {
+        down()
+    }
+    async fn set_rule_order(
+        &self,
+        _: &[String],
+    ) -> Result<fleetgate_registry::rule::RuleOrderResult, StoreError> {
+        down()
+    }
+    async fn claim_rule_use(
+        &self,
+        _: &str,
+    ) -> Result<fleetgate_registry::rule::RuleClaim, StoreError> {
         down()
     }
     async fn ping(&self) -> Result<(), StoreError> {
