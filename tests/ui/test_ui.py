@@ -476,9 +476,16 @@ def test_bulk_grant_100_selected(page, gateway):
     names = [f"bulk-{i:03}" for i in range(100)]
     for name in names:
         assert gateway.register(name)[0] == 202
-    gateway.register("keep-1")
+    # "aaa-keep" sorts first, so the unfiltered first page (100 rows) is
+    # not the filtered one: the page has applied the prefix (after its
+    # 250 ms debounce) once bulk-099 is listed and aaa-keep is not. Without
+    # that wait, "Select all" could be clicked on the unfiltered page just
+    # before the filter's reload cleared the selection (seen in CI).
+    gateway.register("aaa-keep")
     log_in(page, gateway)
     page.get_by_label("Username prefix", exact=True).fill("bulk-")
+    expect(page.get_by_role("button", name="Open request bulk-099", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Open request aaa-keep", exact=True)).to_have_count(0)
     expect(page.locator("table.requests tbody tr")).to_have_count(100)
     page.get_by_label("Select all on this page", exact=True).check()
     expect(page.get_by_text("100 selected")).to_be_visible()
@@ -492,7 +499,7 @@ def test_bulk_grant_100_selected(page, gateway):
         assert gateway.register(name)[0] == 201, name
     _, user, _ = gateway.api("GET", "/api/users/bulk-042")
     assert user["permissions"] == [{"resource": "devices/{username}/#", "operation": "read", "context": "mqtt"}]
-    assert gateway.register("keep-1")[0] == 202
+    assert gateway.register("aaa-keep")[0] == 202
     page.watched.assert_clean()
 
 
