@@ -62,8 +62,8 @@ cargo test --locked --workspace "$@"
 # The fuzz targets (fuzz/, libFuzzer) from the committed corpus, 30 s each,
 # two at a time; also run alone as `./scripts/fuzz.sh [seconds]`. Nothing
 # to install: cargo builds libFuzzer with the targets. Any crash, failed
-# assertion, leak or hang fails the step. About 6 minutes on the 2-core
-# machine (4.5 to build the instrumented targets, 1.5 to run them);
+# assertion, leak or hang fails the step. About 7.5 minutes on the 2-core
+# machine (6 to build the instrumented targets, 1.5 to run them);
 # FLEETGATE_FUZZ_SECONDS=0 skips it (docs/FUZZING.md).
 if [ $# -eq 0 ] && [ "${FLEETGATE_FUZZ_SECONDS:-30}" != 0 ]; then
   ./scripts/fuzz.sh "${FLEETGATE_FUZZ_SECONDS:-30}"
