@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Keep-alive poll of a pending request: fleetgate (one worker) against
+# Keep-alive polls of pending requests: fleetgate (one worker) against
 # nginx answering a fixed 202 (one worker process), both pinned to core 0,
-# with the same wrk (pinned to core 1) and the same request, in one run.
-# Prints both rates and the ratio.
+# with the same wrk (pinned to core 1) and the same requests, in one run.
+# Two workloads, each printed with both rates and the ratio:
 #
-#   bench/compare/keepalive-vs-nginx.sh [duration]
+# 1. one device: every poll is the same pending request (per-user and
+#    per-IP limits off);
+# 2. rotating: DEVICES (default 500,000) distinct pending devices polled in
+#    rotation over 64 connections, each body distinct and pre-formatted in
+#    wrk's `init`; the per-user limit on (default 5/10s: at these rates a
+#    device is polled about every 6 s, so never refused) and the per-IP
+#    limit off (a fleet comes from many addresses, wrk from one). The
+#    devices are made pending by a fill pass first; the run fails unless
+#    every answer was a 202.
+#
+#   bench/compare/keepalive-vs-nginx.sh [duration] [devices]
 #
 # Installs nginx-light and wrk (Debian) if missing. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration="${1:-10s}"
+devices="${2:-500000}"
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
@@ -70,4 +81,49 @@ echo "== nginx (1 worker process, fixed 202)" >&2
 n=$(rate "http://127.0.0.1:$nport/api/client-registry/register")
 echo "== fleetgate (--workers 1, embedded store, a real pending request)" >&2
 f=$(rate "http://$gw/api/client-registry/register")
-python3 -c "print(f'nginx {float(\"$n\"):.0f} req/s, fleetgate {float(\"$f\"):.0f} req/s, ratio {float(\"$f\")/float(\"$n\"):.2f}x')"
+python3 -c "print(f'one device: nginx {float(\"$n\"):.0f} req/s, fleetgate {float(\"$f\"):.0f} req/s, ratio {float(\"$f\")/float(\"$n\"):.2f}x')"
+
+# 2. The rotating workload, on a second gateway with the default per-user
+# limit.
+taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
+  --mqtt-listen off --metrics-listen off --data-dir "$work/data-rot" --admin-password bench-admin-pw \
+  --rate-limit-per-ip off --max-pending $((devices + 100)) 2> "$work/rot.log" & pids+=($!)
+for _ in $(seq 100); do grep -q "admin API listening" "$work/rot.log" && break; sleep 0.05; done
+rgw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/rot.log")
+radmin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/rot.log")
+rtok=$(curl -s -X POST "http://$radmin/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+curl -s -o /dev/null -X POST "http://$radmin/api/client-registry/unlock" -H "Authorization: Bearer $rtok" -d '{"durationMs":3600000}'
+cat > "$work/rotate.lua" <<LUA
+-- The thread pre-formats all DEVICES requests once, then sends them in
+-- rotation. No response() callback: it would make wrk the bottleneck. A
+-- refusal (423, 429, 503) shows as wrk's "Non-2xx" count.
+local devices = $devices
+local reqs = {}
+local i = 0
+init = function()
+  for d = 1, devices do
+    reqs[d] = wrk.format("POST", "/api/client-registry/register",
+      {["Content-Type"] = "application/json"},
+      string.format('{"username":"fleet-%07d","password":"fleet-secret1"}', d))
+  end
+  i = 0
+end
+request = function()
+  i = i % devices + 1
+  return reqs[i]
+end
+LUA
+echo "== fill: $devices devices made pending" >&2
+pending() { curl -s "http://$radmin/api/client-registry" -H "Authorization: Bearer $rtok" | sed 's/.*"pending":\([0-9]*\).*/\1/'; }
+for _ in $(seq 20); do
+  taskset -c 1 wrk -t1 -c64 -d"$((devices / 40000 + 3))s" -s "$work/rotate.lua" "http://$rgw/api/client-registry/register" >/dev/null
+  [ "$(pending)" -ge "$devices" ] && break
+done
+[ "$(pending)" -ge "$devices" ] || { echo "only $(pending) of $devices devices pending" >&2; exit 1; }
+rrate() { taskset -c 1 wrk -t1 -c64 -d"$duration" -s "$work/rotate.lua" "$1" | tee "$work/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
+echo "== nginx, rotating $devices bodies" >&2
+rn=$(rrate "http://127.0.0.1:$nport")
+echo "== fleetgate, rotating $devices pending devices (per-user limit on)" >&2
+rf=$(rrate "http://$rgw")
+if grep -q "Non-2xx" "$work/wrk.out"; then echo "FAILED: the fleetgate run had non-2xx answers" >&2; exit 1; fi
+python3 -c "print(f'rotating $devices: nginx {float(\"$rn\"):.0f} req/s, fleetgate {float(\"$rf\"):.0f} req/s, ratio {float(\"$rf\")/float(\"$rn\"):.2f}x')"

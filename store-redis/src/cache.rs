@@ -106,6 +106,17 @@ pub struct PollCache {
     roles_generation: AtomicU64,
     /// The store's roles epoch at the last successful reading.
     store_roles_epoch: Mutex<Option<u64>>,
+    /// The store's rule-list version plus one (0: not known), as the last
+    /// `rules:<v>` event, reading or own write left it. It answers
+    /// [`Store::rules_version`], which every locked poll of an unknown
+    /// device asks (for `whileLocked` rules), without a round trip: that
+    /// `HGET` was one of the two round trips of such a poll.
+    rules_version: AtomicU64,
+    /// Serialises the writers of `rules_version`, and counts the changes
+    /// heard of (events, own writes, resyncs), so that a reading which
+    /// started before one is dropped instead of putting an older version
+    /// back.
+    rules_changes: Mutex<u64>,
     /// When the last successful epoch reading started, in µs after `base`
     /// (0: never). Entries are trusted only within [`STALE_BOUND`] of it.
     validated_at: AtomicU64,
@@ -134,6 +145,8 @@ impl PollCache {
             store_epochs: Mutex::new(None),
             roles_generation: AtomicU64::new(0),
             store_roles_epoch: Mutex::new(None),
+            rules_version: AtomicU64::new(0),
+            rules_changes: Mutex::new(0),
             validated_at: AtomicU64::new(0),
             base: Instant::now(),
             ttl,
@@ -274,6 +287,53 @@ impl PollCache {
         self.roles_generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The rule list's version, while it is known and the cache is
+    /// trusted (the store answers, and the last epoch reading is within
+    /// [`STALE_BOUND`]); `None` sends the caller to the store.
+    pub fn rules_version(&self) -> Option<u64> {
+        if !self.healthy.load(Ordering::Acquire) || !self.validated(Instant::now()) {
+            return None;
+        }
+        self.rules_version.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// A change of the rule list was heard of (an event or an own write):
+    /// `version` or a newer one is current. Never moves the version back
+    /// (events of two writers may arrive out of order).
+    pub fn rules_changed(&self, version: u64) {
+        let mut changes = self.rules_changes.lock().unwrap_or_else(|p| p.into_inner());
+        *changes += 1;
+        self.rules_version
+            .fetch_max(version.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// The rule list's version is not known any more (a resync, or an own
+    /// write whose new version could not be read): the next
+    /// [`Store::rules_version`] goes to the store until a reading lands.
+    pub fn forget_rules_version(&self) {
+        let mut changes = self.rules_changes.lock().unwrap_or_else(|p| p.into_inner());
+        *changes += 1;
+        self.rules_version.store(0, Ordering::Release);
+    }
+
+    /// The count of rule changes heard of so far; pass it to
+    /// [`PollCache::apply_rules_version`] with a reading started after.
+    pub fn rules_changes(&self) -> u64 {
+        *self.rules_changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a reading of the rule list's version that started when
+    /// [`PollCache::rules_changes`] was `before`. It replaces the cached
+    /// version (which may move it back, after a store was emptied) unless a
+    /// change was heard of meanwhile: that one is at least as new.
+    pub fn apply_rules_version(&self, version: u64, before: u64) {
+        let changes = self.rules_changes.lock().unwrap_or_else(|p| p.into_inner());
+        if *changes == before {
+            self.rules_version
+                .store(version.saturating_add(1), Ordering::Release);
+        }
+    }
+
     /// See [`Store::access_generation`]: moves with every change to
     /// `username`'s bucket and every role change this process heard of
     /// (events, its own writes, epoch readings). `None` while the cache is
@@ -323,8 +383,10 @@ impl PollCache {
             // request, no user", which no role change can alter. Only the
             // access generation moves.
             StoreEvent::RoleChanged(_) => self.roles_changed(),
+            StoreEvent::RulesChanged(version) => self.rules_changed(*version),
             StoreEvent::Resync => {
                 self.roles_changed();
+                self.forget_rules_version();
                 self.clear();
             }
         }
@@ -356,8 +418,9 @@ pub fn spawn_event_listener(cache: Arc<PollCache>, mut events: mpsc::Receiver<St
 /// Every `every` (normally [`REVALIDATE_EVERY`]), re-reads the lock state
 /// (covers a lock event lost while the subscriber stayed connected) and the
 /// bucket epochs (covers a lost grant, deny or user event; see
-/// [`PollCache::apply_epochs`]), and marks the cache unusable while the store
-/// does not answer. Runs on tokio.
+/// [`PollCache::apply_epochs`]) and the rule list's version (covers a lost
+/// `rules:` event), and marks the cache unusable while the store does not
+/// answer. Runs on tokio.
 pub fn spawn_refresher(cache: Arc<PollCache>, store: Arc<RedisStore>, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -365,14 +428,17 @@ pub fn spawn_refresher(cache: Arc<PollCache>, store: Arc<RedisStore>, every: Dur
         loop {
             tick.tick().await;
             let started = Instant::now();
+            let rules_changes = cache.rules_changes();
             match tokio::try_join!(
                 store.lock_state(),
                 store.bucket_epochs(),
-                store.roles_epoch()
+                store.roles_epoch(),
+                store.rules_version()
             ) {
-                Ok((state, epochs, roles_epoch)) => {
+                Ok((state, epochs, roles_epoch, rules_version)) => {
                     cache.set_lock(state);
                     cache.apply_roles_epoch(roles_epoch);
+                    cache.apply_rules_version(rules_version, rules_changes);
                     cache.apply_epochs(&epochs, started);
                     cache.set_healthy(true);
                 }
@@ -399,6 +465,17 @@ impl<S> CachedStore<S> {
 
     pub fn cache(&self) -> &Arc<PollCache> {
         &self.cache
+    }
+}
+
+impl<S: Store> CachedStore<S> {
+    /// After an own write of the rule list (whatever its outcome): the
+    /// version read back from the store is current here at once.
+    async fn rules_written(&self) {
+        match self.inner.rules_version().await {
+            Ok(version) => self.cache.rules_changed(version),
+            Err(_) => self.cache.forget_rules_version(),
+        }
     }
 }
 
@@ -587,9 +664,18 @@ impl<S: Store> Store for CachedStore<S> {
         result
     }
 
-    // Rules hold no poll-cache state (they are read when a request is
-    // created, which always reaches the store), so they pass through.
+    // The rule list's version is answered from the cache while it is
+    // trusted: every locked poll of an unknown device asks it (for
+    // `whileLocked` rules), and it was one of the two Redis round trips of
+    // such a poll (docs/BENCHMARKS.md, "locked storm"). The rules
+    // themselves are read only when the version moved. Own writes read the
+    // new version back, so this process sees its own change at once;
+    // other processes get the `rules:` event, or the refresher's reading
+    // within STALE_BOUND.
     async fn rules_version(&self) -> Result<u64, StoreError> {
+        if let Some(version) = self.cache.rules_version() {
+            return Ok(version);
+        }
         self.inner.rules_version().await
     }
 
@@ -598,15 +684,21 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn put_rule(&self, rule: Rule, max: usize) -> Result<PutRuleResult, StoreError> {
-        self.inner.put_rule(rule, max).await
+        let result = self.inner.put_rule(rule, max).await;
+        self.rules_written().await;
+        result
     }
 
     async fn delete_rule(&self, name: &str) -> Result<bool, StoreError> {
-        self.inner.delete_rule(name).await
+        let result = self.inner.delete_rule(name).await;
+        self.rules_written().await;
+        result
     }
 
     async fn set_rule_order(&self, names: &[String]) -> Result<RuleOrderResult, StoreError> {
-        self.inner.set_rule_order(names).await
+        let result = self.inner.set_rule_order(names).await;
+        self.rules_written().await;
+        result
     }
 
     async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
@@ -938,5 +1030,62 @@ mod tests {
         }
         c.set_healthy(false);
         assert_eq!(c.access_generation("d1"), None, "store not answering");
+    }
+
+    #[test]
+    fn the_rules_version_is_answered_only_while_known_and_trusted() {
+        let c = PollCache::new(Duration::from_secs(60), 1000);
+        c.apply_rules_version(4, c.rules_changes());
+        assert_eq!(c.rules_version(), None, "epochs never read: not trusted");
+        c.apply_epochs(&[0; BUCKETS], Instant::now());
+        assert_eq!(c.rules_version(), Some(4));
+
+        // Events move it forward, never back (two writers' events may
+        // arrive out of order).
+        c.apply(&StoreEvent::RulesChanged(6));
+        c.apply(&StoreEvent::RulesChanged(5));
+        assert_eq!(c.rules_version(), Some(6));
+
+        // A reading that started before a change was heard of is dropped;
+        // one started after it is applied, even backwards (an emptied store).
+        let before = c.rules_changes();
+        c.rules_changed(7);
+        c.apply_rules_version(6, before);
+        assert_eq!(c.rules_version(), Some(7), "a stale reading put 6 back");
+        c.apply_rules_version(0, c.rules_changes());
+        assert_eq!(c.rules_version(), Some(0));
+
+        // A resync forgets it until the next reading.
+        c.apply(&StoreEvent::Resync);
+        assert_eq!(c.rules_version(), None);
+        c.apply_rules_version(9, c.rules_changes());
+        assert_eq!(c.rules_version(), Some(9));
+
+        c.set_healthy(false);
+        assert_eq!(c.rules_version(), None, "store not answering");
+    }
+
+    #[tokio::test]
+    async fn own_rule_writes_are_seen_at_once_and_others_pass_through_when_unknown() {
+        let s = cached();
+        // Not known yet: answered by the inner store.
+        assert_eq!(s.rules_version().await.unwrap(), 0);
+        let rule: Rule = serde_json::from_value(serde_json::json!({
+            "name": "line1", "usernamePattern": "line1-[0-9]+", "action": "grant"
+        }))
+        .unwrap();
+        assert_eq!(s.put_rule(rule, 10).await.unwrap(), PutRuleResult::Created);
+        let after_put = s.inner.rules_version().await.unwrap();
+        assert!(after_put > 0);
+        assert_eq!(
+            s.cache.rules_version(),
+            Some(after_put),
+            "own write known at once"
+        );
+        assert_eq!(s.rules_version().await.unwrap(), after_put);
+        assert!(s.delete_rule("line1").await.unwrap());
+        let after_delete = s.inner.rules_version().await.unwrap();
+        assert!(after_delete > after_put);
+        assert_eq!(s.rules_version().await.unwrap(), after_delete);
     }
 }

@@ -5,7 +5,8 @@
 //! exactly when the change is applied: `grant:<u>` (grant script),
 //! `deny:<u>` (deny script), `forget:<u>` (forget script), `user:<u>` (`put_user`), `delete:<u>`
 //! (`delete_user`), `role:<name>` (`put_role` and `delete_role`: the role
-//! was created, replaced or deleted; read it again to know which). The lock state is set by plain `SET`s, and
+//! was created, replaced or deleted; read it again to know which), `rules:<version>`
+//! (`put_rule`, `delete_rule`, `rule_order`: the rule list's new version). The lock state is set by plain `SET`s, and
 //! `set_lock_state` publishes `lock:<unlocked_until ms, 0 = locked>` right
 //! after they succeed.
 //!
@@ -40,6 +41,8 @@ pub enum StoreEvent {
     /// A role was created, replaced or deleted (`role:<name>`): anything
     /// derived from it (a user's effective permissions) must be read again.
     RoleChanged(String),
+    /// The rule list changed; its new version (`rules:<version>`).
+    RulesChanged(u64),
     /// Not published: the subscriber (re)connected and may have missed
     /// events. Drop every cached state.
     Resync,
@@ -56,6 +59,7 @@ impl StoreEvent {
             StoreEvent::UserPut(u) => format!("user:{u}"),
             StoreEvent::UserDeleted(u) => format!("delete:{u}"),
             StoreEvent::RoleChanged(r) => format!("role:{r}"),
+            StoreEvent::RulesChanged(v) => format!("rules:{v}"),
             StoreEvent::Resync => "resync".into(),
         }
     }
@@ -81,6 +85,7 @@ impl StoreEvent {
             "user" => StoreEvent::UserPut(name()?),
             "delete" => StoreEvent::UserDeleted(name()?),
             "role" => StoreEvent::RoleChanged(name()?),
+            "rules" => StoreEvent::RulesChanged(arg.parse().ok()?),
             _ => return None,
         })
     }
@@ -172,6 +177,8 @@ mod tests {
             StoreEvent::UserPut("admin".into()),
             StoreEvent::UserDeleted("dev01".into()),
             StoreEvent::RoleChanged("site:4-line_2.v1".into()),
+            StoreEvent::RulesChanged(0),
+            StoreEvent::RulesChanged(u64::MAX),
             StoreEvent::Resync,
         ] {
             assert_eq!(StoreEvent::parse(&e.encode()), Some(e.clone()), "{e:?}");
@@ -191,6 +198,17 @@ mod tests {
     }
 
     #[test]
+    fn rules_events_are_pinned() {
+        // What put_rule.lua, delete_rule.lua and rule_order.lua publish:
+        // `'rules:' .. HINCRBY(...)`.
+        assert_eq!(
+            StoreEvent::parse("rules:17"),
+            Some(StoreEvent::RulesChanged(17))
+        );
+        assert_eq!(StoreEvent::RulesChanged(17).encode(), "rules:17");
+    }
+
+    #[test]
     fn unknown_or_malformed_events_are_ignored() {
         for m in [
             "",
@@ -198,6 +216,9 @@ mod tests {
             "lock:x",
             "grant:",
             "role:",
+            "rules:",
+            "rules:-1",
+            "rules:x",
             "rename:a:b",
             "hello",
         ] {

@@ -9,12 +9,13 @@
 --
 -- KEYS[1] rules hash
 -- ARGV[1] rule name  ARGV[2] rule JSON  ARGV[3] most rules allowed
+-- ARGV[4] events channel (publishes `rules:<new version>`)
 --
 -- Reply: created, replaced or full (nothing changed).
 local field = 'r:' .. ARGV[1]
 if redis.call('HEXISTS', KEYS[1], field) == 1 then
   redis.call('HSET', KEYS[1], field, ARGV[2])
-  redis.call('HINCRBY', KEYS[1], '#version', 1)
+  redis.call('PUBLISH', ARGV[4], 'rules:' .. redis.call('HINCRBY', KEYS[1], '#version', 1))
   return 'replaced'
 end
 local order = redis.call('HGET', KEYS[1], '#order') or ''
@@ -32,5 +33,5 @@ else
 end
 redis.call('HSET', KEYS[1], field, ARGV[2], '#order', order)
 redis.call('HDEL', KEYS[1], 'u:' .. ARGV[1])
-redis.call('HINCRBY', KEYS[1], '#version', 1)
+redis.call('PUBLISH', ARGV[4], 'rules:' .. redis.call('HINCRBY', KEYS[1], '#version', 1))
 return 'created'

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] rules hash (fields: see put_rule.lua)
 -- ARGV[1] the names in the new order, joined by ','
+-- ARGV[2] events channel (publishes `rules:<new version>`)
 --
 -- Reply: applied, or mismatch (nothing changed).
 local current = {}
@@ -24,5 +25,5 @@ if given ~= count then
   return 'mismatch'
 end
 redis.call('HSET', KEYS[1], '#order', ARGV[1])
-redis.call('HINCRBY', KEYS[1], '#version', 1)
+redis.call('PUBLISH', ARGV[2], 'rules:' .. redis.call('HINCRBY', KEYS[1], '#version', 1))
 return 'applied'

@@ -463,7 +463,10 @@ impl Store for RedisStore {
         self.bounded("put_rule", async {
             let key = self.keys.rules();
             let mut cmd = self.scripts.put_rule.evalsha(&[&key]);
-            cmd.arg(&rule.name).arg(to_json(&rule)).arg(max);
+            cmd.arg(&rule.name)
+                .arg(to_json(&rule))
+                .arg(max)
+                .arg(&self.channel);
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
@@ -484,7 +487,7 @@ impl Store for RedisStore {
         self.bounded("delete_rule", async {
             let key = self.keys.rules();
             let mut cmd = self.scripts.delete_rule.evalsha(&[&key]);
-            cmd.arg(name);
+            cmd.arg(name).arg(&self.channel);
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
@@ -510,7 +513,7 @@ impl Store for RedisStore {
         self.bounded("set_rule_order", async {
             let key = self.keys.rules();
             let mut cmd = self.scripts.rule_order.evalsha(&[&key]);
-            cmd.arg(names.join(","));
+            cmd.arg(names.join(",")).arg(&self.channel);
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
