@@ -11,9 +11,18 @@
 # example). Loopback only; every process is stopped by PID.
 #
 #   bench/compare/pending-rss.sh [BIN] [devices] [warm]
+#
+# With MODE=throughput, the per-user limit is off too, and the keep-alive
+# poll rate of one pending device (wrk -t1 -c64, DURATION, default 10s)
+# is measured at WARM and at WARM + N pending, in the same process: the
+# "throughput at 1,000,000 pending against 1,000" figure. (The memory
+# figure of that mode is without the per-user limiter's buckets.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-target/release/fleetgate}"; devices="${2:-1000000}"; warm="${3:-1000}"
+mode="${MODE:-memory}"; duration="${DURATION:-10s}"
+limits=(--rate-limit-per-ip off)
+[ "$mode" = throughput ] && limits+=(--rate-limit-per-user off)
 command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
 work="$(mktemp -d)"
 pid=""
@@ -22,7 +31,7 @@ trap cleanup EXIT
 
 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --mqtt-listen off \
   --admin-listen 127.0.0.1:0 --metrics-listen off --data-dir "$work/data" \
-  --admin-password bench-admin-pw --rate-limit-per-ip off --max-pending $((devices + warm + 10)) 2> "$work/gw.log" &
+  --admin-password bench-admin-pw "${limits[@]}" --max-pending $((devices + warm + 10)) 2> "$work/gw.log" &
 pid=$!
 for _ in $(seq 400); do grep -q "admin API listening" "$work/gw.log" && grep -q "device API listening" "$work/gw.log" && break; sleep 0.05; done
 gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log" | head -1)
@@ -33,9 +42,16 @@ pending() { curl -s "http://$admin/api/client-registry" -H "Authorization: Beare
 rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$pid/status"; }
 
 # fill FROM TO: every device in [FROM, TO) polls until all are pending.
+# Devices are created in order, so each pass starts where the count of
+# pending requests says the last one stopped.
 fill() {
-  cat > "$work/fill.lua" <<LUA
-local n = $1 - 1
+  local base want start
+  base=$(pending); want=$(( base + $2 - $1 ))
+  for _ in $(seq 20); do
+    start=$(( $1 + $(pending) - base ))
+    [ "$start" -ge "$2" ] && return
+    cat > "$work/fill.lua" <<LUA
+local n = $start - 1
 request = function()
   n = n + 1
   if n >= $2 then n = $1 end
@@ -43,18 +59,28 @@ request = function()
     string.format('{"username":"device-%07d","password":"s3cret-pass1"}', n))
 end
 LUA
-  local want=$(( $2 - 1 ))
-  for _ in $(seq 20); do
-    wrk -t1 -c64 -d"$(( ($2 - $1) / 40000 + 2 ))s" -s "$work/fill.lua" "http://$gw/api/client-registry/register" >/dev/null
-    [ "$(pending)" -ge "$want" ] && return
+    wrk -t1 -c64 -d"$(( ($2 - start) / 20000 + 2 ))s" -s "$work/fill.lua" "http://$gw/api/client-registry/register" >/dev/null
   done
-  echo "the store did not reach $want pending: $(pending)"; exit 1
+  [ "$(pending)" -ge "$want" ] || { echo "the store did not reach $want pending: $(pending)"; exit 1; }
 }
 curl -s -o /dev/null -X POST "http://$gw/api/client-registry/register" -d '{"username":"device-0000000","password":"s3cret-pass1"}'
+cat > "$work/one.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"username":"device-0000000","password":"s3cret-pass1"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+hot() { wrk -t1 -c64 -d"$duration" -s "$work/one.lua" "http://$gw/api/client-registry/register" | tee "$work/wrk.out" >&2
+  grep -q "Non-2xx" "$work/wrk.out" && { echo "FAILED: non-2xx answers" >&2; exit 1; }
+  awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
 fill 1 $((warm + 1))
 sleep 1; before=$(rss); before_n=$(pending)
+[ "$mode" = throughput ] && r_warm=$(hot)
 fill $((warm + 1)) $((warm + devices + 1))
 sleep 1; after=$(rss); after_n=$(pending)
+if [ "$mode" = throughput ]; then
+  r_full=$(hot)
+  python3 -c "print(f'one pending device polled: {float(\"$r_warm\"):.0f} req/s at $before_n pending, {float(\"$r_full\"):.0f} req/s at $after_n pending, ratio {float(\"$r_full\")/float(\"$r_warm\"):.2f}x')"
+fi
 python3 -c "
 b, a, nb, na = $before, $after, $before_n, $after_n
 print(f'{na - nb} pending requests added: VmRSS {b/2**20:.1f} MiB -> {a/2**20:.1f} MiB, growth {(a-b)/2**20:.1f} MiB = {(a-b)/(na-nb):.0f} B per pending request')"

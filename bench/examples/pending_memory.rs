@@ -114,8 +114,11 @@ fn main() {
     // Where the bytes go.
     let name_len = sample.username.len();
     let key = size_of::<CompactString>();
-    let record = size_of::<OpenRequest>();
-    let inline = key + record;
+    // The map's value is a `Box<OpenRequest>`: the slot holds the name and
+    // a pointer, and the request is one malloc chunk of its own.
+    let pointer = size_of::<Box<OpenRequest>>();
+    let record = malloc_chunk(size_of::<OpenRequest>());
+    let inline = key + pointer;
     // Keys up to 24 bytes and sealed secrets up to SEALED_INLINE bytes live
     // inside the entry; longer ones take a heap chunk.
     let heap_key = if name_len > key {
@@ -128,7 +131,7 @@ fn main() {
     } else {
         0
     };
-    let heap = heap_key + heap_sealed;
+    let heap = record + heap_key + heap_sealed;
     let leaf_node = BTREE_CAPACITY * inline + 16;
     println!();
     println!("breakdown (sizes from the types and glibc's malloc chunk rounding):");
@@ -137,7 +140,14 @@ fn main() {
             format!("map key CompactString, inline ({name_len} B name)"),
             key,
         ),
-        ("OpenRequest (inline)".to_string(), record),
+        ("pointer to the boxed OpenRequest".to_string(), pointer),
+        (
+            format!(
+                "the OpenRequest's chunk ({} B request)",
+                size_of::<OpenRequest>()
+            ),
+            record,
+        ),
         (
             "the key's heap copy (names over 24 B only)".to_string(),
             heap_key,
