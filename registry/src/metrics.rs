@@ -284,6 +284,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     for result in ["success", "failure"] {
         metrics::counter!(LOGINS_TOTAL, "result" => result).absolute(0);
     }
+    for result in ["delivered", "failed", "gone"] {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(WEBHOOK_PENDING_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_OUTBOX_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_GAVE_UP_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_ENDPOINTS_DISABLED_TOTAL).absolute(0);
+    metrics::gauge!(WEBHOOK_OUTBOX_DEPTH).set(0.0);
     Ok(handle)
 }
 

@@ -82,13 +82,17 @@ fn wait_for(receiver: &Receiver, what: &str, done: impl Fn(&[Value]) -> bool) ->
 }
 
 fn webhook_args(urls: &[String]) -> Vec<String> {
+    webhook_args_with(urls, "200ms,400ms")
+}
+
+fn webhook_args_with(urls: &[String], schedule: &str) -> Vec<String> {
     let mut args = vec![
         "--webhook-secret".to_string(),
         SECRET.to_string(),
         "--webhook-poll-interval".to_string(),
         "50ms".to_string(),
         "--webhook-retry-schedule".to_string(),
-        "200ms,400ms".to_string(),
+        schedule.to_string(),
         "--webhook-timeout".to_string(),
         "2s".to_string(),
     ];
@@ -270,6 +274,7 @@ fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
                 assert_eq!(at.len(), 2, "{path}");
                 assert!(gaps[0] >= 1.0, "Retry-After: 1 honoured, waited {gaps:?}");
             }
+            "/gone" => assert_eq!(at.len(), 1, "a 410 is not retried"),
             other => panic!("unexpected path {other}"),
         }
     }
@@ -292,7 +297,12 @@ fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let args = webhook_args(&[format!("http://127.0.0.1:{port}/ok")]);
+    // Long enough a schedule that the events are still being retried when
+    // the receiver comes up after the restart.
+    let args = webhook_args_with(
+        &[format!("http://127.0.0.1:{port}/ok")],
+        "300ms,600ms,1s,2s,4s,8s,16s",
+    );
     // The receiver is down: every attempt is refused and retried.
     let mut g = start_gateway(Some(&data), &args);
     let token = g.admin_token();
