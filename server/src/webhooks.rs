@@ -29,7 +29,11 @@ pub struct WebhookFlags {
     /// Send signed webhook events (Standard Webhooks) to this URL
     /// (`http://host:port/path`); repeat for several endpoints. Needs
     /// --webhook-secret.
-    #[arg(long = "webhook-url", env = "FLEETGATE_WEBHOOK_URL", value_delimiter = ',')]
+    #[arg(
+        long = "webhook-url",
+        env = "FLEETGATE_WEBHOOK_URL",
+        value_delimiter = ','
+    )]
     pub urls: Vec<String>,
 
     /// The signing secret, `whsec_` and the base64 of 24 to 64 bytes.
@@ -241,7 +245,9 @@ mod tests {
     #[test]
     fn a_url_needs_a_valid_secret_and_http() {
         assert!(WebhookConfig::default().validate(false).is_ok());
-        let e = with(&["http://127.0.0.1:9/in"], None).validate(false).unwrap_err();
+        let e = with(&["http://127.0.0.1:9/in"], None)
+            .validate(false)
+            .unwrap_err();
         assert_eq!(e.flag, "--webhook-url");
         let e = with(&["http://127.0.0.1:9/in"], Some("whsec_x!"))
             .validate(false)
@@ -250,7 +256,9 @@ mod tests {
         assert!(!e.to_string().contains("x!"), "the secret is not echoed");
         let e = with(&[], Some(SECRET)).validate(false).unwrap_err();
         assert_eq!(e.flag, "--webhook-secret");
-        let e = with(&["ftp://h/in"], Some(SECRET)).validate(false).unwrap_err();
+        let e = with(&["ftp://h/in"], Some(SECRET))
+            .validate(false)
+            .unwrap_err();
         assert_eq!(e.flag, "--webhook-url");
         assert!(with(&["http://127.0.0.1:9/in"], Some(SECRET))
             .validate(false)

@@ -142,20 +142,60 @@ fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
         ),
         200,
     );
-    for (name, pw) in [("dev-a", "pw-a-secret"), ("dev-b", "pw-b-secret"), ("dev-c", "pw-c-secret")] {
+    for (name, pw) in [
+        ("dev-a", "pw-a-secret"),
+        ("dev-b", "pw-b-secret"),
+        ("dev-c", "pw-c-secret"),
+    ] {
         assert_eq!(register(g.http, &creds(name, pw)).status, 202);
         // A re-poll emits nothing more.
         assert_eq!(register(g.http, &creds(name, pw)).status, 202);
     }
     let requests = "/api/client-registry/requests";
-    ok(admin(&g, &token, "POST", &format!("{requests}/dev-a/grant"), Value::Null), 200);
-    ok(admin(&g, &token, "POST", &format!("{requests}/dev-b/deny"), Value::Null), 204);
-    ok(admin(&g, &token, "DELETE", &format!("{requests}/dev-c"), Value::Null), 204);
     ok(
-        admin(&g, &token, "PATCH", "/api/users/dev-a", json!({"permissions": []})),
+        admin(
+            &g,
+            &token,
+            "POST",
+            &format!("{requests}/dev-a/grant"),
+            Value::Null,
+        ),
         200,
     );
-    ok(admin(&g, &token, "DELETE", "/api/users/dev-a", Value::Null), 204);
+    ok(
+        admin(
+            &g,
+            &token,
+            "POST",
+            &format!("{requests}/dev-b/deny"),
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            &g,
+            &token,
+            "DELETE",
+            &format!("{requests}/dev-c"),
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            &g,
+            &token,
+            "PATCH",
+            "/api/users/dev-a",
+            json!({"permissions": []}),
+        ),
+        200,
+    );
+    ok(
+        admin(&g, &token, "DELETE", "/api/users/dev-a", Value::Null),
+        204,
+    );
     let r = admin(
         &g,
         &token,
@@ -164,8 +204,14 @@ fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
         json!({"usernamePattern": "auto-[0-9]+", "action": "grant"}),
     );
     assert!(r.status == 200 || r.status == 201, "{}", r.text());
-    assert_eq!(register(g.http, &creds("auto-1", "pw-auto-secret")).status, 201);
-    ok(admin(&g, &token, "POST", "/api/client-registry/lock", Value::Null), 200);
+    assert_eq!(
+        register(g.http, &creds("auto-1", "pw-auto-secret")).status,
+        201
+    );
+    ok(
+        admin(&g, &token, "POST", "/api/client-registry/lock", Value::Null),
+        200,
+    );
 
     let all = [
         "registry.unlocked",
@@ -181,13 +227,30 @@ fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
     let lines = wait_for(&receiver, "every event type", |lines| {
         let seen: BTreeSet<String> = lines.iter().map(event_type).collect();
         all.iter().all(|t| seen.contains(*t))
-            && lines.iter().filter(|l| event_type(l) == "request.granted").count() >= 2
-            && lines.iter().filter(|l| event_type(l) == "request.pending").count() >= 4
+            && lines
+                .iter()
+                .filter(|l| event_type(l) == "request.granted")
+                .count()
+                >= 2
+            && lines
+                .iter()
+                .filter(|l| event_type(l) == "request.pending")
+                .count()
+                >= 4
     });
     for line in &lines {
         assert_eq!(line["valid"], true, "signature checked in Python: {line}");
         let text = line["body"].as_str().unwrap();
-        for secret in ["pw-a-secret", "pw-b-secret", "pw-c-secret", "pw-auto-secret", "$argon2", "sealed", "passwordHash", &SECRET[6..]] {
+        for secret in [
+            "pw-a-secret",
+            "pw-b-secret",
+            "pw-c-secret",
+            "pw-auto-secret",
+            "$argon2",
+            "sealed",
+            "passwordHash",
+            &SECRET[6..],
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         let b = body(line);
@@ -214,17 +277,27 @@ fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
     let granted = of("request.granted", "dev-a");
     assert_eq!(granted["data"]["state"], "granted");
     assert!(granted["data"]["pairingId"].is_string());
-    assert!(granted["data"].get("decidedBy").is_none(), "an admin decided");
+    assert!(
+        granted["data"].get("decidedBy").is_none(),
+        "an admin decided"
+    );
     assert_eq!(of("request.denied", "dev-b")["data"]["state"], "denied");
     assert_eq!(of("request.deleted", "dev-c")["data"]["username"], "dev-c");
-    assert_eq!(of("user.updated", "dev-a")["data"]["permissions"], json!([]));
+    assert_eq!(
+        of("user.updated", "dev-a")["data"]["permissions"],
+        json!([])
+    );
     assert_eq!(of("user.deleted", "dev-a")["data"]["hasPassword"], true);
     let by_rule = of("request.granted", "auto-1");
     assert_eq!(by_rule["data"]["decidedBy"], json!({"rule": "autos"}));
     let matched = of("rule.matched", "auto-1");
     assert_eq!(matched["data"]["rule"], "autos");
     assert_eq!(matched["data"]["action"], "grant");
-    let locked = lines.iter().map(body).find(|b| b["type"] == "registry.locked").unwrap();
+    let locked = lines
+        .iter()
+        .map(body)
+        .find(|b| b["type"] == "registry.locked")
+        .unwrap();
     assert_eq!(locked["data"]["locked"], true);
 }
 
@@ -236,12 +309,25 @@ fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let g = start_gateway(
         None,
-        &webhook_args(&[url("/flaky/2"), url("/retry-after/1"), url("/gone"), url("/flaky/99")]),
+        &webhook_args(&[
+            url("/flaky/2"),
+            url("/retry-after/1"),
+            url("/gone"),
+            url("/flaky/99"),
+        ]),
     );
     let token = g.admin_token();
-    let r = admin(&g, &token, "POST", "/api/client-registry/unlock", json!({"durationMs": 600_000}));
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
     assert_eq!(r.status, 200);
-    wait_for(&receiver, "the first 410", |l| l.iter().any(|l| l["path"] == "/gone"));
+    wait_for(&receiver, "the first 410", |l| {
+        l.iter().any(|l| l["path"] == "/gone")
+    });
     let r = admin(&g, &token, "POST", "/api/client-registry/lock", Value::Null);
     assert_eq!(r.status, 200);
 
@@ -252,12 +338,16 @@ fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
         count("/flaky/2") == 6 && count("/retry-after/1") == 4 && count("/flaky/99") == 6
     });
     let mut g = g;
-    g.process.wait_for_line("webhook delivery given up", Duration::from_secs(30));
+    g.process
+        .wait_for_line("webhook delivery given up", Duration::from_secs(30));
     let mut attempts: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for l in &lines {
         assert_eq!(l["valid"], true, "{l}");
         attempts
-            .entry((l["path"].as_str().unwrap().into(), l["id"].as_str().unwrap().into()))
+            .entry((
+                l["path"].as_str().unwrap().into(),
+                l["id"].as_str().unwrap().into(),
+            ))
             .or_default()
             .push(l["received"].as_f64().unwrap());
     }
@@ -289,7 +379,10 @@ fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
         metrics.contains("fleetgate_webhook_endpoints_disabled_total 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("fleetgate_webhook_gave_up_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("fleetgate_webhook_gave_up_total 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -306,7 +399,13 @@ fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
     // The receiver is down: every attempt is refused and retried.
     let mut g = start_gateway(Some(&data), &args);
     let token = g.admin_token();
-    let r = admin(&g, &token, "POST", "/api/client-registry/unlock", json!({"durationMs": 600_000}));
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(register(g.http, &creds("kept-1", "pw-kept")).status, 202);
     let r = admin(
@@ -363,4 +462,50 @@ fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
         .unwrap();
     assert!(line.contains("events=0"), "{line}");
     assert_eq!(receiver.lines().len(), delivered);
+}
+
+#[test]
+fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
+    let bin = bin_dir().join("fleetgate");
+    let bin = bin.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: [&[&str]; 4] = [
+        // A URL without a secret.
+        &["--webhook-url", "http://127.0.0.1:9/in"],
+        // A secret that is not whsec_ + base64 of 24 to 64 bytes.
+        &[
+            "--webhook-url",
+            "http://127.0.0.1:9/in",
+            "--webhook-secret",
+            "whsec_c2hvcnQ=",
+        ],
+        // https is not supported yet.
+        &[
+            "--webhook-url",
+            "https://127.0.0.1:9/in",
+            "--webhook-secret",
+            SECRET,
+        ],
+        // Webhooks need the embedded store in this version.
+        &[
+            "--webhook-url",
+            "http://127.0.0.1:9/in",
+            "--webhook-secret",
+            SECRET,
+            "--store",
+            "redis://127.0.0.1:9",
+        ],
+    ];
+    for extra in cases {
+        let mut args = vec!["--data-dir", data];
+        args.extend_from_slice(extra);
+        let (code, _, err) = run_tool(bin, &args);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains("--webhook"), "{extra:?}: {err}");
+        assert!(
+            !err.contains("c2hvcnQ") && !err.contains(&SECRET[6..]),
+            "{err}"
+        );
+    }
 }

@@ -175,7 +175,9 @@ async fn run<S: Store>(
         if !to_ack.is_empty() {
             match store.outbox_ack(&to_ack).await {
                 Ok(()) => to_ack.clear(),
-                Err(e) => tracing::warn!(error = %e, "webhook outbox: acknowledging failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook outbox: acknowledging failed; retrying")
+                }
             }
         }
         let max_held = deliverer.settings.max_held;
@@ -253,8 +255,7 @@ async fn deliver_to(deliverer: &Deliverer, i: usize, event: &WebhookEvent, body:
                 return;
             }
             Attempt::Gone => {
-                metrics::counter!(names::WEBHOOK_DELIVERIES_TOTAL, "result" => "gone")
-                    .increment(1);
+                metrics::counter!(names::WEBHOOK_DELIVERIES_TOTAL, "result" => "gone").increment(1);
                 if !deliverer.disabled[i].swap(true, Ordering::AcqRel) {
                     metrics::counter!(names::WEBHOOK_ENDPOINTS_DISABLED_TOTAL).increment(1);
                     tracing::warn!(
@@ -270,8 +271,7 @@ async fn deliver_to(deliverer: &Deliverer, i: usize, event: &WebhookEvent, body:
                 let Some(&step) = settings.schedule.get(attempt) else {
                     break;
                 };
-                let wait = retry_after
-                    .map_or(step, |r| r.min(settings.retry_after_max).max(step));
+                let wait = retry_after.map_or(step, |r| r.min(settings.retry_after_max).max(step));
                 tracing::debug!(
                     endpoint = %endpoint_label(uri),
                     id = %event.id,
@@ -355,9 +355,15 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -365,7 +371,9 @@ mod tests {
 
     #[test]
     fn endpoint_labels_never_show_path_query_or_userinfo() {
-        let uri: Uri = "http://user:pw@hooks.example:8080/in?token=abc".parse().unwrap();
+        let uri: Uri = "http://user:pw@hooks.example:8080/in?token=abc"
+            .parse()
+            .unwrap();
         assert_eq!(endpoint_label(&uri), "http://hooks.example:8080");
     }
 }

@@ -50,7 +50,11 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
         roles: Some(vec![]),
         permissions: None,
     };
-    assert!(s.update_user_access("dev-a", &change).await.unwrap().is_some());
+    assert!(s
+        .update_user_access("dev-a", &change)
+        .await
+        .unwrap()
+        .is_some());
     assert!(s.delete_user("dev-a").await.unwrap());
     assert!(!s.delete_user("dev-a").await.unwrap(), "no second event");
     let mut by_rule = user("auto-1");
@@ -94,7 +98,10 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
     assert_eq!(events[3].data["username"], "dev-c");
     assert_eq!(events[4].data["roles"], serde_json::json!([]));
     assert_eq!(events[6].data["rule"], "autos");
-    assert_eq!(events[7].data["decidedBy"], serde_json::json!({"rule": "autos"}));
+    assert_eq!(
+        events[7].data["decidedBy"],
+        serde_json::json!({"rule": "autos"})
+    );
     for e in &events {
         let text = e.data.to_string();
         assert!(!text.contains("$argon2id"), "no password hash: {text}");
