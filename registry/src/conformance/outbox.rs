@@ -39,7 +39,8 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
         .await
         .unwrap();
     assert!(matches!(granted, GrantResult::Granted(_)));
-    assert_eq!(s.deny("dev-b", None, T0).await.unwrap(), DenyResult::Denied);
+    let by = Some(DecidedBy::Rule("deny-b".into()));
+    assert_eq!(s.deny("dev-b", by, T0).await.unwrap(), DenyResult::Denied);
     // Denying a denied request changes nothing and records nothing.
     assert_eq!(s.deny("dev-b", None, T0).await.unwrap(), DenyResult::Denied);
     assert_eq!(
@@ -82,6 +83,7 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
         [
             EventType::RegistryUnlocked,
             EventType::RequestGranted,
+            EventType::RuleMatched,
             EventType::RequestDenied,
             EventType::RequestDeleted,
             EventType::UserUpdated,
@@ -94,12 +96,18 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
     );
     assert_eq!(events[1].data["username"], "dev-a");
     assert_eq!(events[1].data["state"], "granted");
-    assert_eq!(events[2].data["state"], "denied");
-    assert_eq!(events[3].data["username"], "dev-c");
-    assert_eq!(events[4].data["roles"], serde_json::json!([]));
-    assert_eq!(events[6].data["rule"], "autos");
+    assert_eq!(events[2].data["rule"], "deny-b");
+    assert_eq!(events[2].data["action"], "deny");
+    assert_eq!(events[3].data["state"], "denied");
     assert_eq!(
-        events[7].data["decidedBy"],
+        events[3].data["decidedBy"],
+        serde_json::json!({"rule": "deny-b"})
+    );
+    assert_eq!(events[4].data["username"], "dev-c");
+    assert_eq!(events[5].data["roles"], serde_json::json!([]));
+    assert_eq!(events[7].data["rule"], "autos");
+    assert_eq!(
+        events[8].data["decidedBy"],
         serde_json::json!({"rule": "autos"})
     );
     for e in &events {
@@ -113,11 +121,11 @@ pub async fn outbox_holds_every_decision_until_acknowledged<S: Store>(f: &impl F
     // Handed out once; held until acknowledged.
     assert!(s.outbox_take(100).await.unwrap().is_empty());
     assert_eq!(s.outbox_depth().await.unwrap(), events.len());
-    let first: Vec<String> = events[..4].iter().map(|e| e.id.clone()).collect();
+    let first: Vec<String> = events[..5].iter().map(|e| e.id.clone()).collect();
     s.outbox_ack(&first).await.unwrap();
     s.outbox_ack(&first).await.unwrap();
-    assert_eq!(s.outbox_depth().await.unwrap(), events.len() - 4);
-    let rest: Vec<String> = events[4..].iter().map(|e| e.id.clone()).collect();
+    assert_eq!(s.outbox_depth().await.unwrap(), events.len() - 5);
+    let rest: Vec<String> = events[5..].iter().map(|e| e.id.clone()).collect();
     s.outbox_ack(&rest).await.unwrap();
     assert_eq!(s.outbox_depth().await.unwrap(), 0);
 }
