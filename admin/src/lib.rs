@@ -18,6 +18,9 @@
 //! - [`query`]: percent-decoding of query strings and path segments.
 //! - [`throttle`]: the login failure budgets per (username, source) and
 //!   per source.
+//! - [`webhook`]: the webhook deliverer (signed Standard Webhooks POSTs of
+//!   the store's outbox and the `request.pending` queue, retries, 410) and
+//!   its signing (`webhook::sign`).
 //! - [`ui`]: the Client Registry View, the web UI embedded from `admin/ui/`
 //!   and served at `/ui/` (HTML, CSS and ES modules that call this API).
 #![forbid(unsafe_code)]
@@ -27,5 +30,6 @@ pub mod server;
 pub mod service;
 pub mod throttle;
 pub mod ui;
+pub mod webhook;
 
 pub use service::AdminService;

@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod outbox;
+
 use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState, Windows};
 use crate::fingerprint::Fingerprint;

@@ -31,6 +31,9 @@
 //! - [`token`]: JWT issuing and verification.
 //! - [`topic`]: MQTT topic names and filters, matching, the subset test that
 //!   decides a SUBSCRIBE, and the per-user `PermissionSet`.
+//! - [`webhook`]: webhook events (types, `data` views, ids), the durable
+//!   outbox's unit, and the bounded queue of best-effort `request.pending`
+//!   events.
 //! - [`store`]: the `Store` trait every backend implements, and its errors.
 //! - [`embedded`]: the embedded store users run by default: sharded memory for
 //!   pending state, a fsynced journal for users and grants.
@@ -61,6 +64,7 @@ pub mod source;
 pub mod store;
 pub mod token;
 pub mod topic;
+pub mod webhook;
 
 pub use clock::UnixMillis;
 pub use registry::{Registry, RegistryConfig};

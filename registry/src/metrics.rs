@@ -96,8 +96,24 @@ pub const MQTT_DENIED_TOTAL: &str = "fleetgate_mqtt_denied_total";
 /// `action` (`grant`, `deny`).
 pub const RULE_DECISIONS_TOTAL: &str = "fleetgate_rule_decisions_total";
 
+/// Webhook delivery attempts, by `result` (`delivered`: a 2xx; `failed`:
+/// another status, a timeout or a refused connection, to be retried;
+/// `gone`: a 410, which disables the endpoint).
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "fleetgate_webhook_deliveries_total";
+/// `request.pending` events dropped because their bounded queue was full.
+pub const WEBHOOK_PENDING_DROPPED_TOTAL: &str = "fleetgate_webhook_pending_dropped_total";
+/// Events in the durable outbox not yet delivered to every endpoint.
+pub const WEBHOOK_OUTBOX_DEPTH: &str = "fleetgate_webhook_outbox_depth";
+/// Undelivered events dropped from a full outbox (`--webhook-outbox-max`),
+/// oldest first.
+pub const WEBHOOK_OUTBOX_DROPPED_TOTAL: &str = "fleetgate_webhook_outbox_dropped_total";
+/// Events given up on for one endpoint after the retry schedule ran out.
+pub const WEBHOOK_GAVE_UP_TOTAL: &str = "fleetgate_webhook_gave_up_total";
+/// Endpoints that answered 410 Gone and get nothing more from this process.
+pub const WEBHOOK_ENDPOINTS_DISABLED_TOTAL: &str = "fleetgate_webhook_endpoints_disabled_total";
+
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 27] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
@@ -119,6 +135,12 @@ pub const ALL: [&str; 21] = [
     RETRY_AFTER_SECONDS,
     MQTT_DENIED_TOTAL,
     RULE_DECISIONS_TOTAL,
+    WEBHOOK_DELIVERIES_TOTAL,
+    WEBHOOK_PENDING_DROPPED_TOTAL,
+    WEBHOOK_OUTBOX_DEPTH,
+    WEBHOOK_OUTBOX_DROPPED_TOTAL,
+    WEBHOOK_GAVE_UP_TOTAL,
+    WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
 ];
 
 /// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
@@ -134,6 +156,30 @@ pub fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
         "Register polls and MQTT CONNECTs by transport and outcome."
+    );
+    describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts by result (delivered, failed, gone)."
+    );
+    describe_counter!(
+        WEBHOOK_PENDING_DROPPED_TOTAL,
+        "request.pending webhook events dropped because their queue was full."
+    );
+    describe_gauge!(
+        WEBHOOK_OUTBOX_DEPTH,
+        "Webhook events in the durable outbox, not yet delivered everywhere."
+    );
+    describe_counter!(
+        WEBHOOK_OUTBOX_DROPPED_TOTAL,
+        "Undelivered webhook events dropped from a full outbox, oldest first."
+    );
+    describe_counter!(
+        WEBHOOK_GAVE_UP_TOTAL,
+        "Webhook events given up on for one endpoint after the retry schedule."
+    );
+    describe_counter!(
+        WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
+        "Webhook endpoints disabled for this process after a 410 Gone."
     );
     describe_counter!(
         RULE_DECISIONS_TOTAL,
@@ -238,6 +284,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     for result in ["success", "failure"] {
         metrics::counter!(LOGINS_TOTAL, "result" => result).absolute(0);
     }
+    for result in ["delivered", "failed", "gone"] {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(WEBHOOK_PENDING_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_OUTBOX_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_GAVE_UP_TOTAL).absolute(0);
+    metrics::counter!(WEBHOOK_ENDPOINTS_DISABLED_TOTAL).absolute(0);
+    metrics::gauge!(WEBHOOK_OUTBOX_DEPTH).set(0.0);
     Ok(handle)
 }
 

@@ -33,6 +33,7 @@ use crate::token::Tokens;
 
 mod bulk;
 mod rules;
+mod webhooks;
 pub use bulk::{
     BulkError, BulkItem, BulkOutcome, BulkResult, BulkTargets, Selector, BULK_MAX, CHUNK,
 };
@@ -447,6 +448,8 @@ pub struct Registry<S> {
     /// The auto-approval rules, compiled, at the store's last
     /// `rules_version` (see `rules`).
     rules_cache: rules::RulesCache,
+    /// Where `request.pending` webhook events go (`None`: no webhooks).
+    pending_events: Option<crate::webhook::PendingEvents>,
 }
 
 impl<S: Store> Registry<S> {
@@ -461,6 +464,7 @@ impl<S: Store> Registry<S> {
             ca: None,
             bulk_hashing: std::sync::Mutex::new(()),
             rules_cache: rules::RulesCache::default(),
+            pending_events: None,
         }
     }
 
@@ -586,7 +590,10 @@ impl<S: Store> Registry<S> {
             .await
         {
             // Rules decide a request once, when it is created.
-            Ok((Decision::Create, _)) => self.decide_by_rules(req, &ctx, fp, now).await,
+            Ok((Decision::Create, _)) => {
+                self.offer_pending(req, &ctx, fp, now);
+                self.decide_by_rules(req, &ctx, fp, now).await
+            }
             Ok((Decision::Locked, _)) => self.preauthorize(req, &ctx, fp, now).await,
             Ok((decision, record)) => outcome_of(decision, record, fp.pairing_id()),
             Err(e) => {

@@ -18,6 +18,7 @@ use crate::fingerprint::Fingerprint;
 use crate::model::{Permission, RequestRecord, Role, Transport, UserRecord};
 use crate::rule::{DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule};
 use crate::secrets::Secrets;
+use crate::webhook::WebhookEvent;
 
 /// A store could not do what was asked. The variant says who caused it,
 /// and so what the caller answers: an outage is 503 (retrying later may
@@ -386,6 +387,31 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<RuleClaim, StoreError>> + Send;
+
+    /// Webhooks: up to `max` events of the durable outbox that are not
+    /// delivered yet and not already handed out by an earlier call of this
+    /// process (a store that records no events answers none). Events are
+    /// written to the outbox by the decisions themselves, in the same
+    /// commit (see `webhook`); one deliverer per store calls this.
+    fn outbox_take(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<WebhookEvent>, StoreError>> + Send {
+        let _ = max;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Retires delivered (or given-up) events by id, durably: they are not
+    /// handed out again, after a restart either.
+    fn outbox_ack(&self, ids: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = ids;
+        async { Ok(()) }
+    }
+
+    /// How many events the outbox holds (handed out or not).
+    fn outbox_depth(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        async { Ok(0) }
+    }
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -110,7 +110,11 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
             };
             std::fs::create_dir_all(dir).map_err(data_dir_err)?;
             let secrets = Secrets::load_or_create(dir).map_err(data_dir_err)?;
-            let store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
+            let mut store = EmbeddedStore::open(dir, config.windows, config.max_pending, now)?;
+            let webhooks = crate::webhooks::Wiring::new(&args.webhooks);
+            if let Some(w) = &webhooks {
+                store = store.with_webhook_outbox(w.outbox_max);
+            }
             let ca = match ca_from_flags(args)? {
                 Some(ca) => ca,
                 None => CertificateAuthority::load_or_generate(
@@ -119,9 +123,16 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
                     args.cert_validity_days,
                 )?,
             };
-            let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
+            let mut registry = Registry::new(store, secrets, config).with_ca(Arc::new(ca));
+            if let Some(w) = &webhooks {
+                registry = w.attach(registry);
+            }
+            let registry = Arc::new(registry);
             ensure_admin(&registry, args).await?;
             tracing::info!(data_dir = %dir.display(), "registry opened on the embedded store");
+            if let Some(w) = webhooks {
+                w.start(registry.clone());
+            }
             let sweeper =
                 start_embedded_sweeper(&registry).map_err(|source| BootstrapError::DataDir {
                     path: "the sweeper thread".into(),

@@ -95,6 +95,8 @@ pub struct StoreConfig {
     pub requestable_roles: Option<Vec<String>>,
     /// Peers whose `X-Forwarded-For` is believed. Default loopback.
     pub trusted_forwarders: Vec<IpAddr>,
+    /// `--webhook-*`; default none.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -131,6 +133,7 @@ impl Default for StoreConfig {
             poll_cache_ttl: Duration::from_secs(30),
             requestable_roles: None,
             trusted_forwarders: vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -174,6 +177,8 @@ impl StoreConfig {
         for role in self.requestable_roles.iter().flatten() {
             crate::flags::parse_role(role).map_err(|m| invalid("--requestable-roles", m))?;
         }
+        self.webhooks
+            .validate(matches!(self.store, StoreKind::Redis(_)))?;
         Ok(())
     }
 

@@ -114,6 +114,9 @@ pub struct StoreFlags {
     /// (0: do not wait).
     #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u16,
+
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookFlags,
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
@@ -179,6 +182,7 @@ impl StoreFlags {
             poll_cache_ttl: self.poll_cache_ttl,
             requestable_roles: self.requestable_roles,
             trusted_forwarders: self.trusted_forwarders,
+            webhooks: self.webhooks.into_config(),
         }
     }
 }

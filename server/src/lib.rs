@@ -18,6 +18,8 @@
 //! - [`telemetry`]: the recorder switch, `/metrics`, the gauge ticker.
 //! - [`gateway`]: the all-in-one process's listeners and the proxy's `App`.
 //! - [`admin_handler`]: the admin service behind the proxy's forwarding.
+//! - [`webhooks`]: the `--webhook-*` flags, their config and the wiring of
+//!   the outbox, the `request.pending` queue and the deliverer.
 //! - [`cli`]: tracing, usage errors (exit 2) and signals, shared by both
 //!   binaries (`src/bin/`).
 #![forbid(unsafe_code)]
@@ -29,3 +31,4 @@ pub mod config;
 pub mod flags;
 pub mod gateway;
 pub mod telemetry;
+pub mod webhooks;

@@ -9,7 +9,8 @@
 //!
 //! Record kinds (`op`): `putUser`, `deleteUser`, `grant`, `grants` (a
 //! group of grants committed with one `fdatasync`), `granted`, `putRole`,
-//! `deleteRole`. The role kinds were added later; a journal
+//! `deleteRole`, the rule kinds, and the webhook outbox's `withEvents`,
+//! `events` and `delivered` (`embedded::outbox`). The role kinds were added later; a journal
 //! without them reads as before (no roles), so old journals open unchanged.
 //! An older binary cannot open a journal that holds a role record (it stops
 //! at the unknown `op` as at corruption).
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{RequestRecord, Role, UserRecord};
 use crate::rule::Rule;
+use crate::webhook::WebhookEvent;
 
 /// One durable change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,30 @@ pub enum JournalRecord {
     /// A rule's use count, absolute (`{"op":"ruleUses","name":…,"uses":n}`),
     /// written by every claimed use.
     RuleUses { name: String, uses: u64 },
+    /// A decision and its webhook events in one line, so that the events
+    /// are durable exactly when the decision is (`{"op":"withEvents",
+    /// "record":{…},"events":[…]}`); written only while webhooks are
+    /// configured (`embedded::outbox`).
+    WithEvents {
+        record: Box<JournalRecord>,
+        events: Vec<WebhookEvent>,
+    },
+    /// Webhook events of a decision the journal does not otherwise keep
+    /// (deny, forget, lock), and the undelivered events compaction keeps
+    /// (`{"op":"events","events":[…]}`).
+    Events { events: Vec<WebhookEvent> },
+    /// Events delivered (or given up on) everywhere: retired from the
+    /// outbox (`{"op":"delivered","ids":[…]}`).
+    Delivered { ids: Vec<String> },
+}
+
+/// [`JournalRecord::WithEvents`] by reference, so a large group of grants
+/// is not cloned to be written with its events; the same JSON.
+#[derive(Serialize)]
+#[serde(tag = "op", rename = "withEvents")]
+struct WithEventsRef<'a> {
+    record: &'a JournalRecord,
+    events: &'a [WebhookEvent],
 }
 
 /// One grant of a [`JournalRecord::Grants`] group: the new user and the
@@ -120,7 +146,18 @@ pub enum JournalError {
 /// so that the fuzz targets (`fuzz/`) can build journals and check the
 /// round trip through [`replay_bytes`].
 pub fn encode(record: &JournalRecord) -> Vec<u8> {
-    let json = serde_json::to_vec(record).expect("journal records always serialise");
+    encode_json(serde_json::to_vec(record).expect("journal records always serialise"))
+}
+
+/// `record` wrapped with its webhook events, as one line (see
+/// [`JournalRecord::WithEvents`]).
+pub fn encode_with_events(record: &JournalRecord, events: &[WebhookEvent]) -> Vec<u8> {
+    let json = serde_json::to_vec(&WithEventsRef { record, events })
+        .expect("journal records always serialise");
+    encode_json(json)
+}
+
+fn encode_json(json: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&json);
     let mut line = Vec::with_capacity(json.len() + 10);
     line.extend_from_slice(format!("{crc:08x} ").as_bytes());
@@ -254,7 +291,20 @@ impl Journal {
 
     /// Appends one record and waits until it is on disk.
     pub fn append(&mut self, record: &JournalRecord) -> io::Result<()> {
-        let line = encode(record);
+        self.append_line(encode(record))
+    }
+
+    /// Appends `record` with its webhook events as one line, one
+    /// `fdatasync`.
+    pub fn append_with_events(
+        &mut self,
+        record: &JournalRecord,
+        events: &[WebhookEvent],
+    ) -> io::Result<()> {
+        self.append_line(encode_with_events(record, events))
+    }
+
+    fn append_line(&mut self, line: Vec<u8>) -> io::Result<()> {
         let result = self
             .file
             .write_all(&line)

@@ -31,12 +31,13 @@
 
 pub mod journal;
 pub mod open;
+pub mod outbox;
 pub mod rules;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::clock::UnixMillis;
@@ -47,6 +48,7 @@ use crate::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError,
 };
+use crate::webhook::WebhookEvent;
 use journal::{GrantEntry, Journal, JournalError, JournalRecord};
 use open::{CompactString, OpenRequest};
 
@@ -105,6 +107,12 @@ pub struct EmbeddedStore {
     /// Grants waiting for the group commit (see `commit_grants_sync`).
     /// Locked only to push a slot or to take them all, never during I/O.
     grant_queue: Mutex<Vec<std::sync::Arc<GroupSlot>>>,
+    /// Whether decisions write webhook events to the outbox (webhooks are
+    /// configured: [`EmbeddedStore::with_webhook_outbox`]).
+    recording: AtomicBool,
+    /// Undelivered webhook events (`outbox`). Locked after the journal
+    /// mutex, never during I/O.
+    outbox: Mutex<outbox::Outbox>,
 }
 
 fn shard_of(username: &str) -> usize {
@@ -133,7 +141,72 @@ impl EmbeddedStore {
             rules: RwLock::new(rules::RuleTable::default()),
             rules_version: AtomicU64::new(0),
             grant_queue: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(false),
+            outbox: Mutex::new(outbox::Outbox::default()),
         }
+    }
+
+    /// Records webhook events from now on: every decision writes its events
+    /// to the outbox in the same journal append, holding at most `cap`
+    /// undelivered events (the oldest are dropped past it, counted and
+    /// logged). Events replayed from the journal are kept either way.
+    pub fn with_webhook_outbox(self, cap: usize) -> Self {
+        self.outbox_lock().set_cap(cap);
+        self.recording.store(true, Ordering::Release);
+        self
+    }
+
+    fn outbox_lock(&self) -> MutexGuard<'_, outbox::Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The events of a decision, built only while webhooks are configured.
+    fn events(&self, build: impl FnOnce() -> Vec<WebhookEvent>) -> Vec<WebhookEvent> {
+        if self.recording.load(Ordering::Acquire) {
+            build()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Writes `record` durably with its webhook `events` as one line (the
+    /// journal mutex is held), then queues the events in the outbox.
+    fn persist_with(
+        &self,
+        journal: &mut MutexGuard<'_, Option<Journal>>,
+        record: &JournalRecord,
+        events: Vec<WebhookEvent>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return self.persist(journal, record);
+        }
+        if let Some(j) = journal.as_mut() {
+            j.append_with_events(record, &events).map_err(|e| {
+                tracing::error!(error = %e, "journal append failed");
+                StoreError::Unavailable(format!("journal write failed: {e}"))
+            })?;
+        }
+        self.outbox_lock().push(events);
+        Ok(())
+    }
+
+    /// Writes webhook events of a decision the journal does not otherwise
+    /// keep (deny, forget, lock), durably, before it is applied.
+    fn persist_events(
+        &self,
+        journal: &mut MutexGuard<'_, Option<Journal>>,
+        events: Vec<WebhookEvent>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let record = JournalRecord::Events { events };
+        self.persist(journal, &record)?;
+        let JournalRecord::Events { events } = record else {
+            unreachable!("built above")
+        };
+        self.outbox_lock().push(events);
+        Ok(())
     }
 
     /// Marks `username`'s access as changed (after the change is applied,
@@ -200,12 +273,21 @@ impl EmbeddedStore {
                 granted += 1;
             }
         }
+        // Undelivered webhook events, in commit order.
+        let undelivered: Vec<WebhookEvent> = store.outbox_lock().events().cloned().collect();
+        let events = undelivered.len();
+        for chunk in undelivered.chunks(1000) {
+            compacted.push(JournalRecord::Events {
+                events: chunk.to_vec(),
+            });
+        }
         let journal = Journal::rewrite(dir, &compacted)?;
         tracing::info!(
             path = %journal.path().display(),
             roles,
             users,
             granted,
+            events,
             "embedded store opened; journal compacted"
         );
         *store.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(journal);
@@ -276,6 +358,16 @@ impl EmbeddedStore {
             }
             JournalRecord::RuleOrder { names } => self.rules_write().reorder(&names),
             JournalRecord::RuleUses { name, uses } => self.rules_write().set_uses(&name, uses),
+            JournalRecord::WithEvents { record, events } => {
+                self.apply(*record);
+                self.outbox_lock().push(events);
+            }
+            JournalRecord::Events { events } => {
+                self.outbox_lock().push(events);
+            }
+            JournalRecord::Delivered { ids } => {
+                self.outbox_lock().ack(&ids);
+            }
         }
     }
 
@@ -629,6 +721,18 @@ impl EmbeddedStore {
             }
             checked.push(outcomes);
         }
+        let events = self.events(|| {
+            entries
+                .iter()
+                .flat_map(|e| {
+                    let at = match e.request.state {
+                        RequestState::Granted { granted_at } => granted_at,
+                        _ => e.request.last_seen,
+                    };
+                    WebhookEvent::for_grant(&e.request, at)
+                })
+                .collect()
+        });
         let written = match entries.len() {
             0 => Ok(entries),
             1 => {
@@ -637,7 +741,7 @@ impl EmbeddedStore {
                     user: entry.user,
                     request: entry.request,
                 };
-                let result = self.persist(journal, &record);
+                let result = self.persist_with(journal, &record, events);
                 let JournalRecord::Grant { user, request } = record else {
                     unreachable!("built above")
                 };
@@ -645,7 +749,7 @@ impl EmbeddedStore {
             }
             _ => {
                 let record = JournalRecord::Grants { grants: entries };
-                let result = self.persist(journal, &record);
+                let result = self.persist_with(journal, &record, events);
                 let JournalRecord::Grants { grants } = record else {
                     unreachable!("built above")
                 };
@@ -720,6 +824,20 @@ impl Store for EmbeddedStore {
 
     async fn set_lock_state(&self, state: LockState) -> Result<(), StoreError> {
         let ms = state.unlocked_until.map_or(0, |u| u.0.max(1));
+        let events = self.events(|| {
+            vec![WebhookEvent::lock(
+                state.unlocked_until,
+                crate::clock::UnixMillis::now(),
+            )]
+        });
+        if events.is_empty() {
+            self.unlocked_until.store(ms, Ordering::Release);
+            return Ok(());
+        }
+        // The event is durable before the change is applied, and the
+        // journal mutex orders two admins' changes as their events.
+        let mut journal = self.journal();
+        self.persist_events(&mut journal, events)?;
         self.unlocked_until.store(ms, Ordering::Release);
         Ok(())
     }
@@ -793,7 +911,7 @@ impl Store for EmbeddedStore {
         // exclusive: `commit_grant` checks, writes the journal and applies
         // while holding it, so a deny can never land between its check and
         // its apply (and answer 204 for a request that then ends granted).
-        let _journal = self.journal();
+        let mut journal = self.journal();
         let mut s = self.shard(username);
         if s.granted
             .get(username)
@@ -802,6 +920,32 @@ impl Store for EmbeddedStore {
             return Ok(DenyResult::AlreadyGranted);
         }
         let windows = self.windows;
+        let Some(r) = s
+            .open
+            .get_mut(username)
+            .filter(|r| r.is_live(&windows, now))
+        else {
+            return Ok(DenyResult::NotFound);
+        };
+        let events = if r.is_pending() {
+            self.events(|| {
+                let mut record = r.to_record(username);
+                record.state = RequestState::Denied { denied_at: now };
+                record.sealed = Vec::new();
+                record.decided_by = by.clone();
+                WebhookEvent::for_deny(&record, now)
+            })
+        } else {
+            Vec::new()
+        };
+        if !events.is_empty() {
+            // No I/O under the shard lock. The journal mutex keeps grants,
+            // denies and forgets out until the deny is applied; a poll can
+            // only refresh the request meanwhile.
+            drop(s);
+            self.persist_events(&mut journal, events)?;
+            s = self.shard(username);
+        }
         let Some(r) = s
             .open
             .get_mut(username)
@@ -824,7 +968,7 @@ impl Store for EmbeddedStore {
         now: UnixMillis,
     ) -> Result<ForgetResult, StoreError> {
         // Exclusive with grants, as `deny` is.
-        let _journal = self.journal();
+        let mut journal = self.journal();
         let mut s = self.shard(username);
         if s.granted
             .get(username)
@@ -839,6 +983,23 @@ impl Store for EmbeddedStore {
             .is_some_and(|r| r.is_live(&windows, now))
         {
             return Ok(ForgetResult::NotFound);
+        }
+        let events = self.events(|| {
+            let Some(r) = s.open.get(username) else {
+                return Vec::new();
+            };
+            let mut record = r.to_record(username);
+            record.sealed = Vec::new();
+            vec![WebhookEvent::request(
+                crate::webhook::EventType::RequestDeleted,
+                &record,
+                now,
+            )]
+        });
+        if !events.is_empty() {
+            drop(s);
+            self.persist_events(&mut journal, events)?;
+            s = self.shard(username);
         }
         let was_pending = s.open.remove(username).is_some_and(|r| r.is_pending());
         s.denied.remove(username);
@@ -884,7 +1045,18 @@ impl Store for EmbeddedStore {
             return Ok(None);
         };
         change.apply(&mut user);
-        self.persist(&mut journal, &JournalRecord::PutUser { user: user.clone() })?;
+        let events = self.events(|| {
+            vec![WebhookEvent::user(
+                crate::webhook::EventType::UserUpdated,
+                &user,
+                crate::clock::UnixMillis::now(),
+            )]
+        });
+        self.persist_with(
+            &mut journal,
+            &JournalRecord::PutUser { user: user.clone() },
+            events,
+        )?;
         self.shard(username)
             .users
             .insert(username.to_owned(), user.clone());
@@ -894,14 +1066,22 @@ impl Store for EmbeddedStore {
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
         let mut journal = self.journal();
-        if !self.shard(username).users.contains_key(username) {
+        let Some(user) = self.shard(username).users.get(username).cloned() else {
             return Ok(false);
-        }
-        self.persist(
+        };
+        let events = self.events(|| {
+            vec![WebhookEvent::user(
+                crate::webhook::EventType::UserDeleted,
+                &user,
+                crate::clock::UnixMillis::now(),
+            )]
+        });
+        self.persist_with(
             &mut journal,
             &JournalRecord::DeleteUser {
                 username: username.to_owned(),
             },
+            events,
         )?;
         let mut s = self.shard(username);
         s.users.remove(username);
@@ -1030,6 +1210,27 @@ impl Store for EmbeddedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn outbox_take(&self, max: usize) -> Result<Vec<WebhookEvent>, StoreError> {
+        Ok(self.outbox_lock().take(max))
+    }
+
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut journal = self.journal();
+        self.persist(
+            &mut journal,
+            &JournalRecord::Delivered { ids: ids.to_vec() },
+        )?;
+        self.outbox_lock().ack(ids);
+        Ok(())
+    }
+
+    async fn outbox_depth(&self) -> Result<usize, StoreError> {
+        Ok(self.outbox_lock().len())
     }
 
     fn access_generation(&self, username: &str) -> Option<u64> {

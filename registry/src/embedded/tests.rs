@@ -530,3 +530,5 @@ fn concurrent_claims_never_pass_max_uses() {
         .sum();
     assert_eq!(claimed, 7);
 }
+
+mod outbox;

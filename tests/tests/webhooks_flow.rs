@@ -1,0 +1,511 @@
+//! Webhooks end to end, against the real `fleetgate` binary and a receiver
+//! that verifies every signature on its own (`tests/webhook_receiver.py`,
+//! Python's hmac/hashlib/base64, not the gateway's code): each event type a
+//! scripted session produces arrives signed, with the admin API's view and
+//! no secret; retries follow the (shortened) schedule and `Retry-After`; a
+//! 410 stops an endpoint; the schedule gives up; and a grant whose event
+//! was never delivered survives `kill -9` and arrives after the restart,
+//! with the same `webhook-id` on every copy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetgate_tests::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The receiver process, on a port of the test's choosing (so a test can
+/// stop it and start it again on the same port).
+struct Receiver {
+    _process: Process,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(port: u16, log: &Path) -> Receiver {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py");
+        let process = spawn_program(
+            Path::new("python3"),
+            &[
+                script.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--secret",
+                SECRET,
+                "--log",
+                log.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        poll_until(
+            Duration::from_secs(20),
+            || TcpStream::connect(addr).is_ok(),
+            |up| *up,
+        );
+        Receiver {
+            _process: process,
+            log: log.to_owned(),
+        }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        read_log(&self.log)
+    }
+}
+
+fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn event_type(line: &Value) -> String {
+    let body: Value = serde_json::from_str(line["body"].as_str().unwrap()).unwrap();
+    body["type"].as_str().unwrap().to_owned()
+}
+
+fn body(line: &Value) -> Value {
+    serde_json::from_str(line["body"].as_str().unwrap()).unwrap()
+}
+
+/// Waits until `done` holds for the receiver's log.
+fn wait_for(receiver: &Receiver, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let (lines, _) = poll_until(Duration::from_secs(60), || receiver.lines(), |l| done(l));
+    assert!(!lines.is_empty(), "{what}");
+    lines
+}
+
+fn webhook_args(urls: &[String]) -> Vec<String> {
+    webhook_args_with(urls, "200ms,400ms")
+}
+
+fn webhook_args_with(urls: &[String], schedule: &str) -> Vec<String> {
+    let mut args = vec![
+        "--webhook-secret".to_string(),
+        SECRET.to_string(),
+        "--webhook-poll-interval".to_string(),
+        "50ms".to_string(),
+        "--webhook-retry-schedule".to_string(),
+        schedule.to_string(),
+        "--webhook-timeout".to_string(),
+        "2s".to_string(),
+    ];
+    for u in urls {
+        args.push("--webhook-url".into());
+        args.push(u.clone());
+    }
+    args
+}
+
+fn start_gateway(data_dir: Option<&Path>, args: &[String]) -> Gateway {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match data_dir {
+        Some(dir) => Gateway::start_in(dir, &args),
+        None => Gateway::start(&args),
+    }
+}
+
+fn admin(g: &Gateway, token: &str, method: &str, path: &str, body: Value) -> Response {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    authed(g.admin, token, method, path, &body)
+}
+
+#[test]
+fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
+    let g = start_gateway(
+        None,
+        &webhook_args(&[format!("http://127.0.0.1:{port}/ok")]),
+    );
+    let token = g.admin_token();
+    let ok = |r: Response, want: u16| assert_eq!(r.status, want, "{}", r.text());
+
+    ok(
+        admin(
+            &g,
+            &token,
+            "POST",
+            "/api/client-registry/unlock",
+            json!({"durationMs": 600_000}),
+        ),
+        200,
+    );
+    for (name, pw) in [
+        ("dev-a", "pw-a-secret"),
+        ("dev-b", "pw-b-secret"),
+        ("dev-c", "pw-c-secret"),
+    ] {
+        assert_eq!(register(g.http, &creds(name, pw)).status, 202);
+        // A re-poll emits nothing more.
+        assert_eq!(register(g.http, &creds(name, pw)).status, 202);
+    }
+    let requests = "/api/client-registry/requests";
+    ok(
+        admin(
+            &g,
+            &token,
+            "POST",
+            &format!("{requests}/dev-a/grant"),
+            Value::Null,
+        ),
+        200,
+    );
+    ok(
+        admin(
+            &g,
+            &token,
+            "POST",
+            &format!("{requests}/dev-b/deny"),
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            &g,
+            &token,
+            "DELETE",
+            &format!("{requests}/dev-c"),
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            &g,
+            &token,
+            "PATCH",
+            "/api/users/dev-a",
+            json!({"permissions": []}),
+        ),
+        200,
+    );
+    ok(
+        admin(&g, &token, "DELETE", "/api/users/dev-a", Value::Null),
+        204,
+    );
+    let r = admin(
+        &g,
+        &token,
+        "PUT",
+        "/api/client-registry/rules/autos",
+        json!({"usernamePattern": "auto-[0-9]+", "action": "grant"}),
+    );
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    assert_eq!(
+        register(g.http, &creds("auto-1", "pw-auto-secret")).status,
+        201
+    );
+    ok(
+        admin(&g, &token, "POST", "/api/client-registry/lock", Value::Null),
+        200,
+    );
+
+    let all = [
+        "registry.unlocked",
+        "request.pending",
+        "request.granted",
+        "request.denied",
+        "request.deleted",
+        "user.updated",
+        "user.deleted",
+        "rule.matched",
+        "registry.locked",
+    ];
+    let lines = wait_for(&receiver, "every event type", |lines| {
+        let seen: BTreeSet<String> = lines.iter().map(event_type).collect();
+        all.iter().all(|t| seen.contains(*t))
+            && lines
+                .iter()
+                .filter(|l| event_type(l) == "request.granted")
+                .count()
+                >= 2
+            && lines
+                .iter()
+                .filter(|l| event_type(l) == "request.pending")
+                .count()
+                >= 4
+    });
+    for line in &lines {
+        assert_eq!(line["valid"], true, "signature checked in Python: {line}");
+        let text = line["body"].as_str().unwrap();
+        for secret in [
+            "pw-a-secret",
+            "pw-b-secret",
+            "pw-c-secret",
+            "pw-auto-secret",
+            "$argon2",
+            "sealed",
+            "passwordHash",
+            &SECRET[6..],
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let b = body(line);
+        assert!(b["timestamp"].as_str().unwrap().ends_with('Z'), "{b}");
+        assert!(line["id"].as_str().unwrap().starts_with("msg_"));
+    }
+    // One request.pending per new request, none for the re-polls.
+    let pending: Vec<String> = lines
+        .iter()
+        .filter(|l| event_type(l) == "request.pending")
+        .map(|l| body(l)["data"]["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pending.len(), 4, "{pending:?}");
+    let of = |t: &str, user: &str| -> Value {
+        lines
+            .iter()
+            .map(body)
+            .find(|b| {
+                b["type"] == t
+                    && (b["data"]["username"] == user || b["data"]["request"]["username"] == user)
+            })
+            .unwrap_or_else(|| panic!("no {t} for {user}"))
+    };
+    let granted = of("request.granted", "dev-a");
+    assert_eq!(granted["data"]["state"], "granted");
+    assert!(granted["data"]["pairingId"].is_string());
+    assert!(
+        granted["data"].get("decidedBy").is_none(),
+        "an admin decided"
+    );
+    assert_eq!(of("request.denied", "dev-b")["data"]["state"], "denied");
+    assert_eq!(of("request.deleted", "dev-c")["data"]["username"], "dev-c");
+    assert_eq!(
+        of("user.updated", "dev-a")["data"]["permissions"],
+        json!([])
+    );
+    assert_eq!(of("user.deleted", "dev-a")["data"]["hasPassword"], true);
+    let by_rule = of("request.granted", "auto-1");
+    assert_eq!(by_rule["data"]["decidedBy"], json!({"rule": "autos"}));
+    let matched = of("rule.matched", "auto-1");
+    assert_eq!(matched["data"]["rule"], "autos");
+    assert_eq!(matched["data"]["action"], "grant");
+    let locked = lines
+        .iter()
+        .map(body)
+        .find(|b| b["type"] == "registry.locked")
+        .unwrap();
+    assert_eq!(locked["data"]["locked"], true);
+}
+
+#[test]
+fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let g = start_gateway(
+        None,
+        &webhook_args(&[
+            url("/flaky/2"),
+            url("/retry-after/1"),
+            url("/gone"),
+            url("/flaky/99"),
+        ]),
+    );
+    let token = g.admin_token();
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
+    assert_eq!(r.status, 200);
+    wait_for(&receiver, "the first 410", |l| {
+        l.iter().any(|l| l["path"] == "/gone")
+    });
+    let r = admin(&g, &token, "POST", "/api/client-registry/lock", Value::Null);
+    assert_eq!(r.status, 200);
+
+    // Both events: 3 attempts on /flaky/2 (500, 500, 200), 2 on
+    // /retry-after/1 (503, 200), and the full schedule of 3 on /flaky/99.
+    let lines = wait_for(&receiver, "every retry", |lines| {
+        let count = |path: &str| lines.iter().filter(|l| l["path"] == path).count();
+        count("/flaky/2") == 6 && count("/retry-after/1") == 4 && count("/flaky/99") == 6
+    });
+    let mut g = g;
+    g.process
+        .wait_for_line("webhook delivery given up", Duration::from_secs(30));
+    let mut attempts: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for l in &lines {
+        assert_eq!(l["valid"], true, "{l}");
+        attempts
+            .entry((
+                l["path"].as_str().unwrap().into(),
+                l["id"].as_str().unwrap().into(),
+            ))
+            .or_default()
+            .push(l["received"].as_f64().unwrap());
+    }
+    let ids: BTreeSet<&String> = attempts.keys().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), 2, "two events: {ids:?}");
+    for ((path, _), at) in &attempts {
+        let gaps: Vec<f64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        match path.as_str() {
+            "/flaky/2" | "/flaky/99" => {
+                assert_eq!(at.len(), 3, "{path}: the first try and the 2 retries");
+                assert!(gaps[0] >= 0.2 && gaps[1] >= 0.4, "{path} waited {gaps:?}");
+            }
+            "/retry-after/1" => {
+                assert_eq!(at.len(), 2, "{path}");
+                assert!(gaps[0] >= 1.0, "Retry-After: 1 honoured, waited {gaps:?}");
+            }
+            "/gone" => assert_eq!(at.len(), 1, "a 410 is not retried"),
+            other => panic!("unexpected path {other}"),
+        }
+    }
+    // The 410 disabled /gone: the lock event never went there.
+    let gone = read_log(&receiver.log)
+        .iter()
+        .filter(|l| l["path"] == "/gone")
+        .count();
+    assert_eq!(gone, 1, "only the first event reached /gone");
+    let metrics = request(g.metrics, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("fleetgate_webhook_endpoints_disabled_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetgate_webhook_gave_up_total 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    // Long enough a schedule that the events are still being retried when
+    // the receiver comes up after the restart.
+    let args = webhook_args_with(
+        &[format!("http://127.0.0.1:{port}/ok")],
+        "300ms,600ms,1s,2s,4s,8s,16s",
+    );
+    // The receiver is down: every attempt is refused and retried.
+    let mut g = start_gateway(Some(&data), &args);
+    let token = g.admin_token();
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(register(g.http, &creds("kept-1", "pw-kept")).status, 202);
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/requests/kept-1/grant",
+        Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    g.process.kill9();
+    drop(g);
+
+    let g = start_gateway(Some(&data), &args);
+    let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
+    let lines = wait_for(&receiver, "the grant after the restart", |lines| {
+        lines.iter().any(|l| event_type(l) == "request.granted")
+            && lines.iter().any(|l| event_type(l) == "registry.unlocked")
+    });
+    for l in &lines {
+        assert_eq!(l["valid"], true, "{l}");
+    }
+    let granted = lines
+        .iter()
+        .find(|l| event_type(l) == "request.granted")
+        .unwrap();
+    assert_eq!(body(granted)["data"]["username"], "kept-1");
+    // Every copy of one event carries the same id and the same body.
+    let mut by_id: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for l in &lines {
+        by_id
+            .entry(l["id"].as_str().unwrap())
+            .or_default()
+            .insert(l["body"].as_str().unwrap());
+    }
+    assert!(by_id.values().all(|bodies| bodies.len() == 1), "{by_id:?}");
+    // Delivered events are retired: a second restart sends nothing again.
+    poll_until(
+        Duration::from_secs(30),
+        || request(g.metrics, "GET", "/metrics", &[], b"").text(),
+        |m| m.contains("fleetgate_webhook_outbox_depth 0"),
+    );
+    let delivered = receiver.lines().len();
+    drop(g);
+    let mut g = start_gateway(Some(&data), &args);
+    g.process
+        .wait_for_line("embedded store opened", Duration::from_secs(30));
+    let line = g
+        .process
+        .log
+        .iter()
+        .find(|l| l.contains("embedded store opened"))
+        .cloned()
+        .unwrap();
+    assert!(line.contains("events=0"), "{line}");
+    assert_eq!(receiver.lines().len(), delivered);
+}
+
+#[test]
+fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
+    let bin = bin_dir().join("fleetgate");
+    let bin = bin.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: [&[&str]; 4] = [
+        // A URL without a secret.
+        &["--webhook-url", "http://127.0.0.1:9/in"],
+        // A secret that is not whsec_ + base64 of 24 to 64 bytes.
+        &[
+            "--webhook-url",
+            "http://127.0.0.1:9/in",
+            "--webhook-secret",
+            "whsec_c2hvcnQ=",
+        ],
+        // https is not supported yet.
+        &[
+            "--webhook-url",
+            "https://127.0.0.1:9/in",
+            "--webhook-secret",
+            SECRET,
+        ],
+        // Webhooks need the embedded store in this version.
+        &[
+            "--webhook-url",
+            "http://127.0.0.1:9/in",
+            "--webhook-secret",
+            SECRET,
+            "--store",
+            "redis://127.0.0.1:9",
+        ],
+    ];
+    for extra in cases {
+        let mut args = vec!["--data-dir", data];
+        args.extend_from_slice(extra);
+        let (code, _, err) = run_tool(bin, &args);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains("--webhook"), "{extra:?}: {err}");
+        assert!(
+            !err.contains("c2hvcnQ") && !err.contains(&SECRET[6..]),
+            "{err}"
+        );
+    }
+}
