@@ -96,8 +96,15 @@ pub const MQTT_DENIED_TOTAL: &str = "fleetgate_mqtt_denied_total";
 /// `action` (`grant`, `deny`).
 pub const RULE_DECISIONS_TOTAL: &str = "fleetgate_rule_decisions_total";
 
+/// Audit records written, by `result` (`stored`; `failed`: the store did
+/// not keep it, see the error log line).
+pub const AUDIT_RECORDS_TOTAL: &str = "fleetgate_audit_records_total";
+/// `--audit-log` lines dropped because the writer's queue was full (the
+/// disk stalled).
+pub const AUDIT_LOG_DROPPED_TOTAL: &str = "fleetgate_audit_log_dropped_total";
+
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 23] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
@@ -119,6 +126,8 @@ pub const ALL: [&str; 21] = [
     RETRY_AFTER_SECONDS,
     MQTT_DENIED_TOTAL,
     RULE_DECISIONS_TOTAL,
+    AUDIT_RECORDS_TOTAL,
+    AUDIT_LOG_DROPPED_TOTAL,
 ];
 
 /// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
@@ -138,6 +147,14 @@ pub fn describe() {
     describe_counter!(
         RULE_DECISIONS_TOTAL,
         "Requests granted or denied by an auto-approval rule, by rule and action."
+    );
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written, by result (stored, failed)."
+    );
+    describe_counter!(
+        AUDIT_LOG_DROPPED_TOTAL,
+        "--audit-log lines dropped because the writer's queue was full."
     );
     describe_counter!(
         MQTT_DENIED_TOTAL,
@@ -238,6 +255,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     for result in ["success", "failure"] {
         metrics::counter!(LOGINS_TOTAL, "result" => result).absolute(0);
     }
+    for result in ["stored", "failed"] {
+        metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(AUDIT_LOG_DROPPED_TOTAL).absolute(0);
     Ok(handle)
 }
 

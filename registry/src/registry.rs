@@ -31,6 +31,7 @@ use crate::secrets::Secrets;
 use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, SealOnCreate, Store, StoreError};
 use crate::token::Tokens;
 
+mod audit;
 mod bulk;
 mod rules;
 pub use bulk::{
@@ -447,6 +448,10 @@ pub struct Registry<S> {
     /// The auto-approval rules, compiled, at the store's last
     /// `rules_version` (see `rules`).
     rules_cache: rules::RulesCache,
+    /// The audit cap and retention (`registry::audit`).
+    audit: crate::audit::AuditConfig,
+    /// The `--audit-log` file, when configured.
+    audit_file: Option<crate::audit::AuditFile>,
 }
 
 impl<S: Store> Registry<S> {
@@ -461,6 +466,8 @@ impl<S: Store> Registry<S> {
             ca: None,
             bulk_hashing: std::sync::Mutex::new(()),
             rules_cache: rules::RulesCache::default(),
+            audit: crate::audit::AuditConfig::default(),
+            audit_file: None,
         }
     }
 
