@@ -355,29 +355,11 @@ impl AuditQuery {
 }
 
 /// A page of `records` (ascending by id, as every backend keeps them) for
-/// `query`: the one paging rule of [`crate::store::Store::list_audit`],
-/// used as is by the embedded store.
+/// `query`: the embedded store's `list_audit`.
 pub fn page_of(
     records: &std::collections::VecDeque<AuditRecord>,
     query: &AuditQuery,
 ) -> crate::store::Page<AuditRecord> {
-    let limit = query.limit.clamp(1, AUDIT_PAGE_MAX);
-    let mut items = Vec::new();
-    let mut scanned = 0;
-    let mut last_seen = None;
-    let mut more = false;
-    let mut visit = |r: &AuditRecord| -> bool {
-        if items.len() == limit || scanned == AUDIT_SCAN_MAX {
-            more = true;
-            return false;
-        }
-        scanned += 1;
-        last_seen = Some(r.id);
-        if query.matches(r) {
-            items.push(r.clone());
-        }
-        true
-    };
     match query.order {
         AuditOrder::Oldest => {
             let from_since = query
@@ -386,40 +368,67 @@ pub fn page_of(
             let from_cursor = query
                 .cursor
                 .map_or(0, |c| records.partition_point(|r| r.id <= c));
-            for r in records.range(from_since.max(from_cursor)..) {
-                if !visit(r) {
-                    break;
-                }
-            }
+            page_from_walk(records.range(from_since.max(from_cursor)..), query)
         }
         AuditOrder::Newest => {
             let end = query
                 .cursor
                 .map_or(records.len(), |c| records.partition_point(|r| r.id < c));
-            for r in records.range(..end).rev() {
-                if query.since.is_some_and(|s| r.id.ms < s.0) {
-                    break;
-                }
-                if !visit(r) {
-                    break;
-                }
-            }
+            let from_since = query
+                .since
+                .map_or(0, |s| records.partition_point(|r| r.id.ms < s.0));
+            page_from_walk(records.range(from_since.min(end)..end).rev(), query)
         }
     }
-    // When the page is full, the cursor is its last item (the next page
-    // starts right after it); when the scan budget ran out, the last record
-    // looked at.
-    let next_cursor = more.then(|| {
-        if items.len() == limit {
-            items.last().map(|r| r.id)
-        } else {
-            last_seen
+}
+
+/// The one paging rule of [`crate::store::Store::list_audit`], over the
+/// records after the cursor and within `since`, in walk order: keep the
+/// ones the filters match until `limit` of them or [`AUDIT_SCAN_MAX`]
+/// looked at. The next cursor is the page's last item when the page is
+/// full, or the last record looked at when the budget ran out; none when
+/// the walk reached its end. A backend that reads in batches (Redis)
+/// passes what it read; records past the stop are ignored.
+pub fn page_from_walk<'a>(
+    walk: impl IntoIterator<Item = &'a AuditRecord>,
+    query: &AuditQuery,
+) -> crate::store::Page<AuditRecord> {
+    let limit = query.limit.clamp(1, AUDIT_PAGE_MAX);
+    let mut items: Vec<AuditRecord> = Vec::new();
+    let mut scanned = 0;
+    let mut last_seen = None;
+    let mut more = false;
+    for r in walk {
+        if items.len() == limit || scanned == AUDIT_SCAN_MAX {
+            more = true;
+            break;
         }
-    });
+        scanned += 1;
+        last_seen = Some(r.id);
+        if query.matches(r) {
+            items.push(r.clone());
+        }
+    }
+    let next_cursor = if !more {
+        None
+    } else if items.len() == limit {
+        items.last().map(|r| r.id)
+    } else {
+        last_seen
+    };
     crate::store::Page {
         items,
-        next_cursor: next_cursor.flatten().map(|id| id.to_string()),
+        next_cursor: next_cursor.map(|id| id.to_string()),
     }
+}
+
+/// An RFC 3339 time in UTC, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, as `since`
+/// takes it; `None` for anything else (offsets other than `Z`, a space for
+/// the `T`).
+pub fn parse_utc(raw: &str) -> Option<UnixMillis> {
+    let t = humantime::parse_rfc3339(raw).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(ms).ok().map(UnixMillis)
 }
 
 /// A page of audit records.

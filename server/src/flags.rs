@@ -114,6 +114,22 @@ pub struct StoreFlags {
     /// (0: do not wait).
     #[arg(long, env = "FLEETGATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u16,
+
+    /// Also append every audit record to this file, one JSON object a
+    /// line (for a SIEM). Opened for appending at start; a file that
+    /// cannot be opened is a usage error (exit 2).
+    #[arg(long, env = "FLEETGATE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// How long the store keeps audit records (e.g. `90d`); the sweeper
+    /// drops older ones.
+    #[arg(long, env = "FLEETGATE_AUDIT_RETENTION", default_value = "90days", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
+    /// Most audit records the store keeps; past it the oldest are dropped
+    /// (a flood of failed logins cannot grow the store).
+    #[arg(long, env = "FLEETGATE_AUDIT_MAX_RECORDS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub audit_max_records: u64,
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
@@ -179,6 +195,11 @@ impl StoreFlags {
             poll_cache_ttl: self.poll_cache_ttl,
             requestable_roles: self.requestable_roles,
             trusted_forwarders: self.trusted_forwarders,
+            audit_log: self.audit_log,
+            audit: fleetgate_registry::audit::AuditConfig {
+                max_records: self.audit_max_records as usize,
+                retention: self.audit_retention,
+            },
         }
     }
 }
