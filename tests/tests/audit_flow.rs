@@ -206,10 +206,13 @@ fn an_admin_session_is_listed_in_order_on_redis_and_survives_a_restart() {
 fn an_audit_log_that_cannot_be_opened_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir").join("audit.jsonl");
-    let (code, _, stderr) = run_tool(
-        "fleetgate",
-        &["--audit-log", missing.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()],
-    );
-    assert_eq!(code, 2, "{stderr}");
+    let out = std::process::Command::new(bin_dir().join("fleetgate"))
+        .args(["--audit-log", missing.to_str().unwrap()])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .env_remove("FLEETGATE_AUDIT_LOG")
+        .output()
+        .expect("run fleetgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--audit-log"), "{stderr}");
 }

@@ -242,7 +242,7 @@ async fn the_audit_route_refuses_what_it_cannot_read() {
         "cursor=-1-0",
         "since=yesterday",
         "since=2026-12-01T10:00:00+01:00",
-        "since=2026-12-01 10:00:00Z",
+        "since=2026-12-01%2010:00:00Z",
         "since=2026-13-01T10:00:00Z",
         "order=sideways",
         "order=",
