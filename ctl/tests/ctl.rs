@@ -1132,7 +1132,11 @@ fn audit_lists_filters_and_follows() {
         .iter()
         .map(|l| l.split_whitespace().nth(3).unwrap())
         .collect();
-    assert_eq!(actions, ["login", "login", "registry.unlock", "request.grant"], "{r:?}");
+    assert_eq!(
+        actions,
+        ["login", "login", "registry.unlock", "request.grant"],
+        "{r:?}"
+    );
     assert!(!r.stdout.contains('\u{1b}'), "escaped: {r:?}");
     assert!(lines[1].contains("unauthorized") && lines[4].contains("dev-1"));
 
@@ -1158,7 +1162,10 @@ fn audit_lists_filters_and_follows() {
     assert_eq!(r.code, 2, "--interval needs --follow: {r:?}");
 
     let home = op.config.path().to_str().unwrap().to_owned();
-    let env = [("XDG_CONFIG_HOME", home.as_str()), ("FLEETGATE_SERVER", op.server.as_str())];
+    let env = [
+        ("XDG_CONFIG_HOME", home.as_str()),
+        ("FLEETGATE_SERVER", op.server.as_str()),
+    ];
     let mut follow = spawn_program(
         &ctl_bin(),
         &["audit", "--follow", "--interval", "200ms", "-o", "name"],
@@ -1174,7 +1181,10 @@ fn audit_lists_filters_and_follows() {
             }
         }
     });
-    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a line from --follow");
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a line from --follow")
+    };
     for item in items {
         assert_eq!(next(), item["id"].as_str().unwrap());
     }
@@ -1188,5 +1198,8 @@ fn audit_lists_filters_and_follows() {
     // The login of api_get comes next, and nothing twice.
     let login_id = next();
     assert_eq!(newest["items"][0]["id"], login_id.as_str());
-    assert!(rx.recv_timeout(Duration::from_millis(800)).is_err(), "each record once");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(800)).is_err(),
+        "each record once"
+    );
 }

@@ -14,10 +14,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetgate_registry::audit::AuditFile;
 use fleetgate_registry::ca::CertificateAuthority;
 use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::secrets::Secrets;
-use fleetgate_registry::audit::AuditFile;
 use fleetgate_registry::store::{Store, StoreError};
 use fleetgate_registry::{Registry, UnixMillis};
 use fleetgate_store_redis::{
@@ -302,9 +302,9 @@ fn start_redis_sweeper(store: Arc<RedisStore>, retention: Duration) -> Sweeper {
                 tracing::debug!(error = %e, "redis sweep failed; will retry");
             }
             let now = UnixMillis::now().0;
-            let before = UnixMillis(now.saturating_sub(
-                u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
-            ));
+            let before = UnixMillis(
+                now.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+            );
             if let Err(e) = store.prune_audit(before).await {
                 tracing::debug!(error = %e, "audit retention sweep failed; will retry");
             }

@@ -23,11 +23,29 @@ const ADMIN_HOST: &str = "127.0.0.2";
 const WRONG_PASSWORD: &str = "wrong-guess-Zq81";
 const DEVICE_PASSWORD: &str = "device-secret-Pw55";
 
-fn from(host: &str, addr: SocketAddr, token: Option<&str>, method: &str, path: &str, body: &Value) -> Response {
+fn from(
+    host: &str,
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Response {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    request_from(host.parse::<IpAddr>().unwrap(), addr, method, path, &headers, &body)
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    request_from(
+        host.parse::<IpAddr>().unwrap(),
+        addr,
+        method,
+        path,
+        &headers,
+        &body,
+    )
 }
 
 fn admin(g: &Gateway, token: &str, method: &str, path: &str, body: Value) -> Response {
@@ -57,15 +75,69 @@ fn script(g: &Gateway) -> String {
     let token = r.json()["token"].as_str().unwrap().to_owned();
     let ok = |r: Response, want: u16| assert_eq!(r.status, want, "{}", r.text());
 
-    ok(admin(g, &token, "POST", "/api/client-registry/unlock", Value::Null), 200);
+    ok(
+        admin(
+            g,
+            &token,
+            "POST",
+            "/api/client-registry/unlock",
+            Value::Null,
+        ),
+        200,
+    );
     for d in ["dev-a", "dev-b", "dev-c"] {
         ok(register(g.http, &creds(d, DEVICE_PASSWORD)), 202);
     }
-    ok(admin(g, &token, "POST", "/api/client-registry/requests/dev-a/grant", Value::Null), 200);
-    ok(admin(g, &token, "POST", "/api/client-registry/requests/dev-b/deny", Value::Null), 204);
-    ok(admin(g, &token, "DELETE", "/api/client-registry/requests/dev-c", Value::Null), 204);
-    ok(admin(g, &token, "PUT", "/api/roles/sensor", json!({"permissions": []})), 200);
-    ok(admin(g, &token, "PATCH", "/api/users/dev-a", json!({"roles": ["sensor"]})), 200);
+    ok(
+        admin(
+            g,
+            &token,
+            "POST",
+            "/api/client-registry/requests/dev-a/grant",
+            Value::Null,
+        ),
+        200,
+    );
+    ok(
+        admin(
+            g,
+            &token,
+            "POST",
+            "/api/client-registry/requests/dev-b/deny",
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            g,
+            &token,
+            "DELETE",
+            "/api/client-registry/requests/dev-c",
+            Value::Null,
+        ),
+        204,
+    );
+    ok(
+        admin(
+            g,
+            &token,
+            "PUT",
+            "/api/roles/sensor",
+            json!({"permissions": []}),
+        ),
+        200,
+    );
+    ok(
+        admin(
+            g,
+            &token,
+            "PATCH",
+            "/api/users/dev-a",
+            json!({"roles": ["sensor"]}),
+        ),
+        200,
+    );
     ok(
         admin(
             g,
@@ -77,7 +149,10 @@ fn script(g: &Gateway) -> String {
         201,
     );
     ok(register(g.http, &creds("plant-1", DEVICE_PASSWORD)), 201);
-    ok(admin(g, &token, "POST", "/api/client-registry/lock", Value::Null), 200);
+    ok(
+        admin(g, &token, "POST", "/api/client-registry/lock", Value::Null),
+        200,
+    );
     token
 }
 
@@ -87,7 +162,13 @@ fn rows(records: &[Value]) -> Vec<[String; 5]> {
         .iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
-            [s("actor"), s("source"), s("action"), s("target"), s("result")]
+            [
+                s("actor"),
+                s("source"),
+                s("action"),
+                s("target"),
+                s("result"),
+            ]
         })
         .collect()
 }
@@ -142,7 +223,11 @@ fn file_records(path: &Path) -> Vec<Value> {
 
 fn assert_no_secret(text: &str, token: &str) {
     for secret in [ADMIN_PASSWORD, WRONG_PASSWORD, DEVICE_PASSWORD, token] {
-        assert!(!text.contains(secret), "a secret ({}…) is in the audit log", &secret[..4]);
+        assert!(
+            !text.contains(secret),
+            "a secret ({}…) is in the audit log",
+            &secret[..4]
+        );
     }
 }
 
@@ -157,12 +242,21 @@ fn an_admin_session_is_listed_in_order_survives_kill_9_and_reaches_the_file() {
 
     let before = session(&audit_log(&g, &token));
     assert_eq!(rows(&before), expected());
-    assert_eq!(before[3]["pairingId"].as_str().map(str::len), Some(6), "{}", before[3]);
+    assert_eq!(
+        before[3]["pairingId"].as_str().map(str::len),
+        Some(6),
+        "{}",
+        before[3]
+    );
     assert!(before[9]["pairingId"].is_string());
 
     // The file gets the same records (written off the request path: wait
     // for the writer, then kill it).
-    poll_until(Duration::from_secs(10), || file_records(&file).len(), |n| *n >= expected().len());
+    poll_until(
+        Duration::from_secs(10),
+        || file_records(&file).len(),
+        |n| *n >= expected().len(),
+    );
     let in_file = file_records(&file);
     assert_eq!(in_file[..expected().len()], before[..]);
 
@@ -178,7 +272,12 @@ fn an_admin_session_is_listed_in_order_survives_kill_9_and_reaches_the_file() {
     for f in ["audit.log", "journal.log"] {
         let bytes = std::fs::read(dir.path().join("data").join(f)).unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        for secret in [ADMIN_PASSWORD, WRONG_PASSWORD, DEVICE_PASSWORD, token.as_str()] {
+        for secret in [
+            ADMIN_PASSWORD,
+            WRONG_PASSWORD,
+            DEVICE_PASSWORD,
+            token.as_str(),
+        ] {
             assert!(!text.contains(secret), "a secret is in {f}");
         }
     }

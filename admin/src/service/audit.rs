@@ -116,7 +116,9 @@ pub(super) fn audit_query(query: &QueryParams) -> Result<AuditQuery, ApiError> {
             .ok()
             .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
             .ok_or_else(|| {
-                ApiError::Invalid(format!("limit must be an integer from 1 to {AUDIT_PAGE_MAX}"))
+                ApiError::Invalid(format!(
+                    "limit must be an integer from 1 to {AUDIT_PAGE_MAX}"
+                ))
             })?,
     };
     let cursor = match non_empty("cursor") {

@@ -59,9 +59,9 @@ mod error;
 mod routes;
 mod views;
 
+pub use audit::DEFAULT_AUDIT_PAGE;
 pub use error::ApiError;
 pub use routes::OPENAPI_DOCUMENT;
-pub use audit::DEFAULT_AUDIT_PAGE;
 pub use views::DEFAULT_PAGE;
 
 /// Largest request body any admin route accepts; larger is 413 `too_large`.

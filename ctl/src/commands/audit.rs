@@ -34,7 +34,10 @@ const PAGE: usize = 1000;
 /// (`1h`, `30m`) back from now.
 pub fn since_param(since: Option<&str>, now: SystemTime) -> Result<String, CtlError> {
     let Some(raw) = since else {
-        return Ok(rfc3339(now.checked_sub(DEFAULT_SINCE).unwrap_or(SystemTime::UNIX_EPOCH)));
+        return Ok(rfc3339(
+            now.checked_sub(DEFAULT_SINCE)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        ));
     };
     if let Ok(t) = humantime::parse_rfc3339(raw) {
         return Ok(rfc3339(t));
@@ -123,7 +126,10 @@ async fn follow_once(
         if !items.is_empty() {
             print_page(ui, &reply, &items, printed_header)?;
         }
-        let next = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+        let next = page
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if let Some(id) = items.last().map(|r| text(r, "id").to_owned()) {
             *last = Some(id);
         }
@@ -151,7 +157,14 @@ fn print_page(
                 return Ok(());
             }
             let mut table = Table::new(&[
-                "TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "RESULT", "PAIRING-ID", "DETAIL",
+                "TIME",
+                "ACTOR",
+                "SOURCE",
+                "ACTION",
+                "TARGET",
+                "RESULT",
+                "PAIRING-ID",
+                "DETAIL",
             ])
             .flexible(&["DETAIL", "SOURCE"]);
             for r in items {
@@ -184,7 +197,10 @@ mod tests {
     #[test]
     fn since_takes_a_duration_or_a_utc_time() {
         let now = humantime::parse_rfc3339("2026-12-02T12:00:00Z").unwrap();
-        assert_eq!(since_param(Some("1h"), now).unwrap(), "2026-12-02T11:00:00.000Z");
+        assert_eq!(
+            since_param(Some("1h"), now).unwrap(),
+            "2026-12-02T11:00:00.000Z"
+        );
         assert_eq!(
             since_param(Some("2026-12-01T08:30:00Z"), now).unwrap(),
             "2026-12-01T08:30:00.000Z"

@@ -53,8 +53,8 @@ fn decode(entries: Vec<StreamEntry>) -> Result<Vec<AuditRecord>, StoreError> {
                 .find(|kv| kv.first().map(Vec::as_slice) == Some(b"j"))
                 .and_then(|kv| kv.get(1))
                 .ok_or_else(|| bad(format!("entry {id} has no `j` field")))?;
-            let mut entry: AuditEntry = serde_json::from_slice(json)
-                .map_err(|e| bad(format!("entry {id}: {e}")))?;
+            let mut entry: AuditEntry =
+                serde_json::from_slice(json).map_err(|e| bad(format!("entry {id}: {e}")))?;
             entry.cap_fields();
             Ok(AuditRecord { id, entry })
         })
@@ -172,7 +172,10 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn prune_audit_records(&self, before: UnixMillis) -> Result<usize, StoreError> {
+    pub(super) async fn prune_audit_records(
+        &self,
+        before: UnixMillis,
+    ) -> Result<usize, StoreError> {
         self.bounded("prune_audit", async {
             let n: usize = redis::cmd("XTRIM")
                 .arg(self.keys.audit())

@@ -62,14 +62,38 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
         async move { send_from(service, method, uri, Some(&token), body, peer, None).await }
     };
     let login_body = json!({"username": "admin", "password": "not-the-password"}).to_string();
-    let (status, _) = send_from(&service, Method::POST, "/api/login", None, &login_body, peer, None).await;
+    let (status, _) = send_from(
+        &service,
+        Method::POST,
+        "/api/login",
+        None,
+        &login_body,
+        peer,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let login_body = json!({"username": "admin", "password": ADMIN_PASSWORD}).to_string();
-    let (status, body) = send_from(&service, Method::POST, "/api/login", None, &login_body, peer, None).await;
+    let (status, body) = send_from(
+        &service,
+        Method::POST,
+        "/api/login",
+        None,
+        &login_body,
+        peer,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let token = body["token"].as_str().unwrap().to_owned();
 
-    let (status, _) = as_admin(Method::POST, "/api/client-registry/unlock", token.clone(), "").await;
+    let (status, _) = as_admin(
+        Method::POST,
+        "/api/client-registry/unlock",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     for d in ["dev-1", "dev-2", "dev-3", "dev-4"] {
         assert!(matches!(
@@ -86,11 +110,29 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
         .unwrap()
         .pairing_id()
         .to_string();
-    let (status, _) = as_admin(Method::POST, "/api/client-registry/requests/dev-1/grant", token.clone(), "").await;
+    let (status, _) = as_admin(
+        Method::POST,
+        "/api/client-registry/requests/dev-1/grant",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = as_admin(Method::POST, "/api/client-registry/requests/dev-2/deny", token.clone(), "").await;
+    let (status, _) = as_admin(
+        Method::POST,
+        "/api/client-registry/requests/dev-2/deny",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = as_admin(Method::DELETE, "/api/client-registry/requests/dev-3", token.clone(), "").await;
+    let (status, _) = as_admin(
+        Method::DELETE,
+        "/api/client-registry/requests/dev-3",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = as_admin(
         Method::POST,
@@ -100,9 +142,21 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = as_admin(Method::PUT, "/api/roles/sensor", token.clone(), r#"{"permissions":[]}"#).await;
+    let (status, _) = as_admin(
+        Method::PUT,
+        "/api/roles/sensor",
+        token.clone(),
+        r#"{"permissions":[]}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = as_admin(Method::PATCH, "/api/users/dev-1", token.clone(), r#"{"roles":["sensor"]}"#).await;
+    let (status, _) = as_admin(
+        Method::PATCH,
+        "/api/users/dev-1",
+        token.clone(),
+        r#"{"roles":["sensor"]}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = as_admin(
         Method::PUT,
@@ -112,12 +166,24 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = as_admin(Method::PUT, "/api/client-registry/rules/order", token.clone(), r#"{"names":["plant"]}"#).await;
+    let (status, _) = as_admin(
+        Method::PUT,
+        "/api/client-registry/rules/order",
+        token.clone(),
+        r#"{"names":["plant"]}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     // A refusal is recorded too, with the error the admin saw.
     let (status, _) = as_admin(Method::DELETE, "/api/users/admin", token.clone(), "").await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = as_admin(Method::DELETE, "/api/client-registry/rules/plant", token.clone(), "").await;
+    let (status, _) = as_admin(
+        Method::DELETE,
+        "/api/client-registry/rules/plant",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = as_admin(Method::DELETE, "/api/roles/sensor", token.clone(), "").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -129,7 +195,13 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
     let (status, _) = as_admin(Method::GET, "/api/users", token.clone(), "").await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, page) = as_admin(Method::GET, "/api/audit?order=oldest&limit=1000", token.clone(), "").await;
+    let (status, page) = as_admin(
+        Method::GET,
+        "/api/audit?order=oldest&limit=1000",
+        token.clone(),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(
         rows(&page),
@@ -161,7 +233,10 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
     assert_eq!(items[11]["detail"], "plant");
     assert!(items[2]["detail"].as_str().unwrap().starts_with("until "));
     assert_eq!(items[0]["error"], "unknown user or wrong password");
-    assert!(items[12]["error"].as_str().unwrap().contains("cannot be deleted"));
+    assert!(items[12]["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be deleted"));
     // Ids grow, and no secret is anywhere in the log.
     let ids: Vec<fleetgate_registry::audit::AuditId> = items
         .iter()
@@ -169,7 +244,12 @@ async fn every_admin_action_is_recorded_in_order_with_actor_source_and_result() 
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     let text = page.to_string();
-    for secret in ["not-the-password", ADMIN_PASSWORD, "device-secret-1", &token] {
+    for secret in [
+        "not-the-password",
+        ADMIN_PASSWORD,
+        "device-secret-1",
+        &token,
+    ] {
         assert!(!text.contains(secret), "{secret} leaked into the audit log");
     }
 }
@@ -179,9 +259,36 @@ async fn the_source_is_the_client_behind_a_trusted_forwarder_only() {
     let service = service().await;
     let token = admin_token(&service).await;
     let unlock = "/api/client-registry/unlock";
-    send_from(&service, Method::POST, unlock, Some(&token), "", "127.0.0.1:5000", Some("203.0.113.5")).await;
-    send_from(&service, Method::POST, unlock, Some(&token), "", "198.51.100.1:5000", Some("203.0.113.6")).await;
-    let (_, page) = send_from(&service, Method::GET, "/api/audit?actor=admin&limit=2", Some(&token), "", "127.0.0.1:1", None).await;
+    send_from(
+        &service,
+        Method::POST,
+        unlock,
+        Some(&token),
+        "",
+        "127.0.0.1:5000",
+        Some("203.0.113.5"),
+    )
+    .await;
+    send_from(
+        &service,
+        Method::POST,
+        unlock,
+        Some(&token),
+        "",
+        "198.51.100.1:5000",
+        Some("203.0.113.6"),
+    )
+    .await;
+    let (_, page) = send_from(
+        &service,
+        Method::GET,
+        "/api/audit?actor=admin&limit=2",
+        Some(&token),
+        "",
+        "127.0.0.1:1",
+        None,
+    )
+    .await;
     let sources: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -197,7 +304,13 @@ async fn the_audit_route_pages_newest_first_and_filters() {
     let service = service().await;
     let token = admin_token(&service).await;
     for name in ["r1", "r2", "r3", "r4", "r5"] {
-        let reply = put(&service, &format!("/api/roles/{name}"), &token, r#"{"permissions":[]}"#).await;
+        let reply = put(
+            &service,
+            &format!("/api/roles/{name}"),
+            &token,
+            r#"{"permissions":[]}"#,
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     let mut seen = Vec::new();
@@ -206,7 +319,11 @@ async fn the_audit_route_pages_newest_first_and_filters() {
         let reply = get(&service, &uri, &token).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert!(reply.body["items"].as_array().unwrap().len() <= 2);
-        seen.extend(rows(&reply.body).into_iter().map(|r| format!("{} {}", r[1], r[2])));
+        seen.extend(
+            rows(&reply.body)
+                .into_iter()
+                .map(|r| format!("{} {}", r[1], r[2])),
+        );
         match reply.body["nextCursor"].as_str() {
             Some(c) => uri = format!("{AUDIT}?limit=2&actor=admin&cursor={c}"),
             None => break,
@@ -214,16 +331,33 @@ async fn the_audit_route_pages_newest_first_and_filters() {
     }
     assert_eq!(
         seen,
-        ["role.put r5", "role.put r4", "role.put r3", "role.put r2", "role.put r1", "login -"]
+        [
+            "role.put r5",
+            "role.put r4",
+            "role.put r3",
+            "role.put r2",
+            "role.put r1",
+            "login -"
+        ]
     );
     let reply = get(&service, &format!("{AUDIT}?target=r3"), &token).await;
     assert_eq!(rows(&reply.body), [row("admin", "role.put", "r3", "ok")]);
     assert_eq!(reply.body["nextCursor"], Value::Null);
     let reply = get(&service, &format!("{AUDIT}?actor=nobody"), &token).await;
     assert_eq!(reply.body, json!({"items": [], "nextCursor": null}));
-    let reply = get(&service, &format!("{AUDIT}?since=2999-01-01T00:00:00Z"), &token).await;
+    let reply = get(
+        &service,
+        &format!("{AUDIT}?since=2999-01-01T00:00:00Z"),
+        &token,
+    )
+    .await;
     assert_eq!(reply.body["items"], json!([]));
-    let reply = get(&service, &format!("{AUDIT}?since=2000-01-01T00:00:00.5Z&cursor=&actor="), &token).await;
+    let reply = get(
+        &service,
+        &format!("{AUDIT}?since=2000-01-01T00:00:00.5Z&cursor=&actor="),
+        &token,
+    )
+    .await;
     assert_eq!(reply.body["items"].as_array().unwrap().len(), 6);
 }
 
@@ -248,10 +382,20 @@ async fn the_audit_route_refuses_what_it_cannot_read() {
         "order=",
     ] {
         let reply = get(&service, &format!("{AUDIT}?{query}"), &token).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.body
+        );
         assert_eq!(reply.body["status"], "invalid", "{query}");
     }
-    let reply = get(&service, &format!("{AUDIT}?limit=1000&order=oldest"), &token).await;
+    let reply = get(
+        &service,
+        &format!("{AUDIT}?limit=1000&order=oldest"),
+        &token,
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 
     // Admin only.
@@ -285,11 +429,26 @@ async fn a_flood_of_failed_logins_stays_at_the_cap() {
     let service = AdminService::new(Arc::new(registry));
     for i in 0..12 {
         let body = json!({"username": format!("guess-{i}"), "password": "x"}).to_string();
-        let (status, _) = send_from(&service, Method::POST, "/api/login", None, &body, &format!("198.51.100.{i}:1"), None).await;
+        let (status, _) = send_from(
+            &service,
+            Method::POST,
+            "/api/login",
+            None,
+            &body,
+            &format!("198.51.100.{i}:1"),
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     let token = admin_token(&service).await;
     let reply = get(&service, &format!("{AUDIT}?limit=1000"), &token).await;
-    let actors: Vec<String> = rows(&reply.body).into_iter().map(|r| r[0].clone()).collect();
-    assert_eq!(actors, ["admin", "guess-11", "guess-10", "guess-9", "guess-8"]);
+    let actors: Vec<String> = rows(&reply.body)
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        actors,
+        ["admin", "guess-11", "guess-10", "guess-9", "guess-8"]
+    );
 }

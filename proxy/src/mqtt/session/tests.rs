@@ -149,10 +149,8 @@ impl Store for DownStore {
     async fn list_audit(
         &self,
         _: &fleetgate_registry::audit::AuditQuery,
-    ) -> Result<
-        fleetgate_registry::store::Page<fleetgate_registry::audit::AuditRecord>,
-        StoreError,
-    > {
+    ) -> Result<fleetgate_registry::store::Page<fleetgate_registry::audit::AuditRecord>, StoreError>
+    {
         down()
     }
     async fn prune_audit(&self, _: UnixMillis) -> Result<usize, StoreError> {
