@@ -197,16 +197,17 @@ impl AuditEntry {
 
     /// Applies the caps to every field (a backend reading records back).
     pub fn cap_fields(&mut self) {
-        for field in [
+        for v in [
             &mut self.source,
             &mut self.target,
             &mut self.error,
             &mut self.pairing_id,
             &mut self.detail,
-        ] {
-            if let Some(v) = field {
-                *v = capped(v);
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *v = capped(v);
         }
         self.actor = capped(&self.actor);
         self.result = capped(&self.result);
@@ -395,15 +396,13 @@ pub fn page_from_walk<'a>(
 ) -> crate::store::Page<AuditRecord> {
     let limit = query.limit.clamp(1, AUDIT_PAGE_MAX);
     let mut items: Vec<AuditRecord> = Vec::new();
-    let mut scanned = 0;
     let mut last_seen = None;
     let mut more = false;
-    for r in walk {
+    for (scanned, r) in walk.into_iter().enumerate() {
         if items.len() == limit || scanned == AUDIT_SCAN_MAX {
             more = true;
             break;
         }
-        scanned += 1;
         last_seen = Some(r.id);
         if query.matches(r) {
             items.push(r.clone());
