@@ -82,6 +82,8 @@ pub enum Command {
     /// Auto-approval rules: list, get, put (create or replace), delete, order.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The audit log, oldest first: who did what, from where, with what result.
+    Audit(AuditArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -169,6 +171,30 @@ pub struct RequestsListArgs {
     pub watch: bool,
     /// How often --watch asks the server.
     #[arg(long, default_value = "2s", value_parser = parse_interval, requires = "watch")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Start this far back (1h, 30m, 7d) or at this RFC 3339 time in UTC
+    /// (default: 24h).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// Only records of this actor: an admin, a username a failed login
+    /// tried, or `rule:<name>`.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only records about this username, role or rule.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Stop after this many records (default: every page).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "follow")]
+    pub limit: Option<u64>,
+    /// Keep printing new records as they are written.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How often --follow asks the server.
+    #[arg(long, default_value = "2s", value_parser = parse_interval, requires = "follow")]
     pub interval: Duration,
 }
 

@@ -1108,3 +1108,98 @@ fn watch_on_a_terminal_redraws_the_table() {
     // The whole table again, not only the new row.
     assert!(text.contains("first") || wait_for("second").contains("first"));
 }
+
+/// `audit`: the log oldest first in every format, filters, a username
+/// typed into a failed login shown as escaped text, `--since` refused when
+/// it does not read, and `--follow` printing each new record once.
+#[test]
+fn audit_lists_filters_and_follows() {
+    let g = Gateway::start(&[]);
+    // A failed login whose "username" would move the cursor of a terminal.
+    let body = json!({"username": "evil\u{1b}[2J", "password": "nope"}).to_string();
+    let r = fleetgate_tests::request(g.admin, "POST", "/api/login", &[], body.as_bytes());
+    assert_eq!(r.status, 401);
+    let op = Operator::logged_in(&g);
+    assert_eq!(op.run(&["unlock"]).code, 0);
+    assert_eq!(poll(&g, "dev-1", "password1"), 202);
+    assert_eq!(op.run(&["grant", "dev-1"]).code, 0);
+
+    let r = op.run(&["audit"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines = r.lines();
+    assert!(lines[0].starts_with("TIME"), "{r:?}");
+    let actions: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["login", "login", "registry.unlock", "request.grant"],
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains('\u{1b}'), "escaped: {r:?}");
+    assert!(lines[1].contains("unauthorized") && lines[4].contains("dev-1"));
+
+    let r = op.run(&["audit", "-o", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let page = r.json();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[1]["actor"], "admin");
+    assert_eq!(items[1]["source"], "127.0.0.1");
+    assert_eq!(items[3]["detail"], "bulk");
+
+    let r = op.run(&["audit", "--target", "dev-1", "-o", "name"]);
+    assert_eq!(r.lines(), [items[3]["id"].as_str().unwrap()], "{r:?}");
+    let r = op.run(&["audit", "--actor", "nobody"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+    assert!(r.stderr.contains("no audit records"), "{r:?}");
+    let r = op.run(&["audit", "--since", "2999-01-01T00:00:00Z", "-o", "name"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+    let r = op.run(&["audit", "--since", "last tuesday"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = op.run(&["audit", "--interval", "1s"]);
+    assert_eq!(r.code, 2, "--interval needs --follow: {r:?}");
+
+    let home = op.config.path().to_str().unwrap().to_owned();
+    let env = [
+        ("XDG_CONFIG_HOME", home.as_str()),
+        ("FLEETGATE_SERVER", op.server.as_str()),
+    ];
+    let mut follow = spawn_program(
+        &ctl_bin(),
+        &["audit", "--follow", "--interval", "200ms", "-o", "name"],
+        &env,
+    );
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a line from --follow")
+    };
+    for item in items {
+        assert_eq!(next(), item["id"].as_str().unwrap());
+    }
+    assert_eq!(op.run(&["lock"]).code, 0);
+    let lock_id = next();
+    let (_, text) = api_get(&g, "/api/audit?actor=admin&limit=2");
+    let newest: Value = serde_json::from_str(&text).unwrap();
+    // api_get logged in once more: the newest is that login, then the lock.
+    assert_eq!(newest["items"][1]["id"], lock_id.as_str());
+    assert_eq!(newest["items"][1]["action"], "registry.lock");
+    // The login of api_get comes next, and nothing twice.
+    let login_id = next();
+    assert_eq!(newest["items"][0]["id"], login_id.as_str());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(800)).is_err(),
+        "each record once"
+    );
+}

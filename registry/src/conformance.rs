@@ -159,7 +159,9 @@ macro_rules! for_each_conformance_case {
             access_generation_follows_access_changes,
             user_access_updates_are_one_step,
             rules_put_order_delete_and_count_uses,
-            preauthorized_polls_and_rule_decisions_are_recorded
+            preauthorized_polls_and_rule_decisions_are_recorded,
+            audit_records_are_ordered_and_paged,
+            audit_cap_evicts_the_oldest_and_retention_prunes
         );
     };
 }
@@ -1159,4 +1161,180 @@ pub async fn preauthorized_polls_and_rule_decisions_are_recorded<S: Store>(f: &i
             .decided_by,
         None
     );
+}
+
+fn audit_entry(at: u64, actor: &str, target: Option<&str>) -> crate::audit::AuditEntry {
+    let mut e = crate::audit::AuditEntry::new(
+        UnixMillis(T0.0 + at),
+        actor,
+        Some("192.0.2.7".parse().unwrap()),
+        crate::audit::AuditAction::Grant,
+    )
+    .pairing_id(Some("ABC-DEF".into()));
+    if let Some(t) = target {
+        e = e.target(t);
+    }
+    e
+}
+
+fn audit_query(order: crate::audit::AuditOrder, limit: usize) -> crate::audit::AuditQuery {
+    crate::audit::AuditQuery {
+        since: None,
+        actor: None,
+        target: None,
+        limit,
+        cursor: None,
+        order,
+    }
+}
+
+async fn audit_walk<S: Store>(s: &S, mut q: crate::audit::AuditQuery) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    loop {
+        let page = s.list_audit(&q).await.unwrap();
+        pages.push(page.items.iter().map(|r| r.entry.actor.clone()).collect());
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c.parse().expect("the cursor is an id")),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "the walk ends");
+    }
+}
+
+/// Audit records keep their order (also when the clock goes back), their
+/// fields, and page both ways with exact filters.
+pub async fn audit_records_are_ordered_and_paged<S: Store>(f: &impl Factory<S>) {
+    use crate::audit::{AuditOrder, AUDIT_PAGE_MAX};
+    let s = f.make(Windows::default(), 100).await;
+    assert!(s
+        .list_audit(&audit_query(AuditOrder::Newest, 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let first = s
+        .append_audit(
+            vec![
+                audit_entry(10, "a0", Some("dev-1")),
+                audit_entry(10, "a1", Some("dev-2")),
+                audit_entry(20, "a2", Some("dev-1")),
+            ],
+            1000,
+        )
+        .await
+        .unwrap();
+    // The clock went back: the ids still grow, the entries keep their time.
+    let second = s
+        .append_audit(
+            vec![
+                audit_entry(5, "a3", None),
+                audit_entry(30, "a4", Some("dev-1")),
+            ],
+            1000,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = first.iter().chain(&second).map(|r| r.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(second[0].entry.at, UnixMillis(T0.0 + 5));
+    assert!(second[0].id.ms >= T0.0 + 20);
+    s.append_audit(
+        vec![
+            audit_entry(40, "a5", None),
+            audit_entry(50, "a6", Some("dev-2")),
+        ],
+        1000,
+    )
+    .await
+    .unwrap();
+
+    let newest = audit_walk(&s, audit_query(AuditOrder::Newest, 3)).await;
+    assert_eq!(
+        newest,
+        [vec!["a6", "a5", "a4"], vec!["a3", "a2", "a1"], vec!["a0"]]
+    );
+    let oldest = audit_walk(&s, audit_query(AuditOrder::Oldest, 4)).await;
+    assert_eq!(
+        oldest,
+        [vec!["a0", "a1", "a2", "a3"], vec!["a4", "a5", "a6"]]
+    );
+
+    // Every field comes back as written.
+    let page = s
+        .list_audit(&audit_query(AuditOrder::Oldest, 1))
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].entry, audit_entry(10, "a0", Some("dev-1")));
+    assert_eq!(page.items[0].id, ids[0]);
+
+    let mut by_target = audit_query(AuditOrder::Newest, 10);
+    by_target.target = Some("dev-1".into());
+    assert_eq!(audit_walk(&s, by_target).await, [vec!["a4", "a2", "a0"]]);
+    let mut by_actor = audit_query(AuditOrder::Oldest, 10);
+    by_actor.actor = Some("a5".into());
+    assert_eq!(audit_walk(&s, by_actor).await, [vec!["a5"]]);
+    let mut since = audit_query(AuditOrder::Oldest, 10);
+    since.since = Some(UnixMillis(T0.0 + 40));
+    assert_eq!(audit_walk(&s, since.clone()).await, [vec!["a5", "a6"]]);
+    since.order = AuditOrder::Newest;
+    assert_eq!(audit_walk(&s, since).await, [vec!["a6", "a5"]]);
+
+    // A follower passes the last id it has and gets only what came after.
+    let mut follow = audit_query(AuditOrder::Oldest, 10);
+    follow.cursor = Some(ids[4]);
+    assert_eq!(audit_walk(&s, follow.clone()).await, [vec!["a5", "a6"]]);
+    s.append_audit(vec![audit_entry(60, "a7", None)], 1000)
+        .await
+        .unwrap();
+    assert_eq!(audit_walk(&s, follow).await, [vec!["a5", "a6", "a7"]]);
+
+    // The page cap holds whatever the caller asks.
+    let many: Vec<_> = (0..AUDIT_PAGE_MAX + 5)
+        .map(|i| audit_entry(100 + i as u64, "bulk", Some("x")))
+        .collect();
+    s.append_audit(many, 10_000).await.unwrap();
+    let page = s
+        .list_audit(&audit_query(AuditOrder::Newest, AUDIT_PAGE_MAX * 10))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), AUDIT_PAGE_MAX);
+    assert!(page.next_cursor.is_some());
+}
+
+/// The count cap evicts the oldest records in the write that passes it,
+/// and the retention cut drops records by the time of their id.
+pub async fn audit_cap_evicts_the_oldest_and_retention_prunes<S: Store>(f: &impl Factory<S>) {
+    use crate::audit::AuditOrder;
+    let s = f.make(Windows::default(), 100).await;
+    let max = 5;
+    for i in 0..12u64 {
+        s.append_audit(vec![audit_entry(i * 10, &format!("f{i}"), None)], max)
+            .await
+            .unwrap();
+    }
+    let kept = audit_walk(&s, audit_query(AuditOrder::Oldest, 100)).await;
+    assert_eq!(
+        kept,
+        [vec!["f7", "f8", "f9", "f10", "f11"]],
+        "exactly the cap, newest kept"
+    );
+    // A batch larger than the cap keeps its own newest.
+    let batch: Vec<_> = (0..8u64)
+        .map(|i| audit_entry(200 + i, &format!("b{i}"), None))
+        .collect();
+    s.append_audit(batch, max).await.unwrap();
+    let kept = audit_walk(&s, audit_query(AuditOrder::Oldest, 100)).await;
+    assert_eq!(kept, [vec!["b3", "b4", "b5", "b6", "b7"]]);
+
+    assert_eq!(s.prune_audit(UnixMillis(T0.0 + 205)).await.unwrap(), 2);
+    let kept = audit_walk(&s, audit_query(AuditOrder::Newest, 100)).await;
+    assert_eq!(kept, [vec!["b7", "b6", "b5"]]);
+    assert_eq!(s.prune_audit(UnixMillis(T0.0 + 205)).await.unwrap(), 0);
+    assert_eq!(s.prune_audit(UnixMillis(T0.0 + 10_000)).await.unwrap(), 3);
+    assert!(s
+        .list_audit(&audit_query(AuditOrder::Newest, 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }

@@ -7,6 +7,8 @@
 //! later MQTT) and the admin service are thin shells around it.
 //!
 //! # Layout
+//! - [`audit`]: the audit log's records, ids, queries and caps, and the
+//!   `--audit-log` JSON-lines writer.
 //! - [`bounded`]: `GenerationalMap`, the size-capped map with generational
 //!   eviction behind every map keyed by attacker-chosen input.
 //! - [`ca`]: the client-certificate authority and CSR checks.
@@ -43,6 +45,7 @@
 //!   operations the proxy and the admin service call.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bounded;
 pub mod ca;
 pub mod clock;

@@ -112,8 +112,15 @@ pub const WEBHOOK_GAVE_UP_TOTAL: &str = "fleetgate_webhook_gave_up_total";
 /// Endpoints that answered 410 Gone and get nothing more from this process.
 pub const WEBHOOK_ENDPOINTS_DISABLED_TOTAL: &str = "fleetgate_webhook_endpoints_disabled_total";
 
+/// Audit records written, by `result` (`stored`; `failed`: the store did
+/// not keep it, see the error log line).
+pub const AUDIT_RECORDS_TOTAL: &str = "fleetgate_audit_records_total";
+/// `--audit-log` lines dropped because the writer's queue was full (the
+/// disk stalled).
+pub const AUDIT_LOG_DROPPED_TOTAL: &str = "fleetgate_audit_log_dropped_total";
+
 /// Every metric name, for tests that check dashboards against exports.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 29] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
     OPEN_CONNECTIONS,
@@ -141,6 +148,8 @@ pub const ALL: [&str; 27] = [
     WEBHOOK_OUTBOX_DROPPED_TOTAL,
     WEBHOOK_GAVE_UP_TOTAL,
     WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
+    AUDIT_RECORDS_TOTAL,
+    AUDIT_LOG_DROPPED_TOTAL,
 ];
 
 /// Histogram buckets for request and store latencies, in seconds (25 µs to 5 s).
@@ -184,6 +193,14 @@ pub fn describe() {
     describe_counter!(
         RULE_DECISIONS_TOTAL,
         "Requests granted or denied by an auto-approval rule, by rule and action."
+    );
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written, by result (stored, failed)."
+    );
+    describe_counter!(
+        AUDIT_LOG_DROPPED_TOTAL,
+        "--audit-log lines dropped because the writer's queue was full."
     );
     describe_counter!(
         MQTT_DENIED_TOTAL,
@@ -292,6 +309,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
     metrics::counter!(WEBHOOK_GAVE_UP_TOTAL).absolute(0);
     metrics::counter!(WEBHOOK_ENDPOINTS_DISABLED_TOTAL).absolute(0);
     metrics::gauge!(WEBHOOK_OUTBOX_DEPTH).set(0.0);
+    for result in ["stored", "failed"] {
+        metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => result).absolute(0);
+    }
+    metrics::counter!(AUDIT_LOG_DROPPED_TOTAL).absolute(0);
     Ok(handle)
 }
 

@@ -31,6 +31,7 @@ use crate::secrets::Secrets;
 use crate::store::{DenyResult, GrantCommit, GrantResult, Poll, SealOnCreate, Store, StoreError};
 use crate::token::Tokens;
 
+mod audit;
 mod bulk;
 mod rules;
 mod webhooks;
@@ -450,6 +451,10 @@ pub struct Registry<S> {
     rules_cache: rules::RulesCache,
     /// Where `request.pending` webhook events go (`None`: no webhooks).
     pending_events: Option<crate::webhook::PendingEvents>,
+    /// The audit cap and retention (`registry::audit`).
+    audit: crate::audit::AuditConfig,
+    /// The `--audit-log` file, when configured.
+    audit_file: Option<crate::audit::AuditFile>,
 }
 
 impl<S: Store> Registry<S> {
@@ -465,6 +470,8 @@ impl<S: Store> Registry<S> {
             bulk_hashing: std::sync::Mutex::new(()),
             rules_cache: rules::RulesCache::default(),
             pending_events: None,
+            audit: crate::audit::AuditConfig::default(),
+            audit_file: None,
         }
     }
 

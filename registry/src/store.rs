@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use crate::audit::{AuditEntry, AuditQuery, AuditRecord};
 use crate::clock::UnixMillis;
 use crate::decision::{Decision, LockState};
 use crate::fingerprint::Fingerprint;
@@ -412,6 +413,33 @@ pub trait Store: Send + Sync + 'static {
     fn outbox_depth(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
         async { Ok(0) }
     }
+    /// Appends audit records in order, durably (as `put_user`), each with
+    /// an id greater than every id before it (the time part is the entry's
+    /// `at`, raised to the last id's when the clock went back), and evicts
+    /// the oldest records beyond `max` in the same write. Returns the
+    /// stored records, in order.
+    fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    /// A page of audit records in `query.order` after `query.cursor`,
+    /// filtered. At most `query.limit` items, and at most
+    /// [`crate::audit::AUDIT_SCAN_MAX`] records looked at: `next_cursor`
+    /// is set whenever the walk stopped before the end, so a page may hold
+    /// fewer items than asked (even none) and still have a next one.
+    fn list_audit(
+        &self,
+        query: &AuditQuery,
+    ) -> impl Future<Output = Result<Page<AuditRecord>, StoreError>> + Send;
+
+    /// Drops the audit records whose id's time is before `before`
+    /// (`--audit-retention`, called by the sweeper); returns how many.
+    fn prune_audit(
+        &self,
+        before: UnixMillis,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

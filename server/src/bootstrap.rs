@@ -10,13 +10,15 @@
 //!   fingerprints and accepts the same tokens. The store is wrapped in a
 //!   `TokioBridge` so monoio workers can call it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetgate_registry::audit::AuditFile;
 use fleetgate_registry::ca::CertificateAuthority;
 use fleetgate_registry::embedded::EmbeddedStore;
 use fleetgate_registry::secrets::Secrets;
-use fleetgate_registry::store::StoreError;
+use fleetgate_registry::store::{Store, StoreError};
 use fleetgate_registry::{Registry, UnixMillis};
 use fleetgate_store_redis::{
     CachedStore, PollCache, RedisConfig, RedisStore, TokioBridge, WaitReplicas,
@@ -98,7 +100,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Opens the registry described by `args`. A generated admin password is
 /// printed once to standard output (never to the log). Must run on the
 /// tokio runtime that will also serve the store.
-pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapError> {
+pub async fn open(
+    args: &StoreConfig,
+    audit_file: Option<AuditFile>,
+) -> Result<(Opened, Sweeper), BootstrapError> {
     let config = args.registry_config();
     let now = UnixMillis::now();
     match &args.store {
@@ -123,7 +128,11 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
                     args.cert_validity_days,
                 )?,
             };
-            let mut registry = Registry::new(store, secrets, config).with_ca(Arc::new(ca));
+            let mut registry = with_audit(
+                Registry::new(store, secrets, config).with_ca(Arc::new(ca)),
+                args,
+                audit_file,
+            );
             if let Some(w) = &webhooks {
                 registry = w.attach(registry);
             }
@@ -181,7 +190,7 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
                 }
             };
             let redis = Arc::new(redis);
-            let sweeper = start_redis_sweeper(redis.clone());
+            let sweeper = start_redis_sweeper(redis.clone(), args.audit.retention);
             let cache = PollCache::new(args.poll_cache_ttl, config.max_pending);
             fleetgate_store_redis::cache::spawn_event_listener(
                 cache.clone(),
@@ -194,7 +203,11 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
             );
             let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
             let store = CachedStore::new(Arc::new(bridge), cache);
-            let registry = Arc::new(Registry::new(store, secrets, config).with_ca(Arc::new(ca)));
+            let registry = Arc::new(with_audit(
+                Registry::new(store, secrets, config).with_ca(Arc::new(ca)),
+                args,
+                audit_file,
+            ));
             ensure_admin(&registry, args).await?;
             tracing::info!(
                 store = %fleetgate_store_redis::config::redact_url(url),
@@ -203,6 +216,20 @@ pub async fn open(args: &StoreConfig) -> Result<(Opened, Sweeper), BootstrapErro
             );
             Ok((Opened::Redis(registry), sweeper))
         }
+    }
+}
+
+/// The registry with the audit cap and retention of `args`, and the
+/// `--audit-log` file opened by `main`.
+fn with_audit<S: Store>(
+    registry: Registry<S>,
+    args: &StoreConfig,
+    audit_file: Option<AuditFile>,
+) -> Registry<S> {
+    let registry = registry.with_audit(args.audit);
+    match audit_file {
+        Some(file) => registry.with_audit_file(file),
+        None => registry,
     }
 }
 
@@ -255,7 +282,14 @@ fn start_embedded_sweeper(registry: &Arc<EmbeddedRegistry>) -> std::io::Result<S
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(SWEEP_EVERY)
             {
-                registry.store().sweep(UnixMillis::now());
+                let now = UnixMillis::now();
+                registry.store().sweep(now);
+                // The embedded store answers without suspending.
+                let mut prune = std::pin::pin!(registry.prune_audit(now));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if let std::task::Poll::Ready(Err(e)) = prune.as_mut().poll(&mut cx) {
+                    tracing::warn!(error = %e, "audit retention sweep failed; will retry");
+                }
             }
         })?;
     Ok(Sweeper {
@@ -264,8 +298,9 @@ fn start_embedded_sweeper(registry: &Arc<EmbeddedRegistry>) -> std::io::Result<S
 }
 
 /// Every 5 s, sweeps expired requests out of Redis' indexes (frees their
-/// pending slots) and repairs lock copies.
-fn start_redis_sweeper(store: Arc<RedisStore>) -> Sweeper {
+/// pending slots), repairs lock copies, and drops audit records older than
+/// `retention`.
+fn start_redis_sweeper(store: Arc<RedisStore>, retention: Duration) -> Sweeper {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -276,6 +311,13 @@ fn start_redis_sweeper(store: Arc<RedisStore>) -> Sweeper {
             }
             if let Err(e) = store.sweep(UnixMillis::now(), 1000).await {
                 tracing::debug!(error = %e, "redis sweep failed; will retry");
+            }
+            let now = UnixMillis::now().0;
+            let before = UnixMillis(
+                now.saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+            );
+            if let Err(e) = store.prune_audit(before).await {
+                tracing::debug!(error = %e, "audit retention sweep failed; will retry");
             }
         }
     });

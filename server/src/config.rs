@@ -97,6 +97,11 @@ pub struct StoreConfig {
     pub trusted_forwarders: Vec<IpAddr>,
     /// `--webhook-*`; default none.
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// `--audit-log`: the JSON-lines copy of the audit log. Default none.
+    pub audit_log: Option<PathBuf>,
+    /// `--audit-max-records` (default 100,000) and `--audit-retention`
+    /// (default 90 days).
+    pub audit: fleetgate_registry::audit::AuditConfig,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -134,6 +139,8 @@ impl Default for StoreConfig {
             requestable_roles: None,
             trusted_forwarders: vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
             webhooks: crate::webhooks::WebhookConfig::default(),
+            audit_log: None,
+            audit: fleetgate_registry::audit::AuditConfig::default(),
         }
     }
 }
@@ -183,6 +190,19 @@ impl StoreConfig {
     }
 
     /// The registry settings this configuration describes.
+    /// Opens `--audit-log` for appending (and starts its writer), at
+    /// start: a file that cannot be opened is a configuration error
+    /// (exit 2), not something found at the first admin action.
+    pub fn open_audit_log(
+        &self,
+    ) -> Result<Option<fleetgate_registry::audit::AuditFile>, ConfigError> {
+        self.audit_log
+            .as_deref()
+            .map(fleetgate_registry::audit::AuditFile::open)
+            .transpose()
+            .map_err(|e| invalid("--audit-log", e.to_string()))
+    }
+
     pub fn registry_config(&self) -> RegistryConfig {
         RegistryConfig {
             windows: self.windows,

@@ -117,6 +117,21 @@ pub struct StoreFlags {
 
     #[command(flatten)]
     pub webhooks: crate::webhooks::WebhookFlags,
+    /// Also append every audit record to this file, one JSON object a
+    /// line (for a SIEM). Opened for appending at start; a file that
+    /// cannot be opened is a usage error (exit 2).
+    #[arg(long, env = "FLEETGATE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// How long the store keeps audit records (e.g. `90d`); the sweeper
+    /// drops older ones.
+    #[arg(long, env = "FLEETGATE_AUDIT_RETENTION", default_value = "90days", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
+    /// Most audit records the store keeps; past it the oldest are dropped
+    /// (a flood of failed logins cannot grow the store).
+    #[arg(long, env = "FLEETGATE_AUDIT_MAX_RECORDS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub audit_max_records: u64,
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
@@ -183,6 +198,11 @@ impl StoreFlags {
             requestable_roles: self.requestable_roles,
             trusted_forwarders: self.trusted_forwarders,
             webhooks: self.webhooks.into_config(),
+            audit_log: self.audit_log,
+            audit: fleetgate_registry::audit::AuditConfig {
+                max_records: self.audit_max_records as usize,
+                retention: self.audit_retention,
+            },
         }
     }
 }

@@ -12,6 +12,7 @@
 //! `docs/ARCHITECTURE.md` records why we chose this over a connection per
 //! worker.
 
+use fleetgate_registry::audit::{AuditEntry, AuditQuery, AuditRecord};
 use fleetgate_registry::rule::{
     DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule,
 };
@@ -287,6 +288,28 @@ impl<S: Store> Store for TokioBridge<S> {
     async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
         let (inner, name) = (self.inner.clone(), name.to_owned());
         self.run(async move { inner.claim_rule_use(&name).await })
+            .await
+    }
+
+    async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        max: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.append_audit(entries, max).await })
+            .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
+        let (inner, query) = (self.inner.clone(), query.clone());
+        self.run(async move { inner.list_audit(&query).await })
+            .await
+    }
+
+    async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.prune_audit(before).await })
             .await
     }
 

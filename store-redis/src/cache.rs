@@ -44,6 +44,7 @@
 //! worker, one per store bucket ([`crate::keys::bucket_of`]). The event task can then invalidate it directly, and a device
 //! whose connections land on different workers hits the same entry.
 
+use fleetgate_registry::audit::{AuditEntry, AuditQuery, AuditRecord};
 use fleetgate_registry::rule::{
     DecidedBy, PutRuleResult, Rule, RuleClaim, RuleOrderResult, StoredRule,
 };
@@ -703,6 +704,23 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn claim_rule_use(&self, name: &str) -> Result<RuleClaim, StoreError> {
         self.inner.claim_rule_use(name).await
+    }
+
+    // The poll cache holds nothing of the audit log.
+    async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        max: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.append_audit(entries, max).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
+        self.inner.list_audit(query).await
+    }
+
+    async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
+        self.inner.prune_audit(before).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -182,6 +182,14 @@ impl KeySpace {
         format!("{}:rules", self.prefix)
     }
 
+    /// `<prefix>:audit`: the audit log, a stream whose ids order the
+    /// records (`<ms>-<seq>`, ms from the caller's clock, never going
+    /// back); capped with `MAXLEN` in every append, pruned with `XTRIM
+    /// MINID`. One key, so one slot on a cluster.
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
     /// `<prefix>:events`: the pub/sub channel of state-change events.
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)

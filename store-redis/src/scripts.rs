@@ -71,6 +71,7 @@ pub struct Scripts {
     pub reserve: Lua,
     pub release: Lua,
     pub set_lock: Lua,
+    pub audit_append: Lua,
 }
 
 impl Scripts {
@@ -94,10 +95,11 @@ impl Scripts {
             reserve: Lua::new("reserve", include_str!("lua/reserve.lua")),
             release: Lua::new("release", include_str!("lua/release.lua")),
             set_lock: Lua::new("set_lock", include_str!("lua/set_lock.lua")),
+            audit_append: Lua::new("audit_append", include_str!("lua/audit_append.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Lua; 18] {
+    pub fn all(&self) -> [&Lua; 19] {
         [
             &self.register,
             &self.grant,
@@ -117,6 +119,7 @@ impl Scripts {
             &self.reserve,
             &self.release,
             &self.set_lock,
+            &self.audit_append,
         ]
     }
 }

@@ -683,3 +683,31 @@ def test_bulk_results_name_the_requests_that_were_not_granted(page, gateway):
     expect(result).to_contain_text("1 conflict")
     expect(result).to_contain_text("mixed-1 (conflict)")
     assert [gateway.register(f"mixed-{i}")[0] for i in range(3)] == [201, 403, 201]
+
+
+# ---- audit ----
+
+def test_audit_view_lists_filters_and_pages_with_text_only(page, gateway):
+    # A failed login whose username is markup: it must show as text.
+    status, _, _ = gateway.admin.call("POST", "/api/login", {"username": "<img src=x onerror=alert(1)>", "password": "no"})
+    assert status == 401
+    for i in range(55):
+        assert gateway.api("PUT", f"/api/roles/r{i:02}", {"permissions": []})[0] == 200
+    log_in(page, gateway)
+    page.get_by_role("tab", name="Audit").click()
+    rows = page.locator("table.audit tbody tr")
+    expect(rows).to_have_count(50)
+    # Newest first: the page's own login, then the last role.
+    expect(rows.nth(0)).to_contain_text("login")
+    expect(rows.nth(1)).to_contain_text("r54")
+    page.get_by_role("button", name="Older").click()
+    expect(rows.nth(0)).to_contain_text("r05")
+    expect(page.get_by_text("<img src=x onerror=alert(1)>", exact=True)).to_be_visible()
+    assert page.locator("table.audit img").count() == 0
+    page.get_by_role("button", name="Newer").click()
+    expect(rows.nth(1)).to_contain_text("r54")
+    page.get_by_label("Target", exact=True).fill("r07")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("role.put")
+    expect(page.get_by_role("button", name="Older")).to_be_disabled()

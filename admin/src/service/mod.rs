@@ -11,6 +11,8 @@
 //!   entry point, and the hashing slots that bound blocking work.
 //! - `routes`: the route table (method and path to handler), the admin
 //!   token check, and the handlers.
+//! - `audit`: which requests are recorded in the audit log and as what,
+//!   and the query of `GET /api/audit`.
 //! - `views`: the JSON bodies read and written, and the listing parameters.
 //! - `error`: [`ApiError`], its status codes, short names and error body.
 //! - `tests`: the whole API driven through [`AdminService::handle`]
@@ -52,10 +54,12 @@ use fleetgate_registry::Registry;
 
 use crate::throttle::{LoginLimits, LoginThrottle};
 
+mod audit;
 mod error;
 mod routes;
 mod views;
 
+pub use audit::DEFAULT_AUDIT_PAGE;
 pub use error::ApiError;
 pub use routes::OPENAPI_DOCUMENT;
 pub use views::DEFAULT_PAGE;

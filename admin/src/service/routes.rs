@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
+use fleetgate_registry::audit::{AuditAction, AuditEntry};
 use fleetgate_registry::metrics::LOGINS_TOTAL;
 use fleetgate_registry::model::{Role, UserRecord};
 use fleetgate_registry::password::Scheme;
@@ -29,6 +30,7 @@ use fleetgate_registry::rule::{RuleSpec, StoredRule};
 use fleetgate_registry::store::{ForgetResult, ListState, Store};
 use fleetgate_registry::UnixMillis;
 
+use super::audit;
 use super::error::ApiError;
 use super::views::{
     json_response, list_query, no_content, parse_json, parse_optional_json, requests_query,
@@ -89,6 +91,8 @@ pub(super) enum Route {
     /// `PUT .../rules/order`. `order` is never a rule's name
     /// (`rule::check_rule_name`), so this path is unambiguous.
     RuleOrder,
+    /// `GET /api/audit`: a page of the audit log.
+    Audit,
 }
 
 impl Route {
@@ -109,6 +113,7 @@ impl Route {
             |s: &str| -> Result<String, ApiError> { Ok(percent_decode(s, Plus::IsLiteral)?) };
         let route = match segments.as_slice() {
             ["login"] => Route::Login,
+            ["audit"] => Route::Audit,
             ["openapi.json"] => Route::OpenApi,
             ["certificates", "ca"] => Route::CaCertificate,
             ["client-registry"] => Route::RegistryStatus,
@@ -146,7 +151,8 @@ impl Route {
             | Route::Requests
             | Route::Users
             | Route::Roles
-            | Route::Rules => "GET",
+            | Route::Rules
+            | Route::Audit => "GET",
             Route::RuleOrder => "PUT",
             Route::Rule(_) => "GET, PUT, DELETE",
             Route::Request(_) => "GET, DELETE",
@@ -202,6 +208,7 @@ impl Route {
             Route::Rules => "/api/client-registry/rules",
             Route::Rule(_) => "/api/client-registry/rules/{name}",
             Route::RuleOrder => "/api/client-registry/rules/order",
+            Route::Audit => "/api/audit",
         }
     }
 
@@ -233,6 +240,7 @@ impl Route {
             Route::Rules,
             Route::Rule("x".into()),
             Route::RuleOrder,
+            Route::Audit,
         ];
         // Adding a variant breaks this exhaustive match until it is listed
         // here, so it cannot be forgotten above either.
@@ -258,7 +266,8 @@ impl Route {
                 | Route::Role(_)
                 | Route::Rules
                 | Route::Rule(_)
-                | Route::RuleOrder => {}
+                | Route::RuleOrder
+                | Route::Audit => {}
             }
         }
         every
@@ -296,7 +305,42 @@ impl<S: Store> AdminService<S> {
             return self.run(route, req, &query, peer).await;
         }
         let admin = self.authorize(req.headers(), &query).await?;
-        let result = self.run(route, req, &query, peer).await;
+        let source = peer.map(|p| p.ip());
+        let result = match (&route, req.method()) {
+            // Recorded per item, inside.
+            (Route::Bulk(decision), &Method::POST) => {
+                self.bulk_audited(*decision, req.body(), &admin.username, source)
+                    .await
+            }
+            _ => {
+                let recorded = audit::audited(&route, req.method());
+                let pairing_id = match (&route, &recorded) {
+                    (
+                        Route::Grant(_) | Route::Deny(_) | Route::Request(_) | Route::Bulk(_),
+                        Some((_, Some(username))),
+                    ) => self.pairing_id_of(username).await,
+                    _ => None,
+                };
+                let result = self.run(route, req, &query, peer).await;
+                if let Some((action, target)) = recorded {
+                    let mut entry =
+                        AuditEntry::new(UnixMillis::now(), &admin.username, source, action)
+                            .pairing_id(pairing_id);
+                    if let Some(target) = &target {
+                        entry = entry.target(target);
+                    }
+                    entry = match &result {
+                        Ok(response) => match detail_of(action, req.body(), response.body()) {
+                            Some(detail) => entry.detail(&detail),
+                            None => entry,
+                        },
+                        Err(e) => entry.failed(e.short(), &audit::public_message(e)),
+                    };
+                    self.registry.audit(vec![entry]).await;
+                }
+                result
+            }
+        };
         // An audit line for every change an admin asks for, kept or refused.
         if req.method() != Method::GET {
             let status = match &result {
@@ -526,6 +570,30 @@ impl<S: Store> AdminService<S> {
                 let rule = registry.get_rule(&name).await?;
                 Ok(json_response(StatusCode::OK, &rule.view()))
             }
+            Route::Audit => {
+                let page = registry.list_audit(&audit::audit_query(query)?).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &PageView::from_page(page, |r| {
+                        serde_json::to_value(r.view()).unwrap_or_default()
+                    }),
+                ))
+            }
+        }
+    }
+
+    /// The pairing id of `username`'s live request, for the audit record
+    /// of a decision about it (read before the decision: a delete drops
+    /// it). `None` when there is none or the store does not answer.
+    async fn pairing_id_of(&self, username: &str) -> Option<String> {
+        match self
+            .registry
+            .store()
+            .get_request(username, UnixMillis::now())
+            .await
+        {
+            Ok(Some(r)) => Some(r.pairing_id().to_string()),
+            _ => None,
         }
     }
 
@@ -604,8 +672,10 @@ impl<S: Store> AdminService<S> {
             self.throttle
                 .failed(&login.username, source, std::time::Instant::now());
         }
+        let entry = AuditEntry::new(now, &login.username, source, AuditAction::Login);
         match user {
             Some(user) if verified => {
+                self.registry.audit(vec![entry]).await;
                 let token = self.registry.tokens().issue_for(&user, now, hours);
                 tracing::info!(username = %user.username, peer = ?peer, hours, "login");
                 metrics::counter!(LOGINS_TOTAL, "result" => "success").increment(1);
@@ -617,6 +687,10 @@ impl<S: Store> AdminService<S> {
             }
             // The username is not logged: people type passwords into it.
             _ => {
+                let refused = ApiError::Unauthorized("unknown user or wrong password");
+                self.registry
+                    .audit(vec![entry.failed(refused.short(), &refused.to_string())])
+                    .await;
                 tracing::info!(peer = ?peer, "login refused");
                 metrics::counter!(LOGINS_TOTAL, "result" => "failure").increment(1);
                 Err(ApiError::Unauthorized("unknown user or wrong password"))
@@ -734,6 +808,53 @@ impl<S: Store> AdminService<S> {
         body: &Bytes,
         now: UnixMillis,
     ) -> Result<Response<Bytes>, ApiError> {
+        let outcome = self.bulk_outcome(decision, body, now).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &BulkView::new(decision == Decision::Grant, &outcome),
+        ))
+    }
+
+    /// [`Self::bulk`], recorded: one audit record per item, or one for a
+    /// call refused as a whole.
+    async fn bulk_audited(
+        &self,
+        decision: Decision,
+        body: &Bytes,
+        actor: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let now = UnixMillis::now();
+        match self.bulk_outcome(decision, body, now).await {
+            Ok(outcome) => {
+                self.registry
+                    .audit(audit::bulk_entries(decision, &outcome, actor, source, now))
+                    .await;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &BulkView::new(decision == Decision::Grant, &outcome),
+                ))
+            }
+            Err(e) => {
+                let action = match decision {
+                    Decision::Grant => AuditAction::Grant,
+                    Decision::Deny => AuditAction::Deny,
+                };
+                let entry = AuditEntry::new(now, actor, source, action)
+                    .detail("bulk")
+                    .failed(e.short(), &audit::public_message(&e));
+                self.registry.audit(vec![entry]).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn bulk_outcome(
+        &self,
+        decision: Decision,
+        body: &Bytes,
+        now: UnixMillis,
+    ) -> Result<fleetgate_registry::registry::BulkOutcome, ApiError> {
         let outcome = match decision {
             Decision::Grant => {
                 let mut bulk: BulkGrantBody = parse_json(body)?;
@@ -769,10 +890,7 @@ impl<S: Store> AdminService<S> {
             BulkError::Store(e) => e.into(),
             BulkError::Internal(m) => ApiError::Internal(m),
         })?;
-        Ok(json_response(
-            StatusCode::OK,
-            &BulkView::new(decision == Decision::Grant, &outcome),
-        ))
+        Ok(outcome)
     }
 }
 
@@ -804,4 +922,22 @@ fn no_request(username: &str) -> ApiError {
 
 fn no_user(username: &str) -> ApiError {
     ApiError::NotFound(format!("no user `{username}`"))
+}
+
+/// A short note for the audit record of a request that succeeded: the end
+/// of an unlock (from the answer), the new order of the rules (names only).
+fn detail_of(action: AuditAction, request: &Bytes, response: &Bytes) -> Option<String> {
+    let json = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).ok();
+    match action {
+        AuditAction::Unlock => json(response)?
+            .get("unlockedUntil")?
+            .as_str()
+            .map(|t| format!("until {t}")),
+        AuditAction::OrderRules => {
+            let names = json(request)?.get("names")?.as_array()?.clone();
+            let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+            Some(names.join(", "))
+        }
+        _ => None,
+    }
 }

@@ -1967,6 +1967,28 @@ impl Store for FlakyStore {
         self.up()?;
         self.inner.delete_role(name).await
     }
+    async fn append_audit(
+        &self,
+        entries: Vec<fleetgate_registry::audit::AuditEntry>,
+        max: usize,
+    ) -> Result<Vec<fleetgate_registry::audit::AuditRecord>, StoreError> {
+        self.up()?;
+        self.inner.append_audit(entries, max).await
+    }
+
+    async fn list_audit(
+        &self,
+        query: &fleetgate_registry::audit::AuditQuery,
+    ) -> Result<Page<fleetgate_registry::audit::AuditRecord>, StoreError> {
+        self.up()?;
+        self.inner.list_audit(query).await
+    }
+
+    async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
+        self.up()?;
+        self.inner.prune_audit(before).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.up()?;
         self.inner.ping().await
@@ -2175,6 +2197,7 @@ async fn the_ui_is_served_without_a_token_and_the_api_is_not_sniffed() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
+mod audit;
 mod bulk;
 mod openapi;
 mod rules;

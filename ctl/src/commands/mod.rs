@@ -13,7 +13,9 @@
 //! - [`users`]: `users list|show|delete|set-roles|set-permissions`.
 //! - [`roles`]: `roles list|show|put|delete`.
 //! - [`rules`]: `rules list|get|put|delete|order`.
+//! - [`audit`]: `audit [--follow]`, the audit log.
 
+pub mod audit;
 pub mod decide;
 pub mod registry;
 pub mod requests;
@@ -66,6 +68,7 @@ pub async fn run(cli: Cli, ui: &Ui, env: &TokenEnv) -> Result<Outcome, CtlError>
                 Command::Users(cmd) => users::run(&client, ui, cmd).await,
                 Command::Roles(cmd) => roles::run(&client, ui, cmd).await,
                 Command::Rules(cmd) => rules::run(&client, ui, cmd).await,
+                Command::Audit(args) => audit::run(&client, ui, args).await,
                 Command::Completions(_) | Command::Login(_) => unreachable!("handled above"),
             };
             result.map_err(hint_login)

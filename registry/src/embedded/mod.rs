@@ -9,6 +9,9 @@
 //! - Roles live in one ordered map behind a read-write lock (read by every
 //!   `effective_permissions`, written only by an admin), and are journaled
 //!   like users.
+//! - Audit records live in memory in id order, at most the cap, with a
+//!   journal of their own, `audit.log` ([`audit`]), so audit writes never
+//!   take the journal mutex.
 //!
 //! # Concurrency
 //! State is split over [`SHARDS`] shards by a hash of the username, each
@@ -29,6 +32,7 @@
 //! Each shard keeps its maps ordered (`BTreeMap`), so an admin listing can
 //! merge shards in username order for keyset pagination.
 
+pub mod audit;
 pub mod journal;
 pub mod open;
 pub mod outbox;
@@ -113,6 +117,9 @@ pub struct EmbeddedStore {
     /// Undelivered webhook events (`outbox`). Locked after the journal
     /// mutex, never during I/O.
     outbox: Mutex<outbox::Outbox>,
+    /// The audit records and their own file, `audit.log` (`audit`): a
+    /// mutex of their own, never the journal's.
+    audit: Mutex<audit::AuditLog>,
 }
 
 fn shard_of(username: &str) -> usize {
@@ -143,6 +150,7 @@ impl EmbeddedStore {
             grant_queue: Mutex::new(Vec::new()),
             recording: AtomicBool::new(false),
             outbox: Mutex::new(outbox::Outbox::default()),
+            audit: Mutex::new(audit::AuditLog::default()),
         }
     }
 
@@ -222,7 +230,8 @@ impl EmbeddedStore {
         max_pending: usize,
         now: UnixMillis,
     ) -> Result<Self, JournalError> {
-        let store = Self::in_memory(windows, max_pending);
+        let mut store = Self::in_memory(windows, max_pending);
+        store.audit = Mutex::new(audit::AuditLog::open(dir)?);
         let path = dir.join("journal.log");
         let (records, torn) = journal::replay(&path)?;
         if torn > 0 {
@@ -384,6 +393,16 @@ impl EmbeddedStore {
             })?;
         }
         Ok(())
+    }
+
+    fn audit_log(&self) -> MutexGuard<'_, audit::AuditLog> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lines in `audit.log` now (`None` without a data dir); tests check
+    /// that a flood cannot grow it past its bound.
+    pub fn audit_file_lines(&self) -> Option<usize> {
+        self.audit_log().file_lines()
     }
 
     fn journal(&self) -> MutexGuard<'_, Option<Journal>> {
@@ -1206,6 +1225,30 @@ impl Store for EmbeddedStore {
             self.rules_write().set_uses(name, uses);
         }
         Ok(claim)
+    }
+
+    async fn append_audit(
+        &self,
+        entries: Vec<crate::audit::AuditEntry>,
+        max: usize,
+    ) -> Result<Vec<crate::audit::AuditRecord>, StoreError> {
+        self.audit_log().append(entries, max).map_err(|e| {
+            tracing::error!(error = %e, "audit log append failed");
+            StoreError::Unavailable(format!("audit log write failed: {e}"))
+        })
+    }
+
+    async fn list_audit(
+        &self,
+        query: &crate::audit::AuditQuery,
+    ) -> Result<Page<crate::audit::AuditRecord>, StoreError> {
+        Ok(crate::audit::page_of(self.audit_log().records(), query))
+    }
+
+    async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
+        self.audit_log()
+            .prune_before(before)
+            .map_err(|e| StoreError::Unavailable(format!("audit log write failed: {e}")))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

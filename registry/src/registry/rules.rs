@@ -26,6 +26,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::{AuditAction, AuditEntry};
 use crate::clock::UnixMillis;
 use crate::decision::Decision;
 use crate::fingerprint::{Fingerprint, PairingId};
@@ -234,7 +235,10 @@ impl<S: Store> Registry<S> {
             .claim_first_match(&Self::rule_input(req, ctx, false, now))
             .await
         {
-            Ok(Some(rule)) => self.apply_rule(rule, &req.username, fp, now).await,
+            Ok(Some(rule)) => {
+                self.apply_rule(rule, &req.username, ctx.source_addr, fp, now)
+                    .await
+            }
             Ok(None) => pending,
             Err(e) => {
                 tracing::warn!(username = %req.username, error = %e, "rules not evaluated; the request stays pending");
@@ -270,7 +274,10 @@ impl<S: Store> Registry<S> {
             .timed(StoreOp::Register, self.store.register(poll, now))
             .await
         {
-            Ok((Decision::Create, _)) => self.apply_rule(rule, &req.username, fp, now).await,
+            Ok((Decision::Create, _)) => {
+                self.apply_rule(rule, &req.username, ctx.source_addr, fp, now)
+                    .await
+            }
             // Another poll of the device got there first: answer what the
             // store decided (the claimed use is spent).
             Ok((decision, record)) => super::outcome_of(decision, record, fp.pairing_id()),
@@ -279,8 +286,41 @@ impl<S: Store> Registry<S> {
     }
 
     /// Applies a claimed rule to the pending request `username` just
-    /// created with fingerprint `fp`.
+    /// created with fingerprint `fp`, and records the decision in the audit
+    /// log (actor `rule:<name>`, source the device's address).
     async fn apply_rule(
+        &self,
+        rule: Rule,
+        username: &str,
+        source: Option<std::net::SocketAddr>,
+        fp: Fingerprint,
+        now: UnixMillis,
+    ) -> RegisterOutcome {
+        let action = match rule.action {
+            RuleAction::Grant => AuditAction::Grant,
+            RuleAction::Deny => AuditAction::Deny,
+        };
+        let entry = AuditEntry::new(
+            now,
+            &format!("rule:{}", rule.name),
+            source.map(|a| a.ip()),
+            action,
+        )
+        .target(username)
+        .pairing_id(Some(fp.pairing_id().to_string()));
+        let outcome = self.apply_claimed_rule(rule, username, fp, now).await;
+        let entry = match &outcome {
+            RegisterOutcome::Granted { .. } | RegisterOutcome::Denied => entry,
+            _ => entry.failed(
+                "not_applied",
+                "the rule's decision did not apply; the request stays pending",
+            ),
+        };
+        self.audit(vec![entry]).await;
+        outcome
+    }
+
+    async fn apply_claimed_rule(
         &self,
         rule: Rule,
         username: &str,

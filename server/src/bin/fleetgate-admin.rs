@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     if let Err(e) = config.validate() {
         return cli::config_error("fleetgate-admin", &e);
     }
+    let audit_file = match config.store.open_audit_log() {
+        Ok(file) => file,
+        Err(e) => return cli::config_error("fleetgate-admin", &e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fleetgate-admin")
@@ -41,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, audit_file)) {
         Ok(()) => {
             tracing::info!("admin API stopped");
             ExitCode::SUCCESS
@@ -53,10 +57,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: AdminConfig) -> anyhow::Result<()> {
+async fn run(
+    config: AdminConfig,
+    audit_file: Option<fleetgate_registry::audit::AuditFile>,
+) -> anyhow::Result<()> {
     // Before the registry is built: it resolves its metric handles then.
     let metrics = telemetry::recorder(true)?;
-    let (opened, sweeper) = bootstrap::open(&config.store).await?;
+    let (opened, sweeper) = bootstrap::open(&config.store, audit_file).await?;
     match opened {
         Opened::Embedded(registry) => serve(config, registry, sweeper, metrics).await,
         Opened::Redis(registry) => serve(config, registry, sweeper, metrics).await,

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
     if let Err(e) = config.validate() {
         return cli::config_error("fleetgate", &e);
     }
-    match run(config) {
+    let audit_file = match config.store.open_audit_log() {
+        Ok(file) => file,
+        Err(e) => return cli::config_error("fleetgate", &e),
+    };
+    match run(config, audit_file) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -41,7 +45,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: GatewayConfig) -> anyhow::Result<ExitCode> {
+fn run(
+    config: GatewayConfig,
+    audit_file: Option<fleetgate_registry::audit::AuditFile>,
+) -> anyhow::Result<ExitCode> {
     // Before anything resolves metric handles (the registry, the workers).
     let metrics = telemetry::recorder(config.metrics)?;
     // The admin service, the forwarding hand-over and the Redis client run
@@ -51,7 +58,7 @@ fn run(config: GatewayConfig) -> anyhow::Result<ExitCode> {
         .thread_name("fleetgate-admin")
         .enable_all()
         .build()?;
-    let (opened, sweeper) = runtime.block_on(bootstrap::open(&config.store))?;
+    let (opened, sweeper) = runtime.block_on(bootstrap::open(&config.store, audit_file))?;
     match opened {
         Opened::Embedded(registry) => serve(config, runtime, registry, sweeper, metrics),
         Opened::Redis(registry) => serve(config, runtime, registry, sweeper, metrics),

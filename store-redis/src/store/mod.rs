@@ -66,6 +66,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use fleetgate_registry::store::Store;
 
+mod audit;
 mod changes;
 mod connection;
 mod failure;

@@ -9,8 +9,10 @@
 //! `delete_role`), the durable ones followed by `WAIT` on the durable
 //! connection. Roles live in one global hash, `<prefix>:roles`, and the
 //! auto-approval rules in another, `<prefix>:rules` (rules, use counts,
-//! order and version, each changed by one script).
+//! order and version, each changed by one script). The audit log's
+//! methods delegate to `audit` (one stream).
 
+use fleetgate_registry::audit::{AuditEntry, AuditQuery, AuditRecord};
 use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::decision::{Decision, LockState};
 use fleetgate_registry::model::{RequestRecord, Role, UserRecord};
@@ -555,6 +557,22 @@ impl Store for RedisStore {
             }
         })
         .await
+    }
+
+    async fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        max: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.append_audit_records(entries, max).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
+        self.list_audit_records(query).await
+    }
+
+    async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
+        self.prune_audit_records(before).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -139,6 +139,23 @@ impl Store for DownStore {
     ) -> Result<fleetgate_registry::rule::RuleClaim, StoreError> {
         down()
     }
+    async fn append_audit(
+        &self,
+        _: Vec<fleetgate_registry::audit::AuditEntry>,
+        _: usize,
+    ) -> Result<Vec<fleetgate_registry::audit::AuditRecord>, StoreError> {
+        down()
+    }
+    async fn list_audit(
+        &self,
+        _: &fleetgate_registry::audit::AuditQuery,
+    ) -> Result<fleetgate_registry::store::Page<fleetgate_registry::audit::AuditRecord>, StoreError>
+    {
+        down()
+    }
+    async fn prune_audit(&self, _: UnixMillis) -> Result<usize, StoreError> {
+        down()
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         down()
     }
