@@ -71,6 +71,7 @@ const ASSETS: &[Asset] = &[
     asset!("permissions.js", JS),
     asset!("users.js", JS),
     asset!("roles.js", JS),
+    asset!("rules.js", JS),
     asset!("audit.js", JS),
 ];
 

@@ -12,6 +12,7 @@
 // - grant-dialog.js: the Grant Access dialog.
 // - permissions.js: the roles and permissions editors.
 // - users.js, roles.js: the users and roles views.
+// - rules.js: the auto-approval rules view.
 // - audit.js: the audit log view.
 
 import { api, session, ApiError } from './api.js';
@@ -20,6 +21,7 @@ import { registryState } from './status.js';
 import { requestsView } from './requests.js';
 import { usersView } from './users.js';
 import { rolesView } from './roles.js';
+import { rulesView } from './rules.js';
 import { auditView } from './audit.js';
 
 const $ = (id) => document.getElementById(id);
@@ -37,11 +39,13 @@ const panels = {
   requests: { tab: $('tab-requests'), panel: $('requests-panel') },
   users: { tab: $('tab-users'), panel: $('users-panel') },
   roles: { tab: $('tab-roles'), panel: $('roles-panel') },
+  rules: { tab: $('tab-rules'), panel: $('rules-panel') },
   audit: { tab: $('tab-audit'), panel: $('audit-panel') },
 };
 panels.requests.view = requestsView(panels.requests.panel, registry);
 panels.users.view = usersView(panels.users.panel);
 panels.roles.view = rolesView(panels.roles.panel);
+panels.rules.view = rulesView(panels.rules.panel);
 panels.audit.view = auditView(panels.audit.panel);
 
 let retryTimer = null;

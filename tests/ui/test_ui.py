@@ -618,6 +618,9 @@ def test_layout_reads_at_desktop_and_phone_sizes(browser, gateway, width, height
                          permissions=[{"resource": f"devices/sensor-{i:04}/#", "operation": "readWrite", "context": "mqtt"}])
     gateway.api("POST", "/api/client-registry/requests/sensor-0005/grant",
                 {"roles": ["sensors"], "permissions": []})
+    assert gateway.api("PUT", "/api/client-registry/rules/plant4-sensors", {
+        "usernamePattern": "plant4-sensor-[0-9]+", "sourceCidrs": ["10.4.0.0/16"], "transport": "http",
+        "action": "grant", "roles": ["sensors"], "maxUses": 500})[0] == 201
     context, page, watched = new_page(browser, width, height)
     shots = os.environ.get("FLEETGATE_UI_SCREENSHOTS")
     suffix = "desktop" if width > 600 else "phone"
@@ -659,6 +662,23 @@ def test_layout_reads_at_desktop_and_phone_sizes(browser, gateway, width, height
         page.get_by_role("tab", name="Roles").click()
         expect(page.get_by_role("button", name="Edit role sensors")).to_be_visible()
         shot("roles")
+        assert_every_control_is_named(page)
+        page.get_by_role("tab", name="Rules").click()
+        expect(page.get_by_role("button", name="Edit rule plant4-sensors")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shot("rules")
+        assert_every_control_is_named(page)
+        page.get_by_role("button", name="Edit rule plant4-sensors").click()
+        dialog = page.get_by_role("dialog", name="Rule plant4-sensors")
+        expect(dialog.get_by_label("Username pattern", exact=True)).to_be_visible()
+        box = dialog.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        assert_every_control_is_named(page)
+        page.keyboard.press("Escape")
+        page.get_by_role("tab", name="Audit").click()
+        expect(page.locator("table.audit tbody tr").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shot("audit")
         assert_every_control_is_named(page)
         watched.assert_clean()
     finally:
@@ -711,3 +731,66 @@ def test_audit_view_lists_filters_and_pages_with_text_only(page, gateway):
     expect(rows).to_have_count(1)
     expect(rows.nth(0)).to_contain_text("role.put")
     expect(page.get_by_role("button", name="Older")).to_be_disabled()
+
+
+def test_rules_view_creates_edits_reorders_and_deletes(page, gateway):
+    assert gateway.api("PUT", "/api/roles/sensor", {"permissions": []})[0] == 200
+    # A rule whose pattern is markup, made through the API: only text.
+    status, _, _ = gateway.api("PUT", "/api/client-registry/rules/first",
+                               {"usernamePattern": "<img src=x onerror=alert(1)>", "action": "deny"})
+    assert status == 201
+    log_in(page, gateway)
+    page.get_by_role("tab", name="Rules").click()
+    expect(page.get_by_role("button", name="Edit rule first")).to_be_visible()
+    expect(page.get_by_text("username ~ <img src=x onerror=alert(1)>", exact=False)).to_be_visible()
+    assert page.locator("table.rules img").count() == 0
+
+    # Create a granting rule from the dialog.
+    page.get_by_role("button", name="New rule").click()
+    dialog = page.get_by_role("dialog", name="New rule")
+    dialog.get_by_label("Rule name", exact=True).fill("plant4")
+    dialog.get_by_label("Username pattern", exact=True).fill("plant4-[0-9]+")
+    dialog.get_by_label("Source networks", exact=True).fill("10.4.0.0/16\n2001:db8:4::/48")
+    dialog.get_by_label("Transport", exact=True).select_option("http")
+    dialog.get_by_label("Roles", exact=True).fill("sensor")
+    dialog.get_by_label("Most uses", exact=True).fill("5")
+    dialog.get_by_role("button", name="Save rule").click()
+    expect(dialog).to_be_hidden()
+    _, rule, _ = gateway.api("GET", "/api/client-registry/rules/plant4")
+    assert rule["usernamePattern"] == "plant4-[0-9]+"
+    assert rule["sourceCidrs"] == ["10.4.0.0/16", "2001:db8:4::/48"]
+    assert rule["transport"] == "http" and rule["roles"] == ["sensor"] and rule["maxUses"] == 5
+    rows = page.locator("table.rules tbody tr")
+    expect(rows.nth(1)).to_contain_text("plant4")
+    expect(rows.nth(1)).to_contain_text("0 of 5")
+
+    # The API's 422 is shown in words in the dialog, and nothing is saved.
+    page.get_by_role("button", name="New rule").click()
+    dialog = page.get_by_role("dialog", name="New rule")
+    dialog.get_by_label("Rule name", exact=True).fill("broken")
+    dialog.get_by_label("Username pattern", exact=True).fill("plant(")
+    dialog.get_by_role("button", name="Save rule").click()
+    expect(dialog.get_by_role("alert").filter(has_text="username_pattern")).to_be_visible()
+    dialog.get_by_role("button", name="Close").click()
+    assert gateway.api("GET", "/api/client-registry/rules/broken")[0] == 404
+
+    # Reorder: plant4 first.
+    page.get_by_role("button", name="Move plant4 up").click()
+    expect(rows.nth(0)).to_contain_text("plant4")
+    _, listed, _ = gateway.api("GET", "/api/client-registry/rules")
+    assert [r["name"] for r in listed["items"]] == ["plant4", "first"]
+    expect(page.get_by_role("button", name="Move plant4 up")).to_be_disabled()
+
+    # Edit (action deny drops the grant fields), then delete.
+    page.get_by_role("button", name="Edit rule first").click()
+    dialog = page.get_by_role("dialog", name="Rule first")
+    dialog.get_by_label("Also decide while the registry is locked").check()
+    dialog.get_by_role("button", name="Save rule").click()
+    expect(dialog).to_be_hidden()
+    assert gateway.api("GET", "/api/client-registry/rules/first")[1]["whileLocked"] is True
+    page.get_by_role("button", name="Edit rule first").click()
+    page.get_by_role("dialog", name="Rule first").get_by_role("button", name="Delete rule").click()
+    page.get_by_role("dialog", name="Delete rule first?").get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_role("button", name="Edit rule first")).to_be_hidden()
+    assert gateway.api("GET", "/api/client-registry/rules/first")[0] == 404
+    page.watched.assert_clean(allow_console=("422",))
