@@ -49,34 +49,14 @@ enum AuditLine {
     Prune { before: u64 },
 }
 
+/// One line of `audit.log`, framed as the journal frames its records.
 fn encode(line: &AuditLine) -> Vec<u8> {
-    let json = serde_json::to_vec(line).expect("audit lines always serialise");
-    let crc = crc32fast::hash(&json);
-    let mut out = Vec::with_capacity(json.len() + 10);
-    out.extend_from_slice(format!("{crc:08x} ").as_bytes());
-    out.extend_from_slice(&json);
-    out.push(b'\n');
-    out
+    super::journal::encode_json(serde_json::to_vec(line).expect("audit lines always serialise"))
 }
 
 fn decode(line: &[u8]) -> Result<AuditLine, String> {
-    if line.len() < 10 || line[8] != b' ' {
-        return Err("line too short or missing checksum".into());
-    }
-    let digits = &line[..8];
-    if !digits
-        .iter()
-        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err("checksum is not eight lowercase hex digits".into());
-    }
-    let crc = u32::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 16)
-        .map_err(|_| "checksum not hex")?;
-    let json = &line[9..];
-    if crc32fast::hash(json) != crc {
-        return Err("checksum mismatch".into());
-    }
-    serde_json::from_slice(json).map_err(|e| format!("bad audit line: {e}"))
+    serde_json::from_slice(super::journal::checked_json(line)?)
+        .map_err(|e| format!("bad audit line: {e}"))
 }
 
 /// The records and, for a store with a data dir, their file.

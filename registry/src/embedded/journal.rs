@@ -157,7 +157,9 @@ pub fn encode_with_events(record: &JournalRecord, events: &[WebhookEvent]) -> Ve
     encode_json(json)
 }
 
-fn encode_json(json: Vec<u8>) -> Vec<u8> {
+/// Frames one JSON document as a journal line: `<crc32 as 8 lowercase hex>
+/// <json>\n`. Shared by the journal and the audit file (`embedded::audit`).
+pub(super) fn encode_json(json: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&json);
     let mut line = Vec::with_capacity(json.len() + 10);
     line.extend_from_slice(format!("{crc:08x} ").as_bytes());
@@ -166,11 +168,13 @@ fn encode_json(json: Vec<u8>) -> Vec<u8> {
     line
 }
 
-fn decode(line: &[u8]) -> Result<JournalRecord, String> {
+/// The JSON of one line written by [`encode_json`] (without its newline),
+/// once its checksum holds.
+pub(super) fn checked_json(line: &[u8]) -> Result<&[u8], String> {
     if line.len() < 10 || line[8] != b' ' {
         return Err("line too short or missing checksum".into());
     }
-    // Exactly eight lowercase hex digits, as `encode` writes them:
+    // Exactly eight lowercase hex digits, as `encode_json` writes them:
     // `from_str_radix` alone would also take `A`-`F` and a leading `+`, so
     // a flipped case bit in the checksum went unnoticed (found by the
     // `journal_replay` fuzz target; see docs/FUZZING.md).
@@ -187,7 +191,11 @@ fn decode(line: &[u8]) -> Result<JournalRecord, String> {
     if crc32fast::hash(json) != crc {
         return Err("checksum mismatch".into());
     }
-    serde_json::from_slice(json).map_err(|e| format!("bad record: {e}"))
+    Ok(json)
+}
+
+fn decode(line: &[u8]) -> Result<JournalRecord, String> {
+    serde_json::from_slice(checked_json(line)?).map_err(|e| format!("bad record: {e}"))
 }
 
 /// Reads every intact record of the journal at `path` (none if it does not
