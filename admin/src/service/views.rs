@@ -52,12 +52,13 @@ pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
 }
 
-/// Like [`parse_json`], but an empty (or all-whitespace) body means "all
-/// defaults", for routes whose body is optional.
+/// Like [`parse_json`], but an empty body means "all defaults", for routes
+/// whose body is optional. A body of only whitespace is not empty: it is
+/// malformed JSON (no value) and gets the same 400 as any other.
 pub(super) fn parse_optional_json<T: DeserializeOwned + Default>(
     body: &[u8],
 ) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         Ok(T::default())
     } else {
         parse_json(body)
