@@ -94,6 +94,12 @@ impl WebhookEvent {
         }
     }
 
+    /// The same event under the id `id`: a store that fixed the id when it
+    /// recorded the event (the Redis outbox) renders it later with it.
+    pub fn with_id(self, id: String) -> Self {
+        WebhookEvent { id, ..self }
+    }
+
     /// A request event (`request.*`): `data` is the request's admin view.
     pub fn request(kind: EventType, record: &RequestRecord, at: UnixMillis) -> Self {
         let data = serde_json::to_value(record.view()).unwrap_or_default();

@@ -175,6 +175,13 @@ pub async fn open(
                 ..RedisConfig::default()
             })
             .await?;
+            // Every instance's scripts append the events of its decisions;
+            // the instances' deliverers share them (store::outbox).
+            let webhooks = crate::webhooks::Wiring::new(&args.webhooks);
+            let redis = match &webhooks {
+                Some(w) => redis.with_webhook_outbox_claiming(w.outbox_max, w.claim_idle),
+                None => redis,
+            };
             let secrets = Secrets::derive(&redis.load_or_create_secret().await?);
             let ca = match ca_from_flags(args)? {
                 Some(ca) => ca,
@@ -203,12 +210,19 @@ pub async fn open(
             );
             let bridge = TokioBridge::new(redis, tokio::runtime::Handle::current());
             let store = CachedStore::new(Arc::new(bridge), cache);
-            let registry = Arc::new(with_audit(
+            let mut registry = with_audit(
                 Registry::new(store, secrets, config).with_ca(Arc::new(ca)),
                 args,
                 audit_file,
-            ));
+            );
+            if let Some(w) = &webhooks {
+                registry = w.attach(registry);
+            }
+            let registry = Arc::new(registry);
             ensure_admin(&registry, args).await?;
+            if let Some(w) = webhooks {
+                w.start(registry.clone());
+            }
             tracing::info!(
                 store = %fleetgate_store_redis::config::redact_url(url),
                 prefix = %args.redis_prefix,

@@ -184,8 +184,7 @@ impl StoreConfig {
         for role in self.requestable_roles.iter().flatten() {
             crate::flags::parse_role(role).map_err(|m| invalid("--requestable-roles", m))?;
         }
-        self.webhooks
-            .validate(matches!(self.store, StoreKind::Redis(_)))?;
+        self.webhooks.validate()?;
         Ok(())
     }
 

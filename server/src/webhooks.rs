@@ -56,6 +56,11 @@ pub struct WebhookFlags {
     /// How often the outbox is read (for tests).
     #[arg(long, env = "FLEETGATE_WEBHOOK_POLL_INTERVAL", hide = true, value_parser = parse_duration)]
     pub webhook_poll_interval: Option<Duration>,
+
+    /// On Redis: how long an event handed to an instance may go untouched
+    /// before another instance takes it over (for tests; default 60 s).
+    #[arg(long, env = "FLEETGATE_WEBHOOK_CLAIM_IDLE", hide = true, value_parser = parse_duration)]
+    pub webhook_claim_idle: Option<Duration>,
 }
 
 /// How webhooks are configured; `Default` is "no webhooks".
@@ -74,6 +79,8 @@ pub struct WebhookConfig {
     pub poll_every: Duration,
     /// The `request.pending` queue. Default 10,000.
     pub pending_queue: usize,
+    /// On Redis, the take-over idle time. Default 60 s.
+    pub claim_idle: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -86,6 +93,7 @@ impl Default for WebhookConfig {
             schedule: DEFAULT_SCHEDULE.to_vec(),
             poll_every: Duration::from_secs(1),
             pending_queue: PENDING_QUEUE_DEFAULT,
+            claim_idle: fleetgate_store_redis::store::CLAIM_IDLE_DEFAULT,
         }
     }
 }
@@ -112,6 +120,7 @@ impl WebhookFlags {
             },
             poll_every: self.webhook_poll_interval.unwrap_or(d.poll_every),
             pending_queue: d.pending_queue,
+            claim_idle: self.webhook_claim_idle.unwrap_or(d.claim_idle),
         }
     }
 }
@@ -121,14 +130,11 @@ impl WebhookConfig {
         !self.urls.is_empty()
     }
 
-    /// Checks every value; `redis` says whether the store is Redis.
-    pub fn validate(&self, redis: bool) -> Result<(), ConfigError> {
+    /// Checks every value (the same on both stores).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.settings().map(|_| ())?;
-        if self.enabled() && redis {
-            return Err(invalid(
-                "--webhook-url",
-                "webhooks need the embedded store (--store memory) in this version",
-            ));
+        if self.claim_idle < Duration::from_millis(100) {
+            return Err(invalid("--webhook-claim-idle", "must be at least 100ms"));
         }
         Ok(())
     }
@@ -202,6 +208,7 @@ pub struct Wiring {
     queue: PendingEvents,
     pending: std::sync::mpsc::Receiver<WebhookEvent>,
     pub outbox_max: usize,
+    pub claim_idle: Duration,
 }
 
 impl Wiring {
@@ -214,6 +221,7 @@ impl Wiring {
             queue,
             pending,
             outbox_max: config.outbox_max,
+            claim_idle: config.claim_idle,
         })
     }
 
@@ -244,24 +252,22 @@ mod tests {
 
     #[test]
     fn a_url_needs_a_valid_secret_and_http() {
-        assert!(WebhookConfig::default().validate(false).is_ok());
+        assert!(WebhookConfig::default().validate().is_ok());
         let e = with(&["http://127.0.0.1:9/in"], None)
-            .validate(false)
+            .validate()
             .unwrap_err();
         assert_eq!(e.flag, "--webhook-url");
         let e = with(&["http://127.0.0.1:9/in"], Some("whsec_x!"))
-            .validate(false)
+            .validate()
             .unwrap_err();
         assert_eq!(e.flag, "--webhook-secret");
         assert!(!e.to_string().contains("x!"), "the secret is not echoed");
-        let e = with(&[], Some(SECRET)).validate(false).unwrap_err();
+        let e = with(&[], Some(SECRET)).validate().unwrap_err();
         assert_eq!(e.flag, "--webhook-secret");
-        let e = with(&["ftp://h/in"], Some(SECRET))
-            .validate(false)
-            .unwrap_err();
+        let e = with(&["ftp://h/in"], Some(SECRET)).validate().unwrap_err();
         assert_eq!(e.flag, "--webhook-url");
         assert!(with(&["http://127.0.0.1:9/in"], Some(SECRET))
-            .validate(false)
+            .validate()
             .is_ok());
     }
 
@@ -269,12 +275,12 @@ mod tests {
     fn the_schedule_is_capped_in_steps_and_total() {
         let mut c = with(&["http://127.0.0.1:9/in"], Some(SECRET));
         c.schedule = vec![Duration::from_secs(1); SCHEDULE_STEPS_MAX];
-        assert!(c.validate(false).is_ok(), "at the cap of steps");
+        assert!(c.validate().is_ok(), "at the cap of steps");
         c.schedule.push(Duration::from_secs(1));
-        assert!(c.validate(false).is_err());
+        assert!(c.validate().is_err());
         c.schedule = vec![SCHEDULE_TOTAL_MAX];
-        assert!(c.validate(false).is_ok(), "at the cap of total time");
+        assert!(c.validate().is_ok(), "at the cap of total time");
         c.schedule = vec![SCHEDULE_TOTAL_MAX, Duration::from_secs(1)];
-        assert!(c.validate(false).is_err());
+        assert!(c.validate().is_err());
     }
 }

@@ -26,6 +26,7 @@ use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll,
     SealOnCreate, Store, StoreError,
 };
+use fleetgate_registry::webhook::WebhookEvent;
 use fleetgate_registry::UnixMillis;
 use std::net::SocketAddr;
 
@@ -311,6 +312,21 @@ impl<S: Store> Store for TokioBridge<S> {
         let inner = self.inner.clone();
         self.run(async move { inner.prune_audit(before).await })
             .await
+    }
+
+    async fn outbox_take(&self, max: usize) -> Result<Vec<WebhookEvent>, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.outbox_take(max).await }).await
+    }
+
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), StoreError> {
+        let (inner, ids) = (self.inner.clone(), ids.to_vec());
+        self.run(async move { inner.outbox_ack(&ids).await }).await
+    }
+
+    async fn outbox_depth(&self) -> Result<usize, StoreError> {
+        let inner = self.inner.clone();
+        self.run(async move { inner.outbox_depth().await }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

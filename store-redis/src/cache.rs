@@ -61,6 +61,7 @@ use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, Page, Poll, Store,
     StoreError,
 };
+use fleetgate_registry::webhook::WebhookEvent;
 use fleetgate_registry::UnixMillis;
 use tokio::sync::mpsc;
 
@@ -721,6 +722,19 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn prune_audit(&self, before: UnixMillis) -> Result<usize, StoreError> {
         self.inner.prune_audit(before).await
+    }
+
+    // The poll cache holds nothing of the webhook outbox either.
+    async fn outbox_take(&self, max: usize) -> Result<Vec<WebhookEvent>, StoreError> {
+        self.inner.outbox_take(max).await
+    }
+
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.inner.outbox_ack(ids).await
+    }
+
+    async fn outbox_depth(&self) -> Result<usize, StoreError> {
+        self.inner.outbox_depth().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -87,6 +87,11 @@ pub struct BucketKeys {
     /// script. Proxies re-read the 64 epochs a few times a second, so a
     /// change whose event was lost still reaches their caches.
     pub epoch: String,
+    /// `{t}:outbox`: this bucket's webhook outbox, a stream of the events
+    /// of its decisions, XADDed by the decision's own script (see
+    /// `store::outbox`). `{t}:outbox:dropped` counts the entries dropped at
+    /// the cap.
+    pub outbox: String,
 }
 
 impl KeySpace {
@@ -134,6 +139,7 @@ impl KeySpace {
             users: format!("{tag}:users"),
             lock: format!("{tag}:lock"),
             epoch: format!("{tag}:epoch"),
+            outbox: format!("{tag}:outbox"),
         }
     }
 
@@ -147,6 +153,21 @@ impl KeySpace {
     /// bucket copies follow it.
     pub fn lock(&self) -> String {
         format!("{}:lock", self.prefix)
+    }
+
+    /// `{<prefix>:lock}:outbox`: the outbox of lock events. Its hash tag is
+    /// the lock key's whole name, so it is in the lock key's slot and the
+    /// script that writes the lock can append the event.
+    pub fn lock_outbox(&self) -> String {
+        format!("{{{}:lock}}:outbox", self.prefix)
+    }
+
+    /// Every outbox stream: the 64 buckets', then the lock's.
+    pub fn outboxes(&self) -> Vec<String> {
+        (0..BUCKETS)
+            .map(|b| self.bucket_keys(b).outbox)
+            .chain(std::iter::once(self.lock_outbox()))
+            .collect()
     }
 
     /// `<prefix>:lock-version`: incremented by every `set_lock_state`; the
@@ -235,10 +256,15 @@ mod tests {
             &b.users,
             &b.lock,
             &b.epoch,
+            &b.outbox,
         ] {
             assert!(k.starts_with(&tag), "{k} lacks {tag}");
         }
         assert_eq!(u.request, format!("{tag}:r:dev01"));
+        // The lock's outbox takes the lock key's whole name as its tag, so
+        // Redis Cluster puts both in one slot.
+        assert_eq!(ks.lock_outbox(), format!("{{{}}}:outbox", ks.lock()));
+        assert_eq!(ks.outboxes().len(), BUCKETS + 1);
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub struct Scripts {
     pub release: Lua,
     pub set_lock: Lua,
     pub audit_append: Lua,
+    pub outbox_ack: Lua,
 }
 
 impl Scripts {
@@ -96,10 +97,11 @@ impl Scripts {
             release: Lua::new("release", include_str!("lua/release.lua")),
             set_lock: Lua::new("set_lock", include_str!("lua/set_lock.lua")),
             audit_append: Lua::new("audit_append", include_str!("lua/audit_append.lua")),
+            outbox_ack: Lua::new("outbox_ack", include_str!("lua/outbox_ack.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Lua; 19] {
+    pub fn all(&self) -> [&Lua; 20] {
         [
             &self.register,
             &self.grant,
@@ -120,6 +122,7 @@ impl Scripts {
             &self.release,
             &self.set_lock,
             &self.audit_append,
+            &self.outbox_ack,
         ]
     }
 }

@@ -160,6 +160,17 @@ macro_rules! cached_conformance {
 fleetgate_registry::for_each_conformance_case!(cached_conformance);
 
 #[test]
+fn outbox_records_every_decision_through_the_caching_stack() {
+    let bench = Bench::new();
+    support::block_on(
+        conformance::outbox::outbox_holds_every_decision_until_acknowledged(
+            &bench.factory(PRODUCTION_TTL),
+            conformance::outbox::Order::PerUsername,
+        ),
+    );
+}
+
+#[test]
 fn every_case_of_the_suite_runs_here_and_every_exception_is_a_case() {
     // The list comes from the suite's own macro; this holds the generated
     // tests to it, and each exception to a real case.

@@ -47,6 +47,15 @@ async fn cluster_passes_the_suite_and_keeps_transitions_atomic() {
     }))
     .await;
 
+    // The webhook outbox: every script's append is in its own slot, and
+    // the consumer group works per stream across the masters.
+    conformance::outbox::outbox_holds_every_decision_until_acknowledged(
+        &AsyncFactory(|w, max| support::conformance_store(url.clone(), w, max)),
+        conformance::outbox::Order::PerUsername,
+    )
+    .await;
+    support::outbox_is_shared_by_instances(&url).await;
+
     // Two instances grant the same requests at once: one user each.
     let mut config = support::config(&url, "cgrants");
     config.wait_replicas = Some(WaitReplicas {

@@ -45,6 +45,23 @@ async fn the_whole_suite_shares_one_server_under_prefixes() {
     .await;
 }
 
+#[tokio::test]
+async fn outbox_records_every_decision_in_its_script() {
+    let server = RedisServer::start();
+    let url = server.url();
+    conformance::outbox::outbox_holds_every_decision_until_acknowledged(
+        &AsyncFactory(|w, max| support::conformance_store(url.clone(), w, max)),
+        conformance::outbox::Order::PerUsername,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_is_shared_by_instances() {
+    let server = RedisServer::start();
+    support::outbox_is_shared_by_instances(&server.url()).await;
+}
+
 fn grant_of(username: &str, n: u8, now: UnixMillis) -> GrantCommit {
     GrantCommit {
         certificate: None,

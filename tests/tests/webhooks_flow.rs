@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fleetgate_tests::redis::RedisServer;
 use fleetgate_tests::*;
 use serde_json::{json, Value};
 
@@ -122,13 +123,31 @@ fn admin(g: &Gateway, token: &str, method: &str, path: &str, body: Value) -> Res
 
 #[test]
 fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
+    every_event_type_arrives(&[]);
+}
+
+#[test]
+fn every_event_type_arrives_the_same_on_redis() {
+    let redis = RedisServer::start();
+    let prefix = format!("hooks{}", std::process::id());
+    every_event_type_arrives(&[
+        "--store".into(),
+        redis.url(),
+        "--redis-prefix".into(),
+        prefix,
+    ]);
+}
+
+/// A scripted session on a gateway started with `store_args`: every event
+/// type arrives once per decision, signed, with the admin view and no
+/// secret.
+fn every_event_type_arrives(store_args: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
-    let g = start_gateway(
-        None,
-        &webhook_args(&[format!("http://127.0.0.1:{port}/ok")]),
-    );
+    let mut args = webhook_args(&[format!("http://127.0.0.1:{port}/ok")]);
+    args.extend_from_slice(store_args);
+    let g = start_gateway(None, &args);
     let token = g.admin_token();
     let ok = |r: Response, want: u16| assert_eq!(r.status, want, "{}", r.text());
 
@@ -299,6 +318,12 @@ fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
         .find(|b| b["type"] == "registry.locked")
         .unwrap();
     assert_eq!(locked["data"]["locked"], true);
+    // Each outbox event arrives once (`request.pending` is best effort and
+    // not retried, so it cannot be doubled either): no id twice.
+    let mut ids = BTreeSet::new();
+    for l in &lines {
+        assert!(ids.insert(l["id"].as_str().unwrap()), "{l} arrived twice");
+    }
 }
 
 #[test]
@@ -464,6 +489,113 @@ fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
     assert_eq!(receiver.lines().len(), delivered);
 }
 
+/// Two gateways on one Redis share the outbox: each event is delivered by
+/// one of them, never by both; a gateway's held events are not taken while
+/// it lives; and when it is killed with `kill -9`, the other one takes them
+/// over and delivers them, with their ids.
+#[test]
+fn on_redis_each_event_is_delivered_once_and_a_killed_gateways_events_are_taken_over() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
+    let prefix = format!("shared{}", std::process::id());
+    let gateway_to = |url: String| {
+        let mut args = webhook_args_with(&[url], "300ms,600ms,1s,2s,4s,8s,16s");
+        args.extend([
+            "--store".into(),
+            redis.url(),
+            "--redis-prefix".into(),
+            prefix.clone(),
+            "--webhook-claim-idle".into(),
+            "1s".into(),
+        ]);
+        start_gateway(None, &args)
+    };
+    let live = format!("http://127.0.0.1:{port}/ok");
+    // Nothing listens there: every attempt is refused and retried.
+    let dead = format!("http://127.0.0.1:{}/ok", free_port());
+    let grant_all = |g: &Gateway, token: &str, names: &[&str]| {
+        for name in names {
+            let pw = format!("pw-{name}-secret");
+            assert_eq!(register(g.http, &creds(name, &pw)).status, 202);
+            let path = format!("/api/client-registry/requests/{name}/grant");
+            let r = admin(g, token, "POST", &path, Value::Null);
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let granted = |lines: &[Value]| -> BTreeSet<String> {
+        lines
+            .iter()
+            .map(body)
+            .filter(|b| b["type"] == "request.granted")
+            .map(|b| b["data"]["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let once = |lines: &[Value]| {
+        let mut ids = BTreeSet::new();
+        for l in lines {
+            assert_eq!(l["valid"], true, "{l}");
+            assert!(ids.insert(l["id"].as_str().unwrap()), "{l} arrived twice");
+        }
+    };
+
+    // Both gateways deliver to the receiver: every event once.
+    let a = gateway_to(live.clone());
+    let b = gateway_to(live.clone());
+    let token = a.admin_token();
+    let r = admin(
+        &a,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
+    assert_eq!(r.status, 200);
+    let first: Vec<String> = (0..12).map(|i| format!("both-{i:02}")).collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    grant_all(&a, &token, &first[..6]);
+    grant_all(&b, &b.admin_token(), &first[6..]);
+    let want: BTreeSet<String> = first.iter().map(|s| s.to_string()).collect();
+    wait_for(&receiver, "the first grants", |l| granted(l) == want);
+    // Time for a second delivery to show up, if there were one.
+    std::thread::sleep(Duration::from_secs(1));
+    once(&receiver.lines());
+    let delivered = receiver.lines().len();
+    drop(a);
+    drop(b);
+
+    // `holder` is alone when the decisions are made, so it holds every
+    // event, and cannot deliver them.
+    let mut holder = gateway_to(dead);
+    let token = holder.admin_token();
+    let second = ["held-1", "held-2", "held-3"];
+    grant_all(&holder, &token, &second);
+    holder
+        .process
+        .wait_for_line("webhook endpoint configured", Duration::from_secs(10));
+    // Let the holder read them (it polls every 50 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    // A live peer does not take them over while the holder lives, though
+    // that is three take-over idle times.
+    let mut peer = gateway_to(live);
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = receiver.lines();
+    let new: Vec<&Value> = lines[delivered..]
+        .iter()
+        .filter(|l| event_type(l) != "request.pending")
+        .collect();
+    assert!(new.is_empty(), "taken from a live holder: {new:?}");
+
+    holder.process.kill9();
+    let lines = wait_for(&receiver, "the held grants after kill -9", |l| {
+        second.iter().all(|n| granted(l).contains(*n))
+    });
+    once(&lines);
+    peer.process
+        .wait_for_line("took over entries", Duration::from_secs(10));
+}
+
 #[test]
 fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
     let bin = bin_dir().join("fleetgate");
@@ -487,14 +619,13 @@ fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
             "--webhook-secret",
             SECRET,
         ],
-        // Webhooks need the embedded store in this version.
         &[
             "--webhook-url",
             "http://127.0.0.1:9/in",
             "--webhook-secret",
             SECRET,
-            "--store",
-            "redis://127.0.0.1:9",
+            "--webhook-claim-idle",
+            "10ms",
         ],
     ];
     for extra in cases {

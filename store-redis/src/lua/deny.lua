@@ -5,9 +5,12 @@
 -- KEYS[1] request hash  KEYS[2] pending index  KEYS[3] pending expiry
 -- KEYS[4] denied index  KEYS[5] denied expiry (the sweep drops the entry
 --         when the window closes, as Redis drops the hash by TTL)
+-- KEYS[6] the bucket's webhook outbox
 -- ARGV[1] username  ARGV[2] now  ARGV[3] pending_ttl ms
 -- ARGV[4] collect_window ms  ARGV[5] deny_window ms  ARGV[6] events channel
 -- ARGV[7] the name of the rule that denies, or '' for an admin
+-- ARGV[8] outbox cap (0: no webhooks)  ARGV[9] the `request.denied` event's
+-- id  ARGV[10] the `rule.matched` event's id
 --
 -- Reply: {outcome, swept}: denied (swept is 1 when a pending request left the
 -- index), not_found, already_granted.
@@ -35,5 +38,7 @@ expire_at(KEYS[1], now + deny, now)
 redis.call('ZADD', KEYS[4], 0, username)
 redis.call('ZADD', KEYS[5], int(now + deny), username)
 bump_epoch(KEYS[1])
+outbox_request(KEYS[6], tonumber(ARGV[8]) or 0, KEYS[1], username, 'request.denied',
+  ARGV[9], ARGV[10], ARGV[7], 'deny', now)
 redis.call('PUBLISH', ARGV[6], 'deny:' .. username)
 return { 'denied', swept }

@@ -5,13 +5,15 @@
 --
 -- KEYS[1] request hash  KEYS[2] user  KEYS[3] pending index
 -- KEYS[4] pending expiry  KEYS[5] granted index  KEYS[6] granted expiry
--- KEYS[7] users index
+-- KEYS[7] users index  KEYS[8] the bucket's webhook outbox
 -- ARGV[1] username  ARGV[2] fingerprint the admin saw (hex)  ARGV[3] now
 -- ARGV[4] pending_ttl ms  ARGV[5] collect_window ms  ARGV[6] deny_window ms
 -- ARGV[7] granted_at  ARGV[8] user JSON  ARGV[9] granted roles JSON
 -- ARGV[10] granted permissions JSON  ARGV[11] events channel
 -- ARGV[12] the issued client certificate (PEM), or '' for a password request
 -- ARGV[13] the name of the rule that granted, or '' for an admin's grant
+-- ARGV[14] outbox cap (0: no webhooks)  ARGV[15] the `request.granted`
+-- event's id  ARGV[16] the `rule.matched` event's id
 --
 -- Reply: {outcome, swept, [record ...]}: granted (record follows; swept is 1,
 -- the slot to give back), already (record follows), not_found,
@@ -58,5 +60,7 @@ redis.call('ZADD', KEYS[6], int(expires), username)
 redis.call('SET', KEYS[2], ARGV[8])
 redis.call('ZADD', KEYS[7], 0, username)
 bump_epoch(KEYS[1])
+outbox_request(KEYS[8], tonumber(ARGV[14]) or 0, KEYS[1], username, 'request.granted',
+  ARGV[15], ARGV[16], ARGV[13], 'grant', granted_at)
 redis.call('PUBLISH', ARGV[11], 'grant:' .. username)
 return reply

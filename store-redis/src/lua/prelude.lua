@@ -113,3 +113,47 @@ local function with_record(head, key)
   end
   return head
 end
+
+-- The webhook outbox (`store::outbox` in Rust): appends one event entry
+-- (`fields`, a flat field/value list) to `stream` when `cap` > 0, in the
+-- same script as the decision it describes. At the cap the oldest entries
+-- are dropped first, and counted in `<stream>:dropped` (same slot).
+local function outbox_add(stream, cap, fields)
+  if cap <= 0 then
+    return
+  end
+  if redis.call('XLEN', stream) >= cap then
+    local dropped = redis.call('XTRIM', stream, 'MAXLEN', cap - 1)
+    redis.call('INCRBY', stream .. ':dropped', dropped)
+  end
+  redis.call('XADD', stream, '*', unpack(fields))
+end
+
+-- The events of a request decision: `rule.matched` first when a rule
+-- decided (`rule` not ''), then `kind`, each carrying the request hash as
+-- it is now (`r.<field>`), without the sealed credential and the
+-- certificate: Rust renders the request's admin view from it.
+local function outbox_request(stream, cap, key, username, kind, id, rule_id, rule, action, at)
+  if cap <= 0 then
+    return
+  end
+  local rec = {}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if all[i] ~= 'sealed' and all[i] ~= 'cert' then
+      rec[#rec + 1] = 'r.' .. all[i]
+      rec[#rec + 1] = all[i + 1]
+    end
+  end
+  local function entry(head)
+    for _, v in ipairs(rec) do
+      head[#head + 1] = v
+    end
+    return head
+  end
+  if rule ~= nil and rule ~= '' then
+    outbox_add(stream, cap, entry({ 'id', rule_id, 'type', 'rule.matched', 'at', int(at),
+      'user', username, 'rule', rule, 'action', action }))
+  end
+  outbox_add(stream, cap, entry({ 'id', id, 'type', kind, 'at', int(at), 'user', username }))
+end

@@ -7,8 +7,10 @@
 -- once converge on the later one in every bucket, and the sweeper can repair
 -- copies that a failed call missed by writing the global value again.
 --
--- KEYS[1] the lock key or a bucket's copy
+-- KEYS[1] the lock key or a bucket's copy  KEYS[2] (the global key's write
+-- only) the lock's webhook outbox, in the lock key's slot
 -- ARGV[1] version  ARGV[2] unlocked_until ms (0 = locked)
+-- ARGV[3] outbox cap (0: no webhooks)  ARGV[4] the lock event (JSON)
 -- Reply: 1 if written, 0 if the key already held this or a newer version.
 local current = redis.call('GET', KEYS[1])
 local version = 0
@@ -17,6 +19,9 @@ if current then
 end
 if tonumber(ARGV[1]) > version then
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+  if KEYS[2] ~= nil then
+    outbox_add(KEYS[2], tonumber(ARGV[3]) or 0, { 'e', ARGV[4] })
+  end
   return 1
 end
 return 0

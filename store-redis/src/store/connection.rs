@@ -74,6 +74,8 @@ pub struct RedisStore {
     pub(super) wait: Option<WaitReplicas>,
     /// The CA of a `rediss://` server (also for the event subscriber).
     pub(super) tls_ca: Option<Vec<u8>>,
+    /// The webhook outbox, when webhooks are on (`store::outbox`).
+    pub(super) outbox: Option<std::sync::Arc<super::outbox::OutboxState>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -172,6 +174,7 @@ impl RedisStore {
             connect_timeout: config.connect_timeout,
             wait: config.wait_replicas,
             tls_ca: config.tls_ca,
+            outbox: None,
         })
     }
 

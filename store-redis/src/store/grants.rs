@@ -36,6 +36,7 @@ use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::model::RequestRecord;
 use fleetgate_registry::rule::DecidedBy;
 use fleetgate_registry::store::{GrantCommit, GrantResult, StoreError};
+use fleetgate_registry::webhook::new_event_id;
 use futures_util::future::join_all;
 use redis::Value;
 
@@ -77,6 +78,7 @@ impl RedisStore {
             &bk.granted,
             &bk.granted_expiry,
             &bk.users,
+            &bk.outbox,
         ]);
         let [ttl, collect, deny] = self.windows_ms;
         cmd.arg(username)
@@ -98,7 +100,10 @@ impl RedisStore {
                     .as_ref()
                     .and_then(DecidedBy::rule)
                     .unwrap_or(""),
-            );
+            )
+            .arg(self.outbox_cap())
+            .arg(new_event_id())
+            .arg(new_event_id());
         cmd
     }
 

@@ -17,6 +17,7 @@
 
 use fleetgate_registry::decision::LockState;
 use fleetgate_registry::store::StoreError;
+use fleetgate_registry::webhook::WebhookEvent;
 use fleetgate_registry::UnixMillis;
 use futures_util::future::join_all;
 
@@ -67,7 +68,8 @@ impl RedisStore {
         // moves to a newer version, so concurrent calls converge on the
         // later one everywhere; a call that fails half-way is repaired
         // by the caller's retry or by the next `sweep`.
-        self.write_lock_copies(version, until, true).await?;
+        let event = WebhookEvent::lock(state.unlocked_until, UnixMillis::now());
+        self.write_lock_copies(version, until, Some(&event)).await?;
         redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(StoreEvent::Lock(state).encode())
@@ -78,27 +80,45 @@ impl RedisStore {
     }
 
     /// Writes `<version>:<until>` to every bucket's copy of the lock state
-    /// (and to the global key when `global`), unless a copy is newer.
+    /// (and to the global key when `global` holds the change's webhook
+    /// event, which the global key's write appends to the lock's outbox),
+    /// unless a copy is newer.
     async fn write_lock_copies(
         &self,
         version: u64,
         until: u64,
-        global: bool,
+        global: Option<&WebhookEvent>,
     ) -> Result<(), StoreError> {
-        let mut keys: Vec<String> = (0..BUCKETS)
+        let global = global.map(|event| (self.keys.lock(), super::to_json(event)));
+        let copies: Vec<String> = (0..BUCKETS)
             .map(|b| self.keys.bucket_keys(b).lock)
             .collect();
-        if global {
-            keys.push(self.keys.lock());
-        }
-        let writes = keys.iter().map(|key| {
-            let mut conn = self.conn();
-            async move {
-                let mut cmd = self.scripts.set_lock.evalsha(&[key]);
-                cmd.arg(version).arg(until);
-                conn.eval(&self.scripts, &cmd).await
-            }
-        });
+        let outbox = self.keys.lock_outbox();
+        let writes = copies
+            .iter()
+            .map(|key| (key, None))
+            .chain(global.iter().map(|(key, event)| (key, Some(event))))
+            .map(|(key, event)| {
+                let mut conn = self.conn();
+                let outbox = &outbox;
+                async move {
+                    let mut cmd = match event {
+                        Some(event) => {
+                            let mut cmd = self.scripts.set_lock.evalsha(&[key, outbox]);
+                            cmd.arg(version)
+                                .arg(until)
+                                .arg(self.outbox_cap())
+                                .arg(event);
+                            cmd
+                        }
+                        None => self.scripts.set_lock.evalsha(&[key]),
+                    };
+                    if event.is_none() {
+                        cmd.arg(version).arg(until);
+                    }
+                    conn.eval(&self.scripts, &cmd).await
+                }
+            });
         for r in join_all(writes).await {
             r.map_err(|e| redis_error("set lock copy", e))?;
         }
@@ -115,7 +135,7 @@ impl RedisStore {
             .map_err(|e| redis_error("GET lock", e))?;
         match parse_lock(v.as_deref()).map_err(|e| corrupt("GET lock", e))? {
             (0, _) => Ok(()),
-            (version, until) => self.write_lock_copies(version, until, false).await,
+            (version, until) => self.write_lock_copies(version, until, None).await,
         }
     }
 }

@@ -57,6 +57,7 @@
 //! - `grants`: the grant script's command and reply, and group commit
 //!   (pipelines of at most `GROUP_MAX` grants on their own connection, one
 //!   `WAIT` each, per bucket on a cluster).
+//! - `outbox`: the webhook outbox streams and their consumer group.
 //! - `sweep`: dropping expired requests, giving their slots back.
 //! - `trait_impl`: the [`Store`] implementation, with the reads
 //!   (requests, users) and the transitions that are one script call.
@@ -72,6 +73,7 @@ mod connection;
 mod failure;
 mod grants;
 mod lock;
+mod outbox;
 mod register;
 mod shared;
 mod sweep;
@@ -79,6 +81,7 @@ mod trait_impl;
 
 pub use connection::{ConnectError, RedisStore};
 pub use grants::{group_deadline, GROUP_MAX, PER_GRANT};
+pub use outbox::{CLAIM_IDLE_DEFAULT, GROUP as OUTBOX_GROUP};
 
 /// A duration in whole milliseconds, as every script wants it.
 fn ms(d: Duration) -> u64 {

@@ -23,6 +23,7 @@ use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError, MAX_PAGE,
 };
+use fleetgate_registry::webhook::{new_event_id, EventType, WebhookEvent};
 use futures_util::future::join_all;
 use redis::Value;
 
@@ -305,11 +306,15 @@ impl Store for RedisStore {
                 let mut user: UserRecord = serde_json::from_slice(&read)
                     .map_err(|e| corrupt("GET user", BadReply(format!("user {username}: {e}"))))?;
                 change.apply(&mut user);
-                let mut cmd = self.scripts.cas_user.evalsha(&[&uk.user]);
+                let outbox = self.keys.bucket_keys_of(username).outbox;
+                let mut cmd = self.scripts.cas_user.evalsha(&[&uk.user, &outbox]);
+                let event = WebhookEvent::user(EventType::UserUpdated, &user, UnixMillis::now());
                 cmd.arg(username)
                     .arg(&read)
                     .arg(to_json(&user))
-                    .arg(&self.channel);
+                    .arg(&self.channel)
+                    .arg(self.outbox_cap())
+                    .arg(to_json(&event));
                 let (reply, acked) = self
                     .durable_conn()
                     .eval_durable(&self.scripts, &cmd, self.wait)
@@ -347,8 +352,13 @@ impl Store for RedisStore {
                 &uk.request,
                 &bk.granted,
                 &bk.granted_expiry,
+                &bk.outbox,
             ]);
-            cmd.arg(username).arg(&self.channel);
+            cmd.arg(username)
+                .arg(&self.channel)
+                .arg(self.outbox_cap())
+                .arg(new_event_id())
+                .arg(UnixMillis::now().0);
             let (reply, acked) = self
                 .durable_conn()
                 .eval_durable(&self.scripts, &cmd, self.wait)
@@ -575,6 +585,21 @@ impl Store for RedisStore {
         self.prune_audit_records(before).await
     }
 
+    async fn outbox_take(&self, max: usize) -> Result<Vec<WebhookEvent>, StoreError> {
+        // Up to 65 streams read at once, a second round for the busy ones,
+        // and every `claim_idle / 4` a heartbeat and take-over round.
+        self.bounded_within("outbox_take", self.op_timeout * 4, self.take_outbox(max))
+            .await
+    }
+
+    async fn outbox_ack(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.bounded("outbox_ack", self.ack_outbox(ids)).await
+    }
+
+    async fn outbox_depth(&self) -> Result<usize, StoreError> {
+        self.bounded("outbox_depth", self.outbox_len()).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded("ping", async {
             redis::cmd("PING")
@@ -699,6 +724,7 @@ impl RedisStore {
             &bk.pending_expiry,
             &bk.denied,
             &bk.denied_expiry,
+            &bk.outbox,
         ]);
         let [ttl, collect, deny] = self.windows_ms;
         cmd.arg(username)
@@ -707,7 +733,10 @@ impl RedisStore {
             .arg(collect)
             .arg(deny)
             .arg(&self.channel)
-            .arg(rule);
+            .arg(rule)
+            .arg(self.outbox_cap())
+            .arg(new_event_id())
+            .arg(new_event_id());
         let reply = self
             .conn()
             .eval(&self.scripts, &cmd)

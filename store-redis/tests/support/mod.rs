@@ -21,8 +21,13 @@ pub async fn store(url: &str, name: &str, windows: Windows, max_pending: usize) 
 }
 
 /// A conformance-suite store: a fresh prefix on the server at `url`.
+///
+/// Webhook events are recorded (the outbox case needs them, and every other
+/// case then also runs the scripts' outbox appends).
 pub async fn conformance_store(url: String, windows: Windows, max_pending: usize) -> RedisStore {
-    store(&url, "conformance", windows, max_pending).await
+    store(&url, "conformance", windows, max_pending)
+        .await
+        .with_webhook_outbox(1000)
 }
 
 /// The stack the binaries build on Redis (`admin/src/bootstrap.rs`):
@@ -43,7 +48,11 @@ pub async fn production_stack(
 ) -> CachedStore<TokioBridge<RedisStore>> {
     use fleetgate_store_redis::cache::{spawn_event_listener, spawn_refresher, REVALIDATE_EVERY};
 
-    let redis = std::sync::Arc::new(store(url, "production", windows, max_pending).await);
+    let redis = std::sync::Arc::new(
+        store(url, "production", windows, max_pending)
+            .await
+            .with_webhook_outbox(1000),
+    );
     let cache = PollCache::new(cache_ttl, max_pending);
     let mut events = redis.subscribe_events();
     let first = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
@@ -193,4 +202,123 @@ pub async fn lost_events_reach_the_cache_within_the_bound(url: &str) -> std::tim
         slowest = slowest.max(acked.elapsed());
     }
     slowest
+}
+
+/// The Redis outbox shared by several instances of one namespace, on the
+/// server or cluster at `url`: each event is handed to one instance; an
+/// instance's unacknowledged events are taken over, with their ids, once
+/// it has been gone for the take-over idle time; a live instance's held
+/// events are not; and each stream keeps at most its cap.
+pub async fn outbox_is_shared_by_instances(url: &str) {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use fleetgate_registry::conformance::{fp, poll, user, T0};
+    use fleetgate_registry::decision::{Decision, LockState};
+    use fleetgate_registry::store::{GrantCommit, GrantResult, Store};
+
+    let idle = Duration::from_millis(600);
+    let config = config(url, "outbox");
+    let connect = || async {
+        RedisStore::connect_with(config.clone())
+            .await
+            .unwrap()
+            .with_webhook_outbox_claiming(1000, idle)
+    };
+    let (a, b) = (connect().await, connect().await);
+    a.set_lock_state(LockState {
+        unlocked_until: Some(T0.plus(Duration::from_secs(3600))),
+    })
+    .await
+    .unwrap();
+    for i in 0..30u8 {
+        let name = format!("dev{i:02}");
+        assert_eq!(
+            a.register(poll(&name, i), T0).await.unwrap().0,
+            Decision::Create
+        );
+        let granted = b
+            .commit_grant(
+                GrantCommit {
+                    certificate: None,
+                    username: name.clone(),
+                    fingerprint: fp(i),
+                    user: user(&name),
+                    granted_at: T0,
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(granted, GrantResult::Granted(_)), "{granted:?}");
+    }
+    assert_eq!(a.outbox_depth().await.unwrap(), 31);
+
+    // Two readers: disjoint, and together every event.
+    let from_a = a.outbox_take(12).await.unwrap();
+    assert_eq!(from_a.len(), 12, "a takes what it asks for");
+    let from_b = b.outbox_take(100).await.unwrap();
+    let ids_a: BTreeSet<String> = from_a.iter().map(|e| e.id.clone()).collect();
+    let ids_b: BTreeSet<String> = from_b.iter().map(|e| e.id.clone()).collect();
+    assert!(ids_a.is_disjoint(&ids_b), "an event went to both instances");
+    assert_eq!(ids_a.len() + ids_b.len(), 31, "every event, once");
+    assert!(a.outbox_take(100).await.unwrap().is_empty());
+
+    // b dies holding its events: a takes them over, same ids, once they
+    // have been idle long enough, and not before.
+    let ack_a: Vec<String> = ids_a.iter().cloned().collect();
+    a.outbox_ack(&ack_a).await.unwrap();
+    drop(b);
+    let start = std::time::Instant::now();
+    let mut taken_over = BTreeSet::new();
+    while taken_over.len() < ids_b.len() && start.elapsed() < Duration::from_secs(10) {
+        for e in a.outbox_take(100).await.unwrap() {
+            assert!(
+                start.elapsed() >= idle / 2,
+                "taken over after {:?}, before the idle time",
+                start.elapsed()
+            );
+            taken_over.insert(e.id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(taken_over, ids_b, "b's events, with their ids");
+    let ack: Vec<String> = taken_over.into_iter().collect();
+    a.outbox_ack(&ack).await.unwrap();
+    assert_eq!(a.outbox_depth().await.unwrap(), 0);
+
+    // A live holder keeps its events through many idle times: it touches
+    // them on every take.
+    let c = connect().await;
+    c.set_lock_state(LockState::default()).await.unwrap();
+    let held = c.outbox_take(100).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let until = std::time::Instant::now() + idle * 3;
+    while std::time::Instant::now() < until {
+        assert!(c.outbox_take(100).await.unwrap().is_empty());
+        assert!(
+            a.outbox_take(100).await.unwrap().is_empty(),
+            "a live instance's held event was taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.outbox_ack(&[held[0].id.clone()]).await.unwrap();
+    // Acknowledging twice, or an id never handed out here, changes nothing.
+    c.outbox_ack(&[held[0].id.clone(), "msg_unknown".into()])
+        .await
+        .unwrap();
+    assert_eq!(c.outbox_depth().await.unwrap(), 0);
+
+    // The cap: 65 over 65 streams is one entry each; the lock's stream
+    // keeps the newest lock event only.
+    let capped = RedisStore::connect_with(config.clone())
+        .await
+        .unwrap()
+        .with_webhook_outbox_claiming(65, idle);
+    for _ in 0..3 {
+        capped.set_lock_state(LockState::default()).await.unwrap();
+    }
+    let events = capped.outbox_take(100).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(capped.outbox_depth().await.unwrap(), 1);
 }

@@ -3,27 +3,31 @@
 //! (through compaction), and the cap.
 
 use super::*;
-use crate::conformance::outbox::outbox_holds_every_decision_until_acknowledged;
+use crate::conformance::outbox::{outbox_holds_every_decision_until_acknowledged, Order};
 use crate::webhook::EventType;
 
 #[test]
 fn outbox_conformance_in_memory() {
-    now_or_never(outbox_holds_every_decision_until_acknowledged(&|w, max| {
-        EmbeddedStore::in_memory(w, max).with_webhook_outbox(1000)
-    }));
+    now_or_never(outbox_holds_every_decision_until_acknowledged(
+        &|w, max| EmbeddedStore::in_memory(w, max).with_webhook_outbox(1000),
+        Order::Commit,
+    ));
 }
 
 #[test]
 fn outbox_conformance_with_journal() {
     let dirs = std::sync::Mutex::new(Vec::new());
-    now_or_never(outbox_holds_every_decision_until_acknowledged(&|w, max| {
-        let d = tempfile::tempdir().unwrap();
-        let s = EmbeddedStore::open(d.path(), w, max, T0)
-            .unwrap()
-            .with_webhook_outbox(1000);
-        dirs.lock().unwrap().push(d);
-        s
-    }));
+    now_or_never(outbox_holds_every_decision_until_acknowledged(
+        &|w, max| {
+            let d = tempfile::tempdir().unwrap();
+            let s = EmbeddedStore::open(d.path(), w, max, T0)
+                .unwrap()
+                .with_webhook_outbox(1000);
+            dirs.lock().unwrap().push(d);
+            s
+        },
+        Order::Commit,
+    ));
 }
 
 fn grant_one(s: &EmbeddedStore, name: &str, n: u8) {
