@@ -1,7 +1,7 @@
 //! Webhooks in the binaries: the `--webhook-*` flags, their typed
 //! [`WebhookConfig`] (part of `StoreConfig`, so both binaries take them)
-//! with `validate()`, and the wiring at start: the store records events in
-//! its outbox, the registry offers `request.pending` events to a bounded
+//! with `validate()`, and the wiring at start: the store (embedded or
+//! Redis) records events in its outbox, the registry offers `request.pending` events to a bounded
 //! queue, and the deliverer (`fleetgate_admin::webhook`) runs on the admin
 //! runtime.
 
@@ -45,7 +45,8 @@ pub struct WebhookFlags {
     pub webhook_timeout: Duration,
 
     /// Most undelivered events the durable outbox holds; past it the
-    /// oldest is dropped (counted and logged).
+    /// oldest is dropped (counted and logged). On Redis, split evenly over
+    /// its 65 streams.
     #[arg(long, env = "FLEETGATE_WEBHOOK_OUTBOX_MAX", default_value_t = OUTBOX_DEFAULT_MAX as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub webhook_outbox_max: u64,
 
