@@ -133,17 +133,31 @@ impl WebhookEvent {
     }
 
     /// `registry.unlocked` / `registry.locked`: `{"locked", "unlockedUntil"}`.
+    /// `registry.locked` by an admin also has `"expired": false`.
     pub fn lock(unlocked_until: Option<UnixMillis>, at: UnixMillis) -> Self {
-        let kind = if unlocked_until.is_some() {
-            EventType::RegistryUnlocked
-        } else {
-            EventType::RegistryLocked
-        };
-        let data = serde_json::json!({
-            "locked": unlocked_until.is_none(),
-            "unlockedUntil": unlocked_until.map(UnixMillis::to_rfc3339),
-        });
-        Self::new(kind, at, data)
+        match unlocked_until {
+            Some(until) => Self::new(
+                EventType::RegistryUnlocked,
+                at,
+                serde_json::json!({"locked": false, "unlockedUntil": until.to_rfc3339()}),
+            ),
+            None => Self::new(
+                EventType::RegistryLocked,
+                at,
+                serde_json::json!({"locked": true, "unlockedUntil": null, "expired": false}),
+            ),
+        }
+    }
+
+    /// `registry.locked` when the unlock window closed by itself at
+    /// `until` (the event's time): `{"locked": true, "unlockedUntil": null,
+    /// "expired": true}`. Stores record it once, from their sweep.
+    pub fn lock_expired(until: UnixMillis) -> Self {
+        Self::new(
+            EventType::RegistryLocked,
+            until,
+            serde_json::json!({"locked": true, "unlockedUntil": null, "expired": true}),
+        )
     }
 
     /// The events of a grant: `request.granted`, preceded by `rule.matched`

@@ -73,6 +73,7 @@ pub struct Scripts {
     pub set_lock: Lua,
     pub audit_append: Lua,
     pub outbox_ack: Lua,
+    pub lock_expire: Lua,
 }
 
 impl Scripts {
@@ -98,10 +99,11 @@ impl Scripts {
             set_lock: Lua::new("set_lock", include_str!("lua/set_lock.lua")),
             audit_append: Lua::new("audit_append", include_str!("lua/audit_append.lua")),
             outbox_ack: Lua::new("outbox_ack", include_str!("lua/outbox_ack.lua")),
+            lock_expire: Lua::new("lock_expire", include_str!("lua/lock_expire.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Lua; 20] {
+    pub fn all(&self) -> [&Lua; 21] {
         [
             &self.register,
             &self.grant,
@@ -123,6 +125,7 @@ impl Scripts {
             &self.set_lock,
             &self.audit_append,
             &self.outbox_ack,
+            &self.lock_expire,
         ]
     }
 }

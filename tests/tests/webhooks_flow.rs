@@ -121,6 +121,62 @@ fn admin(g: &Gateway, token: &str, method: &str, path: &str, body: Value) -> Res
     authed(g.admin, token, method, path, &body)
 }
 
+/// An unlock window that closes by itself is announced once, by the
+/// sweep (every 5 s), as `registry.locked` with `"expired": true`, dated at
+/// the window's end. `store_args` picks the store.
+fn the_end_of_an_unlock_window_arrives(store_args: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Receiver::start(port, &dir.path().join("hooks.jsonl"));
+    let mut args = webhook_args(&[format!("http://127.0.0.1:{port}/ok")]);
+    args.extend_from_slice(store_args);
+    let g = start_gateway(None, &args);
+    let token = g.admin_token();
+    let r = admin(
+        &g,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 1000}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let until = r.json()["unlockedUntil"].as_str().unwrap().to_owned();
+    let lines = wait_for(&receiver, "registry.locked after the window", |l| {
+        l.iter().any(|l| event_type(l) == "registry.locked")
+    });
+    let locked: Vec<Value> = lines
+        .iter()
+        .filter(|l| event_type(l) == "registry.locked")
+        .map(body)
+        .collect();
+    assert_eq!(locked[0]["data"]["expired"], true, "{locked:?}");
+    assert_eq!(locked[0]["timestamp"], until.as_str());
+    // Later sweeps announce nothing more.
+    std::thread::sleep(Duration::from_secs(6));
+    let again = receiver
+        .lines()
+        .iter()
+        .filter(|l| event_type(l) == "registry.locked")
+        .count();
+    assert_eq!(again, 1);
+    assert_eq!(
+        authed(g.admin, &token, "GET", "/api/client-registry", b"").json()["locked"],
+        true
+    );
+}
+
+#[test]
+fn the_end_of_an_unlock_window_arrives_on_both_stores() {
+    the_end_of_an_unlock_window_arrives(&[]);
+    let redis = RedisServer::start();
+    the_end_of_an_unlock_window_arrives(&[
+        "--store".into(),
+        redis.url(),
+        "--redis-prefix".into(),
+        format!("ends{}", std::process::id()),
+    ]);
+}
+
 #[test]
 fn every_event_type_arrives_signed_with_the_admin_view_and_no_secret() {
     every_event_type_arrives(&[]);

@@ -413,6 +413,7 @@ impl EmbeddedStore {
     /// Called periodically by the binaries' sweeper thread; correctness
     /// does not depend on it, because every read checks expiry itself.
     pub fn sweep(&self, now: UnixMillis) -> usize {
+        self.record_lock_expiry(now);
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut s = lock(shard);
@@ -445,6 +446,32 @@ impl EmbeddedStore {
             self.pending.fetch_sub(pending_removed, Ordering::Relaxed);
         }
         removed
+    }
+
+    /// With webhooks, once the unlock window has closed by itself, records
+    /// `registry.locked` (`"expired": true`) once, and stores the locked
+    /// state (which reads the same: an expired window is locked). Under the
+    /// journal mutex, which `set_lock_state` also holds while recording, so
+    /// an admin's unlock in between is never overwritten.
+    fn record_lock_expiry(&self, now: UnixMillis) {
+        if !self.recording.load(Ordering::Acquire) {
+            return;
+        }
+        let until = self.unlocked_until.load(Ordering::Acquire);
+        if until == 0 || until > now.0 {
+            return;
+        }
+        let mut journal = self.journal();
+        if self.unlocked_until.load(Ordering::Acquire) != until {
+            return;
+        }
+        let event = WebhookEvent::lock_expired(UnixMillis(until));
+        match self.persist_events(&mut journal, vec![event]) {
+            Ok(()) => self.unlocked_until.store(0, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the unlock window's end failed; will retry")
+            }
+        }
     }
 
     // The synchronous bodies of the `Store` methods.

@@ -189,6 +189,9 @@ fn decode(entry: &Entry) -> Result<WebhookEvent, BadReply> {
             .parse()
             .map_err(|_| BadReply("event time".into()))?,
     );
+    if f.get("lock").map(Vec::as_slice) == Some(b"expired") {
+        return Ok(WebhookEvent::lock_expired(at).with_id(id));
+    }
     let username = s("user")?;
     if let Some(json) = f.get("u") {
         let user: UserRecord =

@@ -1,6 +1,6 @@
 //! The periodic sweep: expired requests leave the indexes and give their
-//! `--max-pending` slots back, and lock copies that missed a write are
-//! repaired.
+//! `--max-pending` slots back, lock copies that missed a write are
+//! repaired, and (with webhooks) the end of an unlock window is recorded.
 //!
 //! Correctness never depends on it (every read checks expiry against the
 //! clock, and Redis drops the request hashes by TTL); it keeps the indexes
@@ -18,6 +18,26 @@ use crate::keys::BUCKETS;
 use crate::record::{self, BadReply};
 
 impl RedisStore {
+    /// With webhooks, records `registry.locked` (`"expired": true`) once
+    /// when the unlock window has closed by itself (`lock_expire.lua`: the
+    /// first instance's sweep after the end records it).
+    async fn record_lock_expiry(&self, now: UnixMillis) -> Result<(), StoreError> {
+        if self.outbox_cap() == 0 {
+            return Ok(());
+        }
+        let lock = self.keys.lock();
+        let outbox = self.keys.lock_outbox();
+        let mut cmd = self.scripts.lock_expire.evalsha(&[&lock, &outbox]);
+        cmd.arg(now.0)
+            .arg(self.outbox_cap())
+            .arg(fleetgate_registry::webhook::new_event_id());
+        self.conn()
+            .eval(&self.scripts, &cmd)
+            .await
+            .map_err(|e| redis_error("lock_expire", e))?;
+        Ok(())
+    }
+
     /// Drops expired pending, granted and denied requests (at most `per_bucket` of
     /// each kind per bucket) and gives their `--max-pending` slots back.
     /// Returns how many records were dropped. Correctness never depends on
@@ -63,6 +83,7 @@ impl RedisStore {
             }
             self.release_slots(pending).await;
             self.repair_lock_copies().await?;
+            self.record_lock_expiry(now).await?;
             Ok(total as usize)
         })
         .await

@@ -309,6 +309,33 @@ pub async fn outbox_is_shared_by_instances(url: &str) {
         .unwrap();
     assert_eq!(c.outbox_depth().await.unwrap(), 0);
 
+    // The end of an unlock window: recorded once, by the first sweep
+    // after it, whichever instance runs it.
+    let until = T0.plus(Duration::from_secs(300));
+    a.set_lock_state(LockState {
+        unlocked_until: Some(until),
+    })
+    .await
+    .unwrap();
+    let unlocked = a.outbox_take(100).await.unwrap();
+    assert_eq!(unlocked.len(), 1);
+    a.outbox_ack(&[unlocked[0].id.clone()]).await.unwrap();
+    a.sweep(T0, 1000).await.unwrap();
+    assert!(
+        a.outbox_take(100).await.unwrap().is_empty(),
+        "not before the end"
+    );
+    c.sweep(until, 1000).await.unwrap();
+    a.sweep(until.plus(Duration::from_secs(5)), 1000)
+        .await
+        .unwrap();
+    let ended = a.outbox_take(100).await.unwrap();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].at, until);
+    assert_eq!(ended[0].data["expired"], true);
+    assert_eq!(a.lock_state().await.unwrap(), LockState::default());
+    a.outbox_ack(&[ended[0].id.clone()]).await.unwrap();
+
     // The cap: 65 over 65 streams is one entry each; the lock's stream
     // keeps the newest lock event only.
     let capped = RedisStore::connect_with(config.clone())

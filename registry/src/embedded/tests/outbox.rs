@@ -137,3 +137,41 @@ fn at_the_cap_the_oldest_undelivered_event_is_dropped_and_decisions_go_on() {
         "the oldest (1 s) went"
     );
 }
+
+#[test]
+fn the_end_of_an_unlock_window_is_recorded_once_by_the_sweep() {
+    let s = EmbeddedStore::in_memory(Windows::default(), 100).with_webhook_outbox(1000);
+    let until = T0.plus(Duration::from_secs(300));
+    now_or_never(s.set_lock_state(LockState {
+        unlocked_until: Some(until),
+    }))
+    .unwrap();
+    s.sweep(T0);
+    s.sweep(until);
+    let events = now_or_never(s.outbox_take(10)).unwrap();
+    let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventType::RegistryUnlocked, EventType::RegistryLocked],
+        "before the end nothing; at the end one event"
+    );
+    assert_eq!(events[1].at, until, "dated at the window's end");
+    assert_eq!(events[1].data["expired"], true);
+    assert_eq!(events[1].data["locked"], true);
+    // Later sweeps record nothing more, and the store reads locked.
+    s.sweep(until.plus(Duration::from_secs(10)));
+    assert!(now_or_never(s.outbox_take(10)).unwrap().is_empty());
+    assert_eq!(now_or_never(s.lock_state()).unwrap(), LockState::default());
+    // An admin's lock is not "expired".
+    now_or_never(s.set_lock_state(LockState::default())).unwrap();
+    let lock = now_or_never(s.outbox_take(10)).unwrap();
+    assert_eq!(lock[0].data["expired"], false);
+    // Without webhooks, the sweep records nothing (and there is no outbox).
+    let quiet = EmbeddedStore::in_memory(Windows::default(), 100);
+    now_or_never(quiet.set_lock_state(LockState {
+        unlocked_until: Some(until),
+    }))
+    .unwrap();
+    quiet.sweep(until.plus(Duration::from_secs(1)));
+    assert!(now_or_never(quiet.outbox_take(10)).unwrap().is_empty());
+}
