@@ -17,7 +17,8 @@ What it answers depends on the path, so one receiver plays every endpoint:
     /retry-after/S 503 with `Retry-After: S` to the first attempt of each
                    webhook-id, then 200
     /gone          410
-Only the loopback address is served.
+Only the loopback address is served. With --tls-cert and --tls-key it
+serves HTTPS (Python's ssl module) instead of HTTP.
 """
 
 import argparse
@@ -49,6 +50,8 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--log", required=True)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
@@ -95,6 +98,11 @@ def main():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"receiver listening on {args.port}", flush=True)
     server.serve_forever()
 

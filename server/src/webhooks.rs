@@ -27,14 +27,19 @@ pub const SCHEDULE_TOTAL_MAX: Duration = Duration::from_secs(3 * 24 * 3600);
 #[derive(Args, Clone, Debug)]
 pub struct WebhookFlags {
     /// Send signed webhook events (Standard Webhooks) to this URL
-    /// (`http://host:port/path`); repeat for several endpoints. Needs
-    /// --webhook-secret.
+    /// (`http://` or `https://host:port/path`); repeat for several
+    /// endpoints. Needs --webhook-secret.
     #[arg(
         long = "webhook-url",
         env = "FLEETGATE_WEBHOOK_URL",
         value_delimiter = ','
     )]
     pub urls: Vec<String>,
+
+    /// The CA certificates (PEM) an `https://` webhook endpoint's
+    /// certificate must chain to; then the system's roots are not trusted.
+    #[arg(long, env = "FLEETGATE_WEBHOOK_CA_CERT")]
+    pub webhook_ca_cert: Option<std::path::PathBuf>,
 
     /// The signing secret, `whsec_` and the base64 of 24 to 64 bytes.
     #[arg(long, env = "FLEETGATE_WEBHOOK_SECRET", hide_env_values = true)]
@@ -70,6 +75,8 @@ pub struct WebhookConfig {
     pub urls: Vec<String>,
     /// Never logged: `Debug` of the whole config redacts it.
     pub secret: Option<String>,
+    /// `--webhook-ca-cert`.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Default 10 s.
     pub attempt_timeout: Duration,
     /// Default 100,000.
@@ -89,6 +96,7 @@ impl Default for WebhookConfig {
         WebhookConfig {
             urls: Vec::new(),
             secret: None,
+            ca_cert: None,
             attempt_timeout: Duration::from_secs(10),
             outbox_max: OUTBOX_DEFAULT_MAX,
             schedule: DEFAULT_SCHEDULE.to_vec(),
@@ -112,6 +120,7 @@ impl WebhookFlags {
         WebhookConfig {
             urls: self.urls,
             secret: self.webhook_secret,
+            ca_cert: self.webhook_ca_cert,
             attempt_timeout: self.webhook_timeout,
             outbox_max: self.webhook_outbox_max as usize,
             schedule: if self.webhook_retry_schedule.is_empty() {
@@ -168,10 +177,10 @@ impl WebhookConfig {
             let uri: http::Uri = url
                 .parse()
                 .map_err(|e| invalid("--webhook-url", format!("not a URL: {e}")))?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(invalid(
                     "--webhook-url",
-                    "must be http://host[:port]/path (https is not supported yet)",
+                    "must be http:// or https://host[:port]/path",
                 ));
             }
             endpoints.push(uri);
@@ -194,7 +203,18 @@ impl WebhookConfig {
         if self.attempt_timeout.is_zero() {
             return Err(invalid("--webhook-timeout", "must be greater than zero"));
         }
+        let ca_pem = match &self.ca_cert {
+            Some(path) => {
+                let why =
+                    |m: String| invalid("--webhook-ca-cert", format!("{}: {m}", path.display()));
+                let pem = std::fs::read(path).map_err(|e| why(e.to_string()))?;
+                fleetgate_admin::webhook::tls::client_config(Some(&pem)).map_err(why)?;
+                Some(pem)
+            }
+            None => None,
+        };
         let mut settings = WebhookSettings::new(endpoints, secret);
+        settings.ca_pem = ca_pem;
         settings.schedule = self.schedule.clone();
         settings.attempt_timeout = self.attempt_timeout;
         settings.poll_every = self.poll_every;

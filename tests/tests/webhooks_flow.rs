@@ -27,20 +27,29 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, log: &Path) -> Receiver {
+        Receiver::start_with(port, log, &[])
+    }
+
+    /// An HTTPS receiver with this certificate chain and key (PEM files).
+    fn start_tls(port: u16, log: &Path, cert: &Path, key: &Path) -> Receiver {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        Receiver::start_with(port, log, &["--tls-cert", cert, "--tls-key", key])
+    }
+
+    fn start_with(port: u16, log: &Path, extra: &[&str]) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook_receiver.py");
-        let process = spawn_program(
-            Path::new("python3"),
-            &[
-                script.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-                "--secret",
-                SECRET,
-                "--log",
-                log.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let port_text = port.to_string();
+        let mut args = vec![
+            script.to_str().unwrap(),
+            "--port",
+            &port_text,
+            "--secret",
+            SECRET,
+            "--log",
+            log.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let process = spawn_program(Path::new("python3"), &args, &[]);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         poll_until(
             Duration::from_secs(20),
@@ -652,6 +661,129 @@ fn on_redis_each_event_is_delivered_once_and_a_killed_gateways_events_are_taken_
         .wait_for_line("took over entries", Duration::from_secs(10));
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with
+/// `openssl` in `dir`: (ca.pem, server.pem, server.key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let s = |path: &PathBuf| path.to_str().unwrap().to_owned();
+    let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+    let (cert, key, csr, ext) = (
+        p("server.pem"),
+        p("server.key"),
+        p("server.csr"),
+        p("san.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=webhook test CA",
+            "-keyout",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([s(&ca_key), "-out".into(), s(&ca)])
+        .collect(),
+        [
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([s(&key), "-out".into(), s(&csr)])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-in"]
+            .map(String::from)
+            .into_iter()
+            .chain([s(&csr), "-CA".into(), s(&ca), "-CAkey".into(), s(&ca_key)])
+            .chain([
+                "-CAcreateserial".into(),
+                "-extfile".into(),
+                s(&ext),
+                "-out".into(),
+                s(&cert),
+            ])
+            .collect(),
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let (ok, out) = openssl(&args);
+        assert!(ok, "openssl {args:?}: {out}");
+    }
+    (ca, cert, key)
+}
+
+/// An `https://` endpoint gets the events when its certificate chains to
+/// `--webhook-ca-cert`; a gateway that trusts only the system's roots
+/// refuses the same receiver and delivers nothing to it.
+#[test]
+fn https_endpoints_are_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let port = free_port();
+    let receiver = Receiver::start_tls(port, &dir.path().join("hooks.jsonl"), &cert, &key);
+    let url = format!("https://127.0.0.1:{port}/ok");
+    let unlock = |g: &Gateway| {
+        let r = admin(
+            g,
+            &g.admin_token(),
+            "POST",
+            "/api/client-registry/unlock",
+            json!({"durationMs": 600_000}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+
+    // Only the system's roots: the handshake fails, nothing arrives, and
+    // the failure is counted.
+    let untrusting = start_gateway(None, &webhook_args_with(&[url.clone()], "5s"));
+    unlock(&untrusting);
+    let failed = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("fleetgate_webhook_deliveries_total{result=\"failed\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (metrics, _) = poll_until(
+        Duration::from_secs(30),
+        || request(untrusting.metrics, "GET", "/metrics", &[], b"").text(),
+        |m| failed(m) >= 1,
+    );
+    assert!(failed(&metrics) >= 1, "{metrics}");
+    assert!(receiver.lines().is_empty(), "{:?}", receiver.lines());
+    drop(untrusting);
+
+    let mut args = webhook_args(&[url]);
+    args.extend(["--webhook-ca-cert".into(), ca.to_str().unwrap().into()]);
+    let trusting = start_gateway(None, &args);
+    unlock(&trusting);
+    let lines = wait_for(&receiver, "the unlock over https", |l| {
+        l.iter().any(|l| event_type(l) == "registry.unlocked")
+    });
+    assert_eq!(lines[0]["valid"], true, "{}", lines[0]);
+}
+
 #[test]
 fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
     let bin = bin_dir().join("fleetgate");
@@ -674,6 +806,8 @@ fn bad_webhook_flags_are_usage_errors_that_never_echo_the_secret() {
             "https://127.0.0.1:9/in",
             "--webhook-secret",
             SECRET,
+            "--webhook-ca-cert",
+            "/no/such/ca.pem",
         ],
         &[
             "--webhook-url",

@@ -28,6 +28,7 @@
 //! which may hold a token) and an event by id and type.
 
 pub mod sign;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
@@ -41,6 +42,7 @@ use fleetgate_registry::webhook::WebhookEvent;
 use fleetgate_registry::Registry;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -67,8 +69,11 @@ const RESPONSE_BODY_MAX: usize = 64 * 1024;
 /// except the endpoints and the secret, which have none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookSettings {
-    /// `--webhook-url`, each `http://`.
+    /// `--webhook-url`, each `http://` or `https://`.
     pub endpoints: Vec<Uri>,
+    /// `--webhook-ca-cert`'s PEM: the only CAs an `https://` endpoint is
+    /// checked against. `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
     pub secret: WebhookSecret,
     /// Waits between attempts (`--webhook-retry-schedule`).
     pub schedule: Vec<Duration>,
@@ -88,6 +93,7 @@ impl WebhookSettings {
     pub fn new(endpoints: Vec<Uri>, secret: WebhookSecret) -> Self {
         WebhookSettings {
             endpoints,
+            ca_pem: None,
             secret,
             schedule: DEFAULT_SCHEDULE.to_vec(),
             attempt_timeout: Duration::from_secs(10),
@@ -118,7 +124,7 @@ enum Attempt {
 
 struct Deliverer {
     settings: WebhookSettings,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Per endpoint: answered 410, gets nothing more.
     disabled: Vec<AtomicBool>,
     attempts: Semaphore,
@@ -134,9 +140,21 @@ pub fn spawn<S: Store>(
     settings: WebhookSettings,
     pending: Receiver<WebhookEvent>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.attempt_timeout));
-    connector.set_nodelay(true);
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(settings.attempt_timeout));
+    http.set_nodelay(true);
+    // Checked at start (the binaries' flag validation); a bad CA file here
+    // trusts nothing, so https deliveries fail and are retried, logged.
+    let tls = tls::client_config(settings.ca_pem.as_deref()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "webhook TLS set-up failed; https endpoints will fail");
+        tls::trusting_nothing()
+    });
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
