@@ -757,7 +757,7 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
 
     // Only the system's roots: the handshake fails, nothing arrives, and
     // the failure is counted.
-    let untrusting = start_gateway(None, &webhook_args_with(&[url.clone()], "5s"));
+    let untrusting = start_gateway(None, &webhook_args_with(std::slice::from_ref(&url), "5s"));
     unlock(&untrusting);
     let failed = |m: &str| -> u64 {
         m.lines()
