@@ -732,6 +732,22 @@ def test_audit_view_lists_filters_and_pages_with_text_only(page, gateway):
     expect(rows.nth(0)).to_contain_text("role.put")
     expect(page.get_by_role("button", name="Older")).to_be_disabled()
 
+    # Since: a local time in the browser, a second ahead of now (inputs
+    # have whole seconds); only what happens after it is listed.
+    mark = page.evaluate("""() => {
+        const d = new Date(Date.now() + 1000), p = (n) => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T` +
+            `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    }""")
+    time.sleep(2.1)
+    assert gateway.api("PUT", "/api/roles/late", {"permissions": []})[0] == 200
+    page.get_by_label("Target", exact=True).fill("")
+    page.get_by_label("Since", exact=True).fill(mark)
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("late")
+    expect(page.get_by_text(re.compile(r"newest first, since"))).to_be_visible()
+
 
 def test_rules_view_creates_edits_reorders_and_deletes(page, gateway):
     assert gateway.api("PUT", "/api/roles/sensor", {"permissions": []})[0] == 200
