@@ -2,7 +2,9 @@
 # Keep-alive polls of pending requests: fleetgate (one worker) against
 # nginx answering a fixed 202 (one worker process), both pinned to core 0,
 # with the same wrk (pinned to core 1) and the same requests, in one run.
-# Two workloads, each printed with both rates and the ratio:
+# Two workloads, each printed with both rates and the ratio (the rotating
+# one in ROUNDS alternating rounds, with the median; PERF=FILE adds a
+# `perf record -g` of the rotating gateway):
 #
 # 1. one device: every poll is the same pending request (per-user and
 #    per-IP limits off);
@@ -14,7 +16,7 @@
 #    devices are made pending by a fill pass first; the run fails unless
 #    every answer was a 202.
 #
-#   bench/compare/keepalive-vs-nginx.sh [duration] [devices]
+#   [BIN=path] [ROUNDS=3] [PERF=file] bench/compare/keepalive-vs-nginx.sh [duration] [devices]
 #
 # Installs nginx-light and wrk (Debian) if missing. Loopback only.
 set -euo pipefail
@@ -25,7 +27,9 @@ need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 if ((${#need[@]})); then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; fi
-cargo build --release --locked --bin fleetgate >/dev/null
+# BIN=path measures another build (for a before/after pair in one session).
+bin="${BIN:-./target/release/fleetgate}"
+[ -n "${BIN:-}" ] || cargo build --release --locked --bin fleetgate >/dev/null
 
 work="$(mktemp -d)"; chmod 0755 "$work"
 pids=()
@@ -57,7 +61,7 @@ http {
 NGINX
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & pids+=($!)
 
-taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
+taskset -c 0 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
   --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & pids+=($!)
 for _ in $(seq 100); do grep -q "admin API listening" "$work/gw.log" && break; sleep 0.05; done
@@ -85,7 +89,7 @@ python3 -c "print(f'one device: nginx {float(\"$n\"):.0f} req/s, fleetgate {floa
 
 # 2. The rotating workload, on a second gateway with the default per-user
 # limit.
-taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
+taskset -c 0 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data-rot" --admin-password bench-admin-pw \
   --rate-limit-per-ip off --max-pending $((devices + 100)) 2> "$work/rot.log" & pids+=($!)
 for _ in $(seq 100); do grep -q "admin API listening" "$work/rot.log" && break; sleep 0.05; done
@@ -121,9 +125,27 @@ for _ in $(seq 20); do
 done
 [ "$(pending)" -ge "$devices" ] || { echo "only $(pending) of $devices devices pending" >&2; exit 1; }
 rrate() { taskset -c 1 wrk -t1 -c64 -d"$duration" -s "$work/rotate.lua" "$1" | tee "$work/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
-echo "== nginx, rotating $devices bodies" >&2
-rn=$(rrate "http://127.0.0.1:$nport")
-echo "== fleetgate, rotating $devices pending devices (per-user limit on)" >&2
-rf=$(rrate "http://$rgw")
-if grep -q "Non-2xx" "$work/wrk.out"; then echo "FAILED: the fleetgate run had non-2xx answers" >&2; exit 1; fi
-python3 -c "print(f'rotating $devices: nginx {float(\"$rn\"):.0f} req/s, fleetgate {float(\"$rf\"):.0f} req/s, ratio {float(\"$rf\")/float(\"$rn\"):.2f}x')"
+# ROUNDS (default 3) alternating rounds, each ratio printed, then the
+# median: one round on this shared machine can land 10% off.
+ratios=()
+for round in $(seq "${ROUNDS:-3}"); do
+  echo "== round $round: nginx, rotating $devices bodies" >&2
+  rn=$(rrate "http://127.0.0.1:$nport")
+  echo "== round $round: fleetgate, rotating $devices pending devices (per-user limit on)" >&2
+  rf=$(rrate "http://$rgw")
+  if grep -q "Non-2xx" "$work/wrk.out"; then echo "FAILED: the fleetgate run had non-2xx answers" >&2; exit 1; fi
+  r=$(python3 -c "print(f'{float(\"$rf\")/float(\"$rn\"):.3f}')")
+  ratios+=("$r")
+  echo "rotating $devices, round $round: nginx $rn req/s, fleetgate $rf req/s, ratio ${r}x"
+done
+python3 -c "import statistics,sys; print(f'rotating $devices: median ratio {statistics.median(map(float, sys.argv[1:])):.2f}x over ${ROUNDS:-3} rounds')" "${ratios[@]}"
+# PERF=FILE: one more fleetgate run under `perf record -g`, for the profile.
+if [ -n "${PERF:-}" ]; then
+  rpid=${pids[2]:-}
+  [ -n "$rpid" ] || { echo "no rotating gateway pid" >&2; exit 1; }
+  perf record -F 999 -g -o "$PERF" -p "$rpid" -- sleep 8 >/dev/null 2>&1 &
+  ppid=$!
+  rrate "http://$rgw" >/dev/null
+  wait "$ppid" || true
+  echo "profile of the rotating gateway: $PERF"
+fi

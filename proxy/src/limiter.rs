@@ -42,7 +42,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fleetgate_registry::bounded::GenerationalMap;
+use fleetgate_registry::bounded::{GenerationalMap, PrehashedU64};
 
 const SHARDS: usize = 64;
 
@@ -125,7 +125,7 @@ pub struct Limiter {
     /// not 24, and a per-device limiter holds one per device of the fleet
     /// (at 1,000,000 devices the process grew 18 B less per pending
     /// request; docs/BENCHMARKS.md, "Memory per pending request").
-    shards: Box<[Mutex<GenerationalMap<u64, u64>>]>,
+    shards: Box<[Mutex<GenerationalMap<u64, u64, PrehashedU64>>]>,
     base: Instant,
     /// Per-process random SipHash keys: the stored key of a client's input.
     hasher: std::collections::hash_map::RandomState,
@@ -137,7 +137,7 @@ impl Limiter {
         Limiter {
             rate,
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(GenerationalMap::new(per_shard)))
+                .map(|_| Mutex::new(GenerationalMap::with_hasher(per_shard)))
                 .collect(),
             base: Instant::now(),
             hasher: Default::default(),
@@ -165,15 +165,22 @@ impl Limiter {
         let tolerance = (self.rate.window.as_nanos() as u64).saturating_sub(interval);
         let now = self.nanos(now);
         // A refused request counts as a touch too: a device that keeps
-        // trying keeps its (empty) bucket.
-        let tat = map.get_mut(&hash).map_or(now, |t| (*t).max(now));
-        let ahead = tat - now;
-        if ahead > tolerance {
-            return Verdict::Deny {
-                retry_after: Duration::from_nanos(ahead - tolerance),
-            };
+        // trying keeps its (empty) bucket. One lookup for a known key (its
+        // entry is updated in place), one insert for a new one.
+        match map.get_mut(&hash) {
+            Some(t) => {
+                let tat = (*t).max(now);
+                let ahead = tat - now;
+                if ahead > tolerance {
+                    return Verdict::Deny {
+                        retry_after: Duration::from_nanos(ahead - tolerance),
+                    };
+                }
+                *t = tat.saturating_add(interval);
+            }
+            // A new key's arrival time is `now`: never ahead, allowed.
+            None => map.insert(hash, now.saturating_add(interval)),
         }
-        map.insert(hash, tat.saturating_add(interval));
         Verdict::Allow
     }
 

@@ -16,18 +16,25 @@
 //! entries nobody touched during one full generation: an approximate LRU
 //! with O(1) work per operation and no per-entry bookkeeping. A key touched
 //! at least once per `capacity / 2` insertions of other keys is never
-//! evicted.
+//! evicted. The dropped generation's table is cleared and reused for the
+//! new one, so a full map never grows (and rehashes) a table again.
+//!
+//! Maps whose keys are already keyed hashes (the rate limiters hold a
+//! per-process SipHash of the client's input) use [`PrehashedU64`] instead
+//! of hashing the hash again: on the fleet's poll path the limiter is one
+//! of the two large maps every poll touches (docs/BENCHMARKS.md).
 
 use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// A map of at most `capacity` entries with generational eviction (see the
 /// module docs).
 #[derive(Debug, Clone)]
-pub struct GenerationalMap<K, V> {
-    current: HashMap<K, V>,
-    previous: HashMap<K, V>,
+pub struct GenerationalMap<K, V, S = RandomState> {
+    current: HashMap<K, V, S>,
+    previous: HashMap<K, V, S>,
     /// The cap of each generation: half the capacity, at least 1.
     generation: usize,
 }
@@ -35,9 +42,53 @@ pub struct GenerationalMap<K, V> {
 impl<K: Hash + Eq, V> GenerationalMap<K, V> {
     /// A map that never holds more than `capacity` entries (at least 2).
     pub fn new(capacity: usize) -> Self {
+        Self::with_hasher(capacity)
+    }
+}
+
+/// The hasher of `u64` keys that are already uniform keyed hashes (never
+/// raw client input: a client cannot aim at buckets without the key). The
+/// value is rotated by 32 bits, so that the low bits a caller may have used
+/// to pick a shard are not the table's bucket bits too. Any other input is
+/// folded in with FNV-1a, for completeness only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrehashedU64;
+
+/// The [`Hasher`] of [`PrehashedU64`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_right(32)
+    }
+}
+
+impl BuildHasher for PrehashedU64 {
+    type Hasher = PrehashedHasher;
+
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher::default()
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher + Default> GenerationalMap<K, V, S> {
+    /// A map that never holds more than `capacity` entries (at least 2),
+    /// hashing with `S`.
+    pub fn with_hasher(capacity: usize) -> Self {
         GenerationalMap {
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            current: HashMap::default(),
+            previous: HashMap::default(),
             generation: (capacity / 2).max(1),
         }
     }
@@ -110,7 +161,9 @@ impl<K: Hash + Eq, V> GenerationalMap<K, V> {
     /// it becomes the previous one and the old previous one is dropped.
     fn make_room(&mut self) {
         if self.current.len() >= self.generation {
-            self.previous = std::mem::take(&mut self.current);
+            std::mem::swap(&mut self.current, &mut self.previous);
+            // The oldest generation goes; its table stays, for the new one.
+            self.current.clear();
         }
     }
 }
@@ -118,6 +171,52 @@ impl<K: Hash + Eq, V> GenerationalMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prehashed_keys_of_one_shard_still_spread_over_the_table() {
+        // A limiter shard's keys: keyed hashes that share their low 6 bits.
+        let keyed = RandomState::new();
+        let keys: Vec<u64> = (0..20_000u64)
+            .map(|i| keyed.hash_one(i))
+            .filter(|h| h % 64 == 5)
+            .take(200)
+            .collect();
+        let buckets: std::collections::HashSet<u64> = keys
+            .iter()
+            .map(|&k| PrehashedU64.hash_one(k) & 63)
+            .collect();
+        assert!(buckets.len() > 48, "{} of 64 buckets", buckets.len());
+        let mut m: GenerationalMap<u64, u64, PrehashedU64> = GenerationalMap::with_hasher(1000);
+        for &k in &keys {
+            m.insert(k, k);
+        }
+        for &k in &keys {
+            assert_eq!(m.get_mut(&k).copied(), Some(k));
+        }
+        assert_eq!(m.len(), keys.len());
+    }
+
+    #[test]
+    fn a_full_map_keeps_its_two_tables_instead_of_growing_new_ones() {
+        let mut m = GenerationalMap::new(2000);
+        let caps = |m: &GenerationalMap<i32, i32>| {
+            let mut c = [m.current.capacity(), m.previous.capacity()];
+            c.sort();
+            c
+        };
+        // Two generation changes: both tables have reached their size.
+        for i in 0..2001 {
+            m.insert(i, i);
+        }
+        let warm = caps(&m);
+        assert!(warm[0] >= 1000, "{warm:?}");
+        for i in 2001..20_000 {
+            m.insert(i, i);
+            assert!(m.len() <= 2000);
+        }
+        assert_eq!(caps(&m), warm, "no table was regrown");
+        assert_eq!(m.peek(&19_999), Some(&19_999));
+    }
 
     #[test]
     fn never_holds_more_than_its_capacity() {
