@@ -14,9 +14,12 @@
 #
 # With MODE=throughput, the per-user limit is off too, and the keep-alive
 # poll rate of one pending device (wrk -t1 -c64, DURATION, default 10s)
-# is measured at WARM and at WARM + N pending, in the same process: the
+# is measured at WARM and at WARM + N pending (the median of ROUNDS runs
+# each), in the same process: the
 # "throughput at 1,000,000 pending against 1,000" figure. (The memory
-# figure of that mode is without the per-user limiter's buckets.)
+# figure of that mode is without the per-user limiter's buckets.) The
+# gateway is pinned to core 0 and the measuring wrk to core 1, so the two
+# never share a core (an unpinned run landed 10% low one time in four).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-target/release/fleetgate}"; devices="${2:-1000000}"; warm="${3:-1000}"
@@ -29,7 +32,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --mqtt-listen off \
+taskset -c 0 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --mqtt-listen off \
   --admin-listen 127.0.0.1:0 --metrics-listen off --data-dir "$work/data" \
   --admin-password bench-admin-pw "${limits[@]}" --max-pending $((devices + warm + 10)) 2> "$work/gw.log" &
 pid=$!
@@ -69,16 +72,20 @@ wrk.method = "POST"
 wrk.body = '{"username":"device-0000000","password":"s3cret-pass1"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-hot() { wrk -t1 -c64 -d"$duration" -s "$work/one.lua" "http://$gw/api/client-registry/register" | tee "$work/wrk.out" >&2
+hot() { taskset -c 1 wrk -t1 -c64 -d"$duration" -s "$work/one.lua" "http://$gw/api/client-registry/register" | tee "$work/wrk.out" >&2
   grep -q "Non-2xx" "$work/wrk.out" && { echo "FAILED: non-2xx answers" >&2; exit 1; }
   awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
+# The median of ROUNDS (default 3) hot runs: single runs here spread 20%.
+hot_median() { local rs=(); for _ in $(seq "${ROUNDS:-3}"); do rs+=("$(hot)"); done
+  echo "hot runs: ${rs[*]}" >&2
+  python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "${rs[@]}"; }
 fill 1 $((warm + 1))
 sleep 1; before=$(rss); before_n=$(pending)
-[ "$mode" = throughput ] && r_warm=$(hot)
+[ "$mode" = throughput ] && r_warm=$(hot_median)
 fill $((warm + 1)) $((warm + devices + 1))
 sleep 1; after=$(rss); after_n=$(pending)
 if [ "$mode" = throughput ]; then
-  r_full=$(hot)
+  r_full=$(hot_median)
   python3 -c "print(f'one pending device polled: {float(\"$r_warm\"):.0f} req/s at $before_n pending, {float(\"$r_full\"):.0f} req/s at $after_n pending, ratio {float(\"$r_full\")/float(\"$r_warm\"):.2f}x')"
 fi
 python3 -c "
