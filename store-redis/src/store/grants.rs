@@ -36,7 +36,6 @@ use fleetgate_registry::clock::UnixMillis;
 use fleetgate_registry::model::RequestRecord;
 use fleetgate_registry::rule::DecidedBy;
 use fleetgate_registry::store::{GrantCommit, GrantResult, StoreError};
-use fleetgate_registry::webhook::new_event_id;
 use futures_util::future::join_all;
 use redis::Value;
 
@@ -102,8 +101,8 @@ impl RedisStore {
                     .unwrap_or(""),
             )
             .arg(self.outbox_cap())
-            .arg(new_event_id())
-            .arg(new_event_id());
+            .arg(self.outbox_event_id())
+            .arg(self.outbox_event_id());
         cmd
     }
 

@@ -68,7 +68,8 @@ impl RedisStore {
         // moves to a newer version, so concurrent calls converge on the
         // later one everywhere; a call that fails half-way is repaired
         // by the caller's retry or by the next `sweep`.
-        let event = WebhookEvent::lock(state.unlocked_until, UnixMillis::now());
+        let event =
+            self.outbox_event_json(|| WebhookEvent::lock(state.unlocked_until, UnixMillis::now()));
         self.write_lock_copies(version, until, Some(&event)).await?;
         redis::cmd("PUBLISH")
             .arg(&self.channel)
@@ -81,15 +82,15 @@ impl RedisStore {
 
     /// Writes `<version>:<until>` to every bucket's copy of the lock state
     /// (and to the global key when `global` holds the change's webhook
-    /// event, which the global key's write appends to the lock's outbox),
-    /// unless a copy is newer.
+    /// event JSON, "" when none is recorded, which the global key's write
+    /// appends to the lock's outbox), unless a copy is newer.
     async fn write_lock_copies(
         &self,
         version: u64,
         until: u64,
-        global: Option<&WebhookEvent>,
+        global: Option<&str>,
     ) -> Result<(), StoreError> {
-        let global = global.map(|event| (self.keys.lock(), super::to_json(event)));
+        let global = global.map(|event| (self.keys.lock(), event));
         let copies: Vec<String> = (0..BUCKETS)
             .map(|b| self.keys.bucket_keys(b).lock)
             .collect();
@@ -103,18 +104,12 @@ impl RedisStore {
                 let outbox = &outbox;
                 async move {
                     let mut cmd = match event {
-                        Some(event) => {
-                            let mut cmd = self.scripts.set_lock.evalsha(&[key, outbox]);
-                            cmd.arg(version)
-                                .arg(until)
-                                .arg(self.outbox_cap())
-                                .arg(event);
-                            cmd
-                        }
+                        Some(_) => self.scripts.set_lock.evalsha(&[key, outbox]),
                         None => self.scripts.set_lock.evalsha(&[key]),
                     };
-                    if event.is_none() {
-                        cmd.arg(version).arg(until);
+                    cmd.arg(version).arg(until);
+                    if let Some(event) = event {
+                        cmd.arg(self.outbox_cap()).arg(event);
                     }
                     conn.eval(&self.scripts, &cmd).await
                 }

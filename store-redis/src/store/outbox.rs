@@ -248,6 +248,24 @@ impl RedisStore {
         self.outbox.as_ref().map_or(0, |o| o.cap)
     }
 
+    /// A fresh event id for a script to record, or "" when nothing is
+    /// recorded (no randomness or formatting spent per decision then).
+    pub(super) fn outbox_event_id(&self) -> String {
+        match self.outbox {
+            Some(_) => fleetgate_registry::webhook::new_event_id(),
+            None => String::new(),
+        }
+    }
+
+    /// `event()` as the JSON a script records, or "" when nothing is
+    /// recorded (the event is then never built).
+    pub(super) fn outbox_event_json(&self, event: impl FnOnce() -> WebhookEvent) -> String {
+        match self.outbox {
+            Some(_) => super::to_json(&event()),
+            None => String::new(),
+        }
+    }
+
     /// Creates the consumer group on every stream (once per process, and
     /// again after a `NOGROUP`), and removes stale consumers.
     async fn ensure_groups(&self, ob: &OutboxState) -> Result<(), StoreError> {

@@ -30,7 +30,7 @@ impl RedisStore {
         let mut cmd = self.scripts.lock_expire.evalsha(&[&lock, &outbox]);
         cmd.arg(now.0)
             .arg(self.outbox_cap())
-            .arg(fleetgate_registry::webhook::new_event_id());
+            .arg(self.outbox_event_id());
         self.conn()
             .eval(&self.scripts, &cmd)
             .await

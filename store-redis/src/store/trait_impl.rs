@@ -23,7 +23,7 @@ use fleetgate_registry::store::{
     AccessChange, DenyResult, ForgetResult, GrantCommit, GrantResult, ListQuery, ListState, Page,
     Poll, Store, StoreError, MAX_PAGE,
 };
-use fleetgate_registry::webhook::{new_event_id, EventType, WebhookEvent};
+use fleetgate_registry::webhook::{EventType, WebhookEvent};
 use futures_util::future::join_all;
 use redis::Value;
 
@@ -308,13 +308,15 @@ impl Store for RedisStore {
                 change.apply(&mut user);
                 let outbox = self.keys.bucket_keys_of(username).outbox;
                 let mut cmd = self.scripts.cas_user.evalsha(&[&uk.user, &outbox]);
-                let event = WebhookEvent::user(EventType::UserUpdated, &user, UnixMillis::now());
+                let event = self.outbox_event_json(|| {
+                    WebhookEvent::user(EventType::UserUpdated, &user, UnixMillis::now())
+                });
                 cmd.arg(username)
                     .arg(&read)
                     .arg(to_json(&user))
                     .arg(&self.channel)
                     .arg(self.outbox_cap())
-                    .arg(to_json(&event));
+                    .arg(event);
                 let (reply, acked) = self
                     .durable_conn()
                     .eval_durable(&self.scripts, &cmd, self.wait)
@@ -357,7 +359,7 @@ impl Store for RedisStore {
             cmd.arg(username)
                 .arg(&self.channel)
                 .arg(self.outbox_cap())
-                .arg(new_event_id())
+                .arg(self.outbox_event_id())
                 .arg(UnixMillis::now().0);
             let (reply, acked) = self
                 .durable_conn()
@@ -735,8 +737,8 @@ impl RedisStore {
             .arg(&self.channel)
             .arg(rule)
             .arg(self.outbox_cap())
-            .arg(new_event_id())
-            .arg(new_event_id());
+            .arg(self.outbox_event_id())
+            .arg(self.outbox_event_id());
         let reply = self
             .conn()
             .eval(&self.scripts, &cmd)
