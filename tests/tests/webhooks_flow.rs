@@ -121,6 +121,18 @@ fn start_gateway(data_dir: Option<&Path>, args: &[String]) -> Gateway {
     }
 }
 
+/// Unlocks the registry for 10 minutes; it must answer 200.
+fn unlock(g: &Gateway, token: &str) {
+    let r = admin(
+        g,
+        token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 fn admin(g: &Gateway, token: &str, method: &str, path: &str, body: Value) -> Response {
     let body = if body.is_null() {
         Vec::new()
@@ -220,16 +232,7 @@ fn every_event_type_arrives(store_args: &[String]) {
     let token = g.admin_token();
     let ok = |r: Response, want: u16| assert_eq!(r.status, want, "{}", r.text());
 
-    ok(
-        admin(
-            &g,
-            &token,
-            "POST",
-            "/api/client-registry/unlock",
-            json!({"durationMs": 600_000}),
-        ),
-        200,
-    );
+    unlock(&g, &token);
     for (name, pw) in [
         ("dev-a", "pw-a-secret"),
         ("dev-b", "pw-b-secret"),
@@ -411,14 +414,7 @@ fn retries_follow_the_schedule_and_retry_after_and_410_stops_an_endpoint() {
         ]),
     );
     let token = g.admin_token();
-    let r = admin(
-        &g,
-        &token,
-        "POST",
-        "/api/client-registry/unlock",
-        json!({"durationMs": 600_000}),
-    );
-    assert_eq!(r.status, 200);
+    unlock(&g, &token);
     wait_for(&receiver, "the first 410", |l| {
         l.iter().any(|l| l["path"] == "/gone")
     });
@@ -493,14 +489,7 @@ fn an_undelivered_grant_survives_kill_9_and_arrives_after_the_restart() {
     // The receiver is down: every attempt is refused and retried.
     let mut g = start_gateway(Some(&data), &args);
     let token = g.admin_token();
-    let r = admin(
-        &g,
-        &token,
-        "POST",
-        "/api/client-registry/unlock",
-        json!({"durationMs": 600_000}),
-    );
-    assert_eq!(r.status, 200);
+    unlock(&g, &token);
     assert_eq!(register(g.http, &creds("kept-1", "pw-kept")).status, 202);
     let r = admin(
         &g,
@@ -613,14 +602,7 @@ fn on_redis_each_event_is_delivered_once_and_a_killed_gateways_events_are_taken_
     let a = gateway_to(live.clone());
     let b = gateway_to(live.clone());
     let token = a.admin_token();
-    let r = admin(
-        &a,
-        &token,
-        "POST",
-        "/api/client-registry/unlock",
-        json!({"durationMs": 600_000}),
-    );
-    assert_eq!(r.status, 200);
+    unlock(&a, &token);
     let first: Vec<String> = (0..12).map(|i| format!("both-{i:02}")).collect();
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
     grant_all(&a, &token, &first[..6]);
@@ -669,73 +651,59 @@ fn on_redis_each_event_is_delivered_once_and_a_killed_gateways_events_are_taken_
 /// `openssl` in `dir`: (ca.pem, server.pem, server.key).
 fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |name: &str| dir.join(name);
-    let s = |path: &PathBuf| path.to_str().unwrap().to_owned();
-    let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
-    let (cert, key, csr, ext) = (
+    let (ca, ca_key, cert, csr, ext) = (
+        p("ca.pem"),
+        p("ca.key"),
         p("server.pem"),
-        p("server.key"),
         p("server.csr"),
         p("san.ext"),
     );
+    let s = |path: &PathBuf| path.to_str().unwrap().to_owned();
+    let (ca_s, ca_key_s, cert_s, csr_s, ext_s) = (s(&ca), s(&ca_key), s(&cert), s(&csr), s(&ext));
+    let (ok, out) = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=webhook test CA",
+        "-keyout",
+        &ca_key_s,
+        "-out",
+        &ca_s,
+    ]);
+    assert!(ok, "the CA: {out}");
+    // The server's key and CSR, as the device tests make theirs.
+    std::fs::write(&csr, make_csr(dir, "server", "/CN=127.0.0.1")).unwrap();
     std::fs::write(
         &ext,
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
-    let steps: [Vec<String>; 3] = [
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=webhook test CA",
-            "-keyout",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([s(&ca_key), "-out".into(), s(&ca)])
-        .collect(),
-        [
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([s(&key), "-out".into(), s(&csr)])
-        .collect(),
-        ["x509", "-req", "-days", "2", "-in"]
-            .map(String::from)
-            .into_iter()
-            .chain([s(&csr), "-CA".into(), s(&ca), "-CAkey".into(), s(&ca_key)])
-            .chain([
-                "-CAcreateserial".into(),
-                "-extfile".into(),
-                s(&ext),
-                "-out".into(),
-                s(&cert),
-            ])
-            .collect(),
-    ];
-    for step in &steps {
-        let args: Vec<&str> = step.iter().map(String::as_str).collect();
-        let (ok, out) = openssl(&args);
-        assert!(ok, "openssl {args:?}: {out}");
-    }
-    (ca, cert, key)
+    let (ok, out) = openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &csr_s,
+        "-CA",
+        &ca_s,
+        "-CAkey",
+        &ca_key_s,
+        "-CAcreateserial",
+        "-extfile",
+        &ext_s,
+        "-out",
+        &cert_s,
+    ]);
+    assert!(ok, "the server certificate: {out}");
+    (ca, cert, p("server.key"))
 }
 
 /// An `https://` endpoint gets the events when its certificate chains to
@@ -748,21 +716,11 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
     let port = free_port();
     let receiver = Receiver::start_tls(port, &dir.path().join("hooks.jsonl"), &cert, &key);
     let url = format!("https://127.0.0.1:{port}/ok");
-    let unlock = |g: &Gateway| {
-        let r = admin(
-            g,
-            &g.admin_token(),
-            "POST",
-            "/api/client-registry/unlock",
-            json!({"durationMs": 600_000}),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    };
 
     // Only the system's roots: the handshake fails, nothing arrives, and
     // the failure is counted.
     let untrusting = start_gateway(None, &webhook_args_with(std::slice::from_ref(&url), "5s"));
-    unlock(&untrusting);
+    unlock(&untrusting, &untrusting.admin_token());
     let failed = |m: &str| -> u64 {
         m.lines()
             .find_map(|l| l.strip_prefix("fleetgate_webhook_deliveries_total{result=\"failed\"} "))
@@ -781,7 +739,7 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
     let mut args = webhook_args(&[url]);
     args.extend(["--webhook-ca-cert".into(), ca.to_str().unwrap().into()]);
     let trusting = start_gateway(None, &args);
-    unlock(&trusting);
+    unlock(&trusting, &trusting.admin_token());
     let lines = wait_for(&receiver, "the unlock over https", |l| {
         l.iter().any(|l| event_type(l) == "registry.unlocked")
     });
