@@ -161,7 +161,8 @@ macro_rules! for_each_conformance_case {
             rules_put_order_delete_and_count_uses,
             preauthorized_polls_and_rule_decisions_are_recorded,
             audit_records_are_ordered_and_paged,
-            audit_cap_evicts_the_oldest_and_retention_prunes
+            audit_cap_evicts_the_oldest_and_retention_prunes,
+            a_grant_and_its_audit_record_are_kept_once
         );
     };
 }
@@ -1199,6 +1200,54 @@ async fn audit_walk<S: Store>(s: &S, mut q: crate::audit::AuditQuery) -> Vec<Vec
         }
         assert!(pages.len() < 100, "the walk ends");
     }
+}
+
+/// `commit_grant_recorded` stores the audit entry only with a grant that
+/// creates the user, or leaves it to the caller (`None`): done as the
+/// registry does it (recording a `None` itself), every decision has
+/// exactly one record, in the order the decisions were made.
+pub async fn a_grant_and_its_audit_record_are_kept_once<S: Store>(f: &impl Factory<S>) {
+    use crate::audit::AuditOrder;
+    let s = f.make(Windows::default(), 100).await;
+    unlock(&s, T0.plus(Duration::from_secs(60))).await;
+    assert_eq!(decide(&s, "dev01", 1, T0).await, Decision::Create);
+    // As `Registry::grant_audited` and the admin service do it.
+    let grant_recorded = |name: &'static str, actor: &'static str| {
+        let s = &s;
+        async move {
+            let entry = audit_entry(10, actor, Some(name));
+            let (result, stored) = s
+                .commit_grant_recorded(commit(name, 1, T0), entry.clone(), 1000, T0)
+                .await
+                .unwrap();
+            if let Some(record) = &stored {
+                assert!(
+                    matches!(result, GrantResult::Granted(_)),
+                    "stored only with a grant that was written: {result:?}"
+                );
+                assert_eq!(record.entry, entry);
+            } else {
+                s.append_audit(vec![entry], 1000).await.unwrap();
+            }
+            (result, stored.is_some())
+        }
+    };
+    let (first, _) = grant_recorded("dev01", "a0").await;
+    assert!(matches!(first, GrantResult::Granted(_)), "{first:?}");
+    let (again, stored) = grant_recorded("dev01", "a1").await;
+    assert!(matches!(again, GrantResult::AlreadyGranted(_)), "{again:?}");
+    assert!(!stored, "nothing is written for a grant already made");
+    let (ghost, stored) = grant_recorded("ghost", "a2").await;
+    assert_eq!(ghost, GrantResult::NotFound);
+    assert!(!stored);
+    s.append_audit(vec![audit_entry(20, "a3", None)], 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_walk(&s, audit_query(AuditOrder::Oldest, 10)).await,
+        [vec!["a0", "a1", "a2", "a3"]]
+    );
+    assert!(s.get_user("dev01").await.unwrap().is_some());
 }
 
 /// Audit records keep their order (also when the clock goes back), their

@@ -714,6 +714,24 @@ impl<S: Store> Registry<S> {
         overrides: GrantOverrides,
         now: UnixMillis,
     ) -> Result<RequestRecord, GrantError> {
+        self.grant_audited(username, overrides, None, now)
+            .await
+            .map(|(record, _)| record)
+    }
+
+    /// [`Self::grant`], with the audit record of the decision. When this
+    /// grant creates the user, `audit` is stored in the same durable write
+    /// where the store can ([`Store::commit_grant_recorded`]: one journal
+    /// line and one `fdatasync` on the embedded store) and the answer
+    /// says `true`. Otherwise (`false`, an error, or no `audit`) the
+    /// caller records it as any other.
+    pub async fn grant_audited(
+        &self,
+        username: &str,
+        overrides: GrantOverrides,
+        audit: Option<crate::audit::AuditEntry>,
+        now: UnixMillis,
+    ) -> Result<(RequestRecord, bool), GrantError> {
         validate_grant_overrides(&overrides).map_err(GrantError::Invalid)?;
         let roles = dedup_roles(overrides.roles.clone().unwrap_or_default());
         self.check_roles_defined(&roles).await?;
@@ -729,7 +747,7 @@ impl<S: Store> Registry<S> {
             }
         }
         match record.state {
-            crate::model::RequestState::Granted { .. } => return Ok(record),
+            crate::model::RequestState::Granted { .. } => return Ok((record, false)),
             crate::model::RequestState::Denied { .. } => {
                 return Err(GrantError::Conflict("the request was denied"))
             }
@@ -742,16 +760,35 @@ impl<S: Store> Registry<S> {
             None,
             now,
         )?;
-        match self
-            .timed(StoreOp::CommitGrant, self.store.commit_grant(commit, now))
-            .await?
-        {
+        let (result, recorded) = match audit {
+            Some(entry) => {
+                self.timed(
+                    StoreOp::CommitGrant,
+                    self.store
+                        .commit_grant_recorded(commit, entry, self.audit.max_records, now),
+                )
+                .await?
+            }
+            None => (
+                self.timed(StoreOp::CommitGrant, self.store.commit_grant(commit, now))
+                    .await?,
+                None,
+            ),
+        };
+        let recorded = match recorded {
+            Some(record) => {
+                self.audit_stored(std::slice::from_ref(&record));
+                true
+            }
+            None => false,
+        };
+        match result {
             GrantResult::Granted(r) => {
                 self.metrics.grants.increment(1);
                 tracing::info!(username, pairing_id = %r.pairing_id(), "request granted");
-                Ok(r)
+                Ok((r, recorded))
             }
-            GrantResult::AlreadyGranted(r) => Ok(r),
+            GrantResult::AlreadyGranted(r) => Ok((r, false)),
             GrantResult::NotFound => Err(GrantError::NotFound),
             GrantResult::Conflict(why) => Err(GrantError::Conflict(why)),
         }

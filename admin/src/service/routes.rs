@@ -312,6 +312,33 @@ impl<S: Store> AdminService<S> {
                 self.bulk_audited(*decision, req.body(), &admin.username, source)
                     .await
             }
+            // Recorded with the grant itself where the store can.
+            (Route::Grant(username), &Method::POST) => {
+                let entry = AuditEntry::new(
+                    UnixMillis::now(),
+                    &admin.username,
+                    source,
+                    AuditAction::Grant,
+                )
+                .pairing_id(self.pairing_id_of(username).await)
+                .target(username);
+                let (result, recorded) = self
+                    .grant(
+                        username.clone(),
+                        req.body(),
+                        UnixMillis::now(),
+                        Some(entry.clone()),
+                    )
+                    .await;
+                if !recorded {
+                    let entry = match &result {
+                        Ok(_) => entry,
+                        Err(e) => entry.failed(e.short(), &audit::public_message(e)),
+                    };
+                    self.registry.audit(vec![entry]).await;
+                }
+                result
+            }
             _ => {
                 let recorded = audit::audited(&route, req.method());
                 let pairing_id = match (&route, &recorded) {
@@ -443,7 +470,7 @@ impl<S: Store> AdminService<S> {
                 self.forget(username, now).await
             }
             Route::Request(username) => self.show_request(username, now).await,
-            Route::Grant(username) => self.grant(username, body, now).await,
+            Route::Grant(username) => self.grant(username, body, now, None).await.0,
             Route::Deny(username) => {
                 let decision: DecisionBody = parse_optional_json(body)?;
                 match registry
@@ -730,13 +757,20 @@ impl<S: Store> AdminService<S> {
     }
 
     /// `POST /api/client-registry/requests/{username}/grant`.
+    /// `POST .../requests/{username}/grant`. With `audit`, the decision's
+    /// record is stored with the grant where the store can
+    /// (`Registry::grant_audited`); the flag says whether it was.
     async fn grant(
         &self,
         username: String,
         body: &Bytes,
         now: UnixMillis,
-    ) -> Result<Response<Bytes>, ApiError> {
-        let grant: GrantBody = parse_optional_json(body)?;
+        audit: Option<AuditEntry>,
+    ) -> (Result<Response<Bytes>, ApiError>, bool) {
+        let grant: GrantBody = match parse_optional_json(body) {
+            Ok(grant) => grant,
+            Err(e) => return (Err(e), false),
+        };
         let overrides = GrantOverrides {
             roles: grant.roles,
             permissions: grant.permissions,
@@ -749,23 +783,39 @@ impl<S: Store> AdminService<S> {
         // store never needs the IO or timer drivers; a network store's
         // would be driven by the runtime's own thread(s), which this request
         // leaves free while it awaits the blocking task.
-        let permit = self.hashing_permit().await?;
+        let permit = match self.hashing_permit().await {
+            Ok(permit) => permit,
+            Err(e) => return (Err(e), false),
+        };
         let registry = Arc::clone(&self.registry);
         let runtime = tokio::runtime::Handle::current();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            runtime.block_on(registry.grant(&username, overrides, now))
+            runtime.block_on(registry.grant_audited(&username, overrides, audit, now))
         })
-        .await
-        .map_err(|e| ApiError::Internal(format!("grant task failed: {e}")))?;
+        .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                return (
+                    Err(ApiError::Internal(format!("grant task failed: {e}"))),
+                    false,
+                )
+            }
+        };
         match outcome {
-            Ok(record) => Ok(json_response(StatusCode::OK, &record.view())),
-            Err(GrantError::NotFound) => Err(ApiError::NotFound(GrantError::NotFound.to_string())),
-            Err(GrantError::Conflict(why)) => Err(ApiError::Conflict(why.to_owned())),
-            Err(GrantError::Invalid(why)) => Err(ApiError::Invalid(why)),
-            Err(GrantError::Policy { rule, message }) => Err(ApiError::Policy { rule, message }),
-            Err(GrantError::Store(e)) => Err(e.into()),
-            Err(GrantError::Internal(why)) => Err(ApiError::Internal(why)),
+            Ok((record, recorded)) => (Ok(json_response(StatusCode::OK, &record.view())), recorded),
+            Err(e) => (
+                Err(match e {
+                    GrantError::NotFound => ApiError::NotFound(GrantError::NotFound.to_string()),
+                    GrantError::Conflict(why) => ApiError::Conflict(why.to_owned()),
+                    GrantError::Invalid(why) => ApiError::Invalid(why),
+                    GrantError::Policy { rule, message } => ApiError::Policy { rule, message },
+                    GrantError::Store(e) => e.into(),
+                    GrantError::Internal(why) => ApiError::Internal(why),
+                }),
+                false,
+            ),
         }
     }
 }

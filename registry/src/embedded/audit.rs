@@ -64,6 +64,16 @@ fn decode(line: &[u8]) -> Result<AuditLine, String> {
 pub struct AuditLog {
     records: VecDeque<AuditRecord>,
     file: Option<AuditJournal>,
+    /// Only while the store opens: the records the main journal holds
+    /// (`audited` lines, [`AuditLog::adopt`]), merged in by
+    /// [`AuditLog::finish_open`].
+    adopted: Vec<AuditRecord>,
+    /// Only while the store opens: the latest retention cut replayed from
+    /// the file, which adopted records older than it fall under too.
+    pruned_before: u64,
+    /// Only while the store opens: the cap given with the newest record
+    /// replayed so far (file or journal), and that record's id.
+    newest_max: Option<(AuditId, usize)>,
 }
 
 #[derive(Debug)]
@@ -77,8 +87,20 @@ struct AuditJournal {
 }
 
 impl AuditLog {
-    /// Replays `dir/audit.log` (none yet: empty) and opens it for appends.
+    /// Replays `dir/audit.log` (none yet: empty), compacts it and opens
+    /// it for appends: [`AuditLog::replay`], then [`AuditLog::finish_open`]
+    /// with nothing adopted.
     pub fn open(dir: &Path) -> Result<AuditLog, JournalError> {
+        let mut log = Self::replay(dir)?;
+        log.finish_open()?;
+        Ok(log)
+    }
+
+    /// Replays `dir/audit.log` (none yet: empty). The store then hands over
+    /// the records its journal holds ([`AuditLog::adopt`]) and calls
+    /// [`AuditLog::finish_open`], which writes them here before the journal
+    /// is compacted.
+    pub fn replay(dir: &Path) -> Result<AuditLog, JournalError> {
         let path = dir.join("audit.log");
         let io_err = |p: &Path| {
             let p = p.to_owned();
@@ -101,9 +123,11 @@ impl AuditLog {
             match decode(body) {
                 Ok(AuditLine::Record { max: m, record }) if complete => {
                     max = m;
+                    log.note_max(record.id, m);
                     log.push(record, m);
                 }
                 Ok(AuditLine::Prune { before }) if complete => {
+                    log.pruned_before = log.pruned_before.max(before);
                     log.prune(UnixMillis(before));
                 }
                 _ if lines.peek().is_none() => {
@@ -121,13 +145,57 @@ impl AuditLog {
         }
         log.file = Some(AuditJournal {
             dir: dir.to_owned(),
-            // Replaced by the rewrite below.
+            // Replaced by the rewrite of `finish_open`.
             file: File::open(dir).map_err(io_err(dir))?,
             lines: 0,
             max,
         });
-        log.rewrite().map_err(io_err(&path))?;
         Ok(log)
+    }
+
+    /// Takes the audit records of one `audited` line of the main journal,
+    /// replayed after this file (see [`AuditLog::replay`]).
+    pub fn adopt(&mut self, records: Vec<AuditRecord>, max: usize) {
+        if let Some(last) = records.last() {
+            self.note_max(last.id, max);
+        }
+        self.adopted.extend(records);
+    }
+
+    fn note_max(&mut self, id: AuditId, max: usize) {
+        if self.newest_max.is_none_or(|(newest, _)| id >= newest) {
+            self.newest_max = Some((id, max));
+        }
+    }
+
+    /// Merges the adopted records in id order (the order the running
+    /// store kept them in: ids are given under this log's mutex), drops
+    /// those the file's latest retention cut covers, evicts beyond the
+    /// newest record's cap, and rewrites the file with the result: so the
+    /// records are here, durably, before the main journal is compacted
+    /// without them. A record in both (a crash between this rewrite and the
+    /// journal's) is kept once.
+    pub fn finish_open(&mut self) -> Result<(), JournalError> {
+        let adopted = std::mem::take(&mut self.adopted);
+        if !adopted.is_empty() {
+            let cut = self.pruned_before;
+            let mut all: Vec<AuditRecord> = self.records.drain(..).collect();
+            all.extend(adopted.into_iter().filter(|r| r.id.ms >= cut));
+            all.sort_by_key(|r| r.id);
+            all.dedup_by_key(|r| r.id);
+            let max = self.newest_max.map_or(all.len(), |(_, m)| m.max(1));
+            let skip = all.len().saturating_sub(max);
+            self.records = all.into_iter().skip(skip).collect();
+            if let (Some(j), Some((_, m))) = (self.file.as_mut(), self.newest_max) {
+                j.max = m;
+            }
+        }
+        self.newest_max = None;
+        self.pruned_before = 0;
+        let Some(j) = &self.file else { return Ok(()) };
+        let path = j.dir.join("audit.log");
+        self.rewrite()
+            .map_err(|source| JournalError::Io { path, source })
     }
 
     fn push(&mut self, record: AuditRecord, max: usize) {
@@ -160,18 +228,38 @@ impl AuditLog {
         }
     }
 
-    /// Gives each entry its id, writes them (one append, one
-    /// `fdatasync`), then keeps them in memory, evicting beyond `max`.
-    pub fn append(&mut self, entries: Vec<AuditEntry>, max: usize) -> io::Result<Vec<AuditRecord>> {
+    /// Gives each entry its id, after the last record's: the records of
+    /// the next [`AuditLog::append`] or [`AuditLog::keep`], which the
+    /// caller makes before it lets go of this log.
+    pub fn assign(&self, entries: Vec<AuditEntry>) -> Vec<AuditRecord> {
         let mut last = None;
-        let records: Vec<AuditRecord> = entries
+        entries
             .into_iter()
             .map(|entry| {
                 let id = self.next_id(entry.at, last);
                 last = Some(id);
                 AuditRecord { id, entry }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Keeps `records` (from [`AuditLog::assign`], under the same lock) in
+    /// memory, evicting beyond `max`, without writing them here: the main
+    /// journal has made them durable (`audited` lines), and they reach this
+    /// file with its next rewrite, at the latest on the next open.
+    pub fn keep(&mut self, records: &[AuditRecord], max: usize) {
+        if let Some(j) = self.file.as_mut() {
+            j.max = max;
+        }
+        for r in records {
+            self.push(r.clone(), max);
+        }
+    }
+
+    /// Gives each entry its id, writes them (one append, one
+    /// `fdatasync`), then keeps them in memory, evicting beyond `max`.
+    pub fn append(&mut self, entries: Vec<AuditEntry>, max: usize) -> io::Result<Vec<AuditRecord>> {
+        let records = self.assign(entries);
         if let Some(j) = self.file.as_mut() {
             let mut buf = Vec::new();
             for r in &records {

@@ -10,7 +10,8 @@
 //! Record kinds (`op`): `putUser`, `deleteUser`, `grant`, `grants` (a
 //! group of grants committed with one `fdatasync`), `granted`, `putRole`,
 //! `deleteRole`, the rule kinds, and the webhook outbox's `withEvents`,
-//! `events` and `delivered` (`embedded::outbox`). The role kinds were added later; a journal
+//! `events` and `delivered` (`embedded::outbox`), and `audited` (a grant
+//! with the audit record of the decision). The role kinds were added later; a journal
 //! without them reads as before (no roles), so old journals open unchanged.
 //! An older binary cannot open a journal that holds a role record (it stops
 //! at the unknown `op` as at corruption).
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditRecord;
 use crate::model::{RequestRecord, Role, UserRecord};
 use crate::rule::Rule;
 use crate::webhook::WebhookEvent;
@@ -93,6 +95,28 @@ pub enum JournalRecord {
     /// Events delivered (or given up on) everywhere: retired from the
     /// outbox (`{"op":"delivered","ids":[…]}`).
     Delivered { ids: Vec<String> },
+    /// A grant (possibly `withEvents`) and the audit records of the
+    /// decision, in one line: the record is durable exactly when the grant
+    /// is, with the grant's one `fdatasync` instead of a second one in
+    /// `audit.log` (`{"op":"audited","record":{…},"audit":[…],"max":n}`,
+    /// `max` as in `audit.log`). Replay hands the records to the audit log,
+    /// which writes them to `audit.log` on open before this journal is
+    /// compacted (compaction drops this line).
+    Audited {
+        record: Box<JournalRecord>,
+        audit: Vec<AuditRecord>,
+        max: usize,
+    },
+}
+
+/// [`JournalRecord::Audited`] by reference (`record` is a
+/// [`JournalRecord`] or a [`WithEventsRef`]); the same JSON.
+#[derive(Serialize)]
+#[serde(tag = "op", rename = "audited")]
+struct AuditedRef<'a, R: Serialize> {
+    record: &'a R,
+    audit: &'a [AuditRecord],
+    max: usize,
 }
 
 /// [`JournalRecord::WithEvents`] by reference, so a large group of grants
@@ -149,12 +173,30 @@ pub fn encode(record: &JournalRecord) -> Vec<u8> {
     encode_json(serde_json::to_vec(record).expect("journal records always serialise"))
 }
 
-/// `record` wrapped with its webhook events, as one line (see
-/// [`JournalRecord::WithEvents`]).
-pub fn encode_with_events(record: &JournalRecord, events: &[WebhookEvent]) -> Vec<u8> {
-    let json = serde_json::to_vec(&WithEventsRef { record, events })
-        .expect("journal records always serialise");
-    encode_json(json)
+/// `record` with its webhook events ([`JournalRecord::WithEvents`]) and
+/// the audit records of the decision ([`JournalRecord::Audited`], evicting
+/// beyond `max`), as one line; without either, as [`encode`] writes it.
+/// Built from references, so a large group of grants is not cloned.
+pub fn encode_parts(
+    record: &JournalRecord,
+    events: &[WebhookEvent],
+    audit: &[AuditRecord],
+    max: usize,
+) -> Vec<u8> {
+    fn json<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).expect("journal records always serialise")
+    }
+    let with_events = WithEventsRef { record, events };
+    encode_json(match (events.is_empty(), audit.is_empty()) {
+        (true, true) => json(record),
+        (false, true) => json(&with_events),
+        (true, false) => json(&AuditedRef { record, audit, max }),
+        (false, false) => json(&AuditedRef {
+            record: &with_events,
+            audit,
+            max,
+        }),
+    })
 }
 
 /// Frames one JSON document as a journal line: `<crc32 as 8 lowercase hex>
@@ -302,14 +344,16 @@ impl Journal {
         self.append_line(encode(record))
     }
 
-    /// Appends `record` with its webhook events as one line, one
-    /// `fdatasync`.
-    pub fn append_with_events(
+    /// Appends `record` with its webhook events and audit records as one
+    /// line ([`encode_parts`]), one `fdatasync`.
+    pub fn append_parts(
         &mut self,
         record: &JournalRecord,
         events: &[WebhookEvent],
+        audit: &[AuditRecord],
+        max: usize,
     ) -> io::Result<()> {
-        self.append_line(encode_with_events(record, events))
+        self.append_line(encode_parts(record, events, audit, max))
     }
 
     fn append_line(&mut self, line: Vec<u8>) -> io::Result<()> {

@@ -44,6 +44,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::clock::UnixMillis;
 use crate::decision::{decide, Decision, Known, LockState, Windows};
 use crate::model::{RequestRecord, RequestState, Role, UserRecord};
@@ -185,16 +186,36 @@ impl EmbeddedStore {
         record: &JournalRecord,
         events: Vec<WebhookEvent>,
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
+        self.persist_parts(journal, record, events, None)
+    }
+
+    /// [`Self::persist_with`], and the decision's audit records in the
+    /// same line (`audited`), if any: `audit` holds the audit log, locked
+    /// after the journal mutex since the records' ids were given, and the
+    /// records with their cap; they join the log's memory once written.
+    fn persist_parts(
+        &self,
+        journal: &mut MutexGuard<'_, Option<Journal>>,
+        record: &JournalRecord,
+        events: Vec<WebhookEvent>,
+        audit: Option<(&mut audit::AuditLog, &[AuditRecord], usize)>,
+    ) -> Result<(), StoreError> {
+        let (records, max) = audit.as_ref().map_or((&[][..], 0), |(_, r, m)| (*r, *m));
+        if events.is_empty() && records.is_empty() {
             return self.persist(journal, record);
         }
         if let Some(j) = journal.as_mut() {
-            j.append_with_events(record, &events).map_err(|e| {
+            j.append_parts(record, &events, records, max).map_err(|e| {
                 tracing::error!(error = %e, "journal append failed");
                 StoreError::Unavailable(format!("journal write failed: {e}"))
             })?;
         }
-        self.outbox_lock().push(events);
+        if let Some((log, records, max)) = audit {
+            log.keep(records, max);
+        }
+        if !events.is_empty() {
+            self.outbox_lock().push(events);
+        }
         Ok(())
     }
 
@@ -231,7 +252,7 @@ impl EmbeddedStore {
         now: UnixMillis,
     ) -> Result<Self, JournalError> {
         let mut store = Self::in_memory(windows, max_pending);
-        store.audit = Mutex::new(audit::AuditLog::open(dir)?);
+        store.audit = Mutex::new(audit::AuditLog::replay(dir)?);
         let path = dir.join("journal.log");
         let (records, torn) = journal::replay(&path)?;
         if torn > 0 {
@@ -244,6 +265,9 @@ impl EmbeddedStore {
         for record in records {
             store.apply(record);
         }
+        // The audit records of `audited` lines reach `audit.log` now,
+        // durably, before the rewrite below drops those lines.
+        store.audit_log().finish_open()?;
         // Roles first: a reader of the compacted file meets every role
         // before the users that name it.
         let mut compacted: Vec<JournalRecord> = store
@@ -376,6 +400,10 @@ impl EmbeddedStore {
             }
             JournalRecord::Delivered { ids } => {
                 self.outbox_lock().ack(&ids);
+            }
+            JournalRecord::Audited { record, audit, max } => {
+                self.apply(*record);
+                self.audit_log().adopt(audit, max);
             }
         }
     }
@@ -606,7 +634,12 @@ impl EmbeddedStore {
 #[derive(Debug)]
 struct GroupSlot {
     grants: Mutex<Option<(Vec<GrantCommit>, UnixMillis)>>,
+    /// The audit entry to write with the slot's one grant, if it is
+    /// written (`commit_grant_recorded`), and the audit cap.
+    audit: Mutex<Option<(AuditEntry, usize)>>,
     answer: Mutex<Option<Result<Vec<GrantResult>, StoreError>>>,
+    /// The record stored for `audit`, set with `answer`.
+    recorded: Mutex<Option<AuditRecord>>,
 }
 
 /// What became of one grant of a group while it was checked.
@@ -632,14 +665,21 @@ impl EmbeddedStore {
     /// returns that answer. So concurrent single grants share an `fdatasync`
     /// without any timer or extra thread, and a lone grant waits for no one
     /// (the same scheme as LevelDB's writer queue).
+    ///
+    /// With `audit`, the caller's one grant is written with that audit
+    /// entry in its line when it is written (`audited`), and the stored
+    /// record is returned.
     fn commit_grants_sync(
         &self,
         grants: Vec<GrantCommit>,
+        audit: Option<(AuditEntry, usize)>,
         now: UnixMillis,
-    ) -> Result<Vec<GrantResult>, StoreError> {
+    ) -> Result<(Vec<GrantResult>, Option<AuditRecord>), StoreError> {
         let slot = std::sync::Arc::new(GroupSlot {
             grants: Mutex::new(Some((grants, now))),
+            audit: Mutex::new(audit),
             answer: Mutex::new(None),
+            recorded: Mutex::new(None),
         });
         self.grant_queue
             .lock()
@@ -647,18 +687,19 @@ impl EmbeddedStore {
             .push(std::sync::Arc::clone(&slot));
         let mut journal = self.journal();
         if let Some(answer) = take(&slot.answer) {
-            return answer;
+            return answer.map(|results| (results, take(&slot.recorded)));
         }
         let group =
             std::mem::take(&mut *self.grant_queue.lock().unwrap_or_else(|p| p.into_inner()));
         self.commit_group(&mut journal, &group);
         drop(journal);
         // `None` only if the caller that took our slot panicked mid-group.
-        take(&slot.answer).unwrap_or_else(|| {
+        let answer = take(&slot.answer).unwrap_or_else(|| {
             Err(StoreError::Unavailable(
                 "the group commit holding this grant failed".into(),
             ))
-        })
+        });
+        answer.map(|results| (results, take(&slot.recorded)))
     }
 
     /// Checks one grant as a single `commit_grant` does, under the shard
@@ -767,6 +808,30 @@ impl EmbeddedStore {
             }
             checked.push(outcomes);
         }
+        // The audit entries of the slots whose one grant is written, with
+        // their ids given under the audit log's lock, which is held (after
+        // the journal mutex) until they are written and kept, so the log's
+        // memory stays in id order.
+        let mut audit_slots = Vec::new();
+        let mut audit_entries = Vec::new();
+        let mut audit_max = 0;
+        for (i, (slot, outcomes)) in group.iter().zip(&checked).enumerate() {
+            if let [Checked::Planned(_)] = outcomes.as_slice() {
+                if let Some((entry, max)) = take(&slot.audit) {
+                    audit_slots.push(i);
+                    audit_entries.push(entry);
+                    audit_max = max;
+                }
+            }
+        }
+        let mut audit_log = (!audit_entries.is_empty()).then(|| self.audit_log());
+        let audit_records = audit_log
+            .as_ref()
+            .map(|log| log.assign(audit_entries))
+            .unwrap_or_default();
+        let audit = audit_log
+            .as_deref_mut()
+            .map(|log| (log, &audit_records[..], audit_max));
         let events = self.events(|| {
             entries
                 .iter()
@@ -787,7 +852,7 @@ impl EmbeddedStore {
                     user: entry.user,
                     request: entry.request,
                 };
-                let result = self.persist_with(journal, &record, events);
+                let result = self.persist_parts(journal, &record, events, audit);
                 let JournalRecord::Grant { user, request } = record else {
                     unreachable!("built above")
                 };
@@ -795,15 +860,21 @@ impl EmbeddedStore {
             }
             _ => {
                 let record = JournalRecord::Grants { grants: entries };
-                let result = self.persist_with(journal, &record, events);
+                let result = self.persist_parts(journal, &record, events, audit);
                 let JournalRecord::Grants { grants } = record else {
                     unreachable!("built above")
                 };
                 result.map(|()| grants)
             }
         };
+        drop(audit_log);
         let entries = match written {
-            Ok(entries) => entries,
+            Ok(entries) => {
+                for (i, record) in audit_slots.into_iter().zip(audit_records) {
+                    *group[i].recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
+                }
+                entries
+            }
             Err(e) => {
                 // Nothing of the group was applied. Slots that needed no
                 // write still get their answers.
@@ -935,8 +1006,20 @@ impl Store for EmbeddedStore {
         grant: GrantCommit,
         now: UnixMillis,
     ) -> Result<GrantResult, StoreError> {
-        let mut results = self.commit_grants_sync(vec![grant], now)?;
+        let (mut results, _) = self.commit_grants_sync(vec![grant], None, now)?;
         Ok(results.pop().expect("one result per grant"))
+    }
+
+    async fn commit_grant_recorded(
+        &self,
+        grant: GrantCommit,
+        audit: AuditEntry,
+        max: usize,
+        now: UnixMillis,
+    ) -> Result<(GrantResult, Option<AuditRecord>), StoreError> {
+        let (mut results, recorded) =
+            self.commit_grants_sync(vec![grant], Some((audit, max)), now)?;
+        Ok((results.pop().expect("one result per grant"), recorded))
     }
 
     async fn commit_grants(
@@ -944,7 +1027,8 @@ impl Store for EmbeddedStore {
         grants: Vec<GrantCommit>,
         now: UnixMillis,
     ) -> Result<Vec<GrantResult>, StoreError> {
-        self.commit_grants_sync(grants, now)
+        self.commit_grants_sync(grants, None, now)
+            .map(|(results, _)| results)
     }
 
     async fn deny(

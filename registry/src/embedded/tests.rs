@@ -531,4 +531,5 @@ fn concurrent_claims_never_pass_max_uses() {
     assert_eq!(claimed, 7);
 }
 
+mod audited_grants;
 mod outbox;

@@ -46,13 +46,7 @@ impl<S: Store> Registry<S> {
             .append_audit(entries, self.audit.max_records)
             .await
         {
-            Ok(records) => {
-                metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => "stored").increment(n);
-                if let Some(file) = &self.audit_file {
-                    let views: Vec<_> = records.iter().map(|r| r.view()).collect();
-                    file.write(&views);
-                }
-            }
+            Ok(records) => self.audit_stored(&records),
             Err(e) => {
                 metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => "failed").increment(n);
                 tracing::error!(error = %e, records = n, "audit records not stored");
@@ -61,6 +55,18 @@ impl<S: Store> Registry<S> {
                     file.write(&views);
                 }
             }
+        }
+    }
+
+    /// What follows records the store has kept, however they got there
+    /// ([`Self::audit`], or with a grant: `Registry::grant_audited`): the
+    /// metric, and the `--audit-log` file's lines.
+    pub(crate) fn audit_stored(&self, records: &[crate::audit::AuditRecord]) {
+        metrics::counter!(AUDIT_RECORDS_TOTAL, "result" => "stored")
+            .increment(records.len() as u64);
+        if let Some(file) = &self.audit_file {
+            let views: Vec<_> = records.iter().map(|r| r.view()).collect();
+            file.write(&views);
         }
     }
 
