@@ -15,10 +15,58 @@
 //!
 //! Hashing never happens on a poll: only at grant, at admin bootstrap, and on
 //! login.
+//!
+//! A device-scheme hash runs in memory this thread keeps from its last one
+//! (`MEMORY`), not in a fresh megabyte: see [`REUSED_BLOCKS`].
+
+use std::cell::RefCell;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+
+/// The largest argon2 memory (in 1 KiB blocks) a thread keeps between
+/// hashes: the device scheme's 1 MiB. Allocated per hash, as `argon2`'s
+/// own hasher does, the megabyte was zeroed and its pages faulted in anew
+/// each time on the gateway's hashing threads: `memset`, `clear_page_erms`
+/// and the page-fault path were about 15% of the gateway's CPU while it
+/// granted, and are gone with the kept memory; 8 concurrent admin clients
+/// then grant 1.45× as many requests a second (median of 4 alternating
+/// rounds of `bench/compare/single-grant.sh`, 2026-12-02, in
+/// docs/BENCHMARKS.md). In one thread alone glibc hands the freed block
+/// straight back, so a single-threaded microbench shows no difference.
+/// Argon2's first pass overwrites every block before reading it, so what
+/// the memory held before never enters a hash. Larger (admin) hashes
+/// allocate as before: keeping 19 MiB per thread is not worth it for a
+/// rare login.
+pub const REUSED_BLOCKS: usize = 1024;
+
+thread_local! {
+    /// This thread's argon2 memory, at most [`REUSED_BLOCKS`] blocks; only
+    /// threads that hash hold it (the hashing pools, bounded by the
+    /// cores), and it goes when the thread does.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `argon2`'s raw hash of `password` with `salt` into `out`, in this
+/// thread's kept memory when it is small enough.
+fn hash_into(
+    argon2: &Argon2<'_>,
+    blocks: usize,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    if blocks > REUSED_BLOCKS {
+        return argon2.hash_password_into(password, salt, out);
+    }
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+    })
+}
 
 /// Which cost level a new hash gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,15 +116,35 @@ impl PasswordHashing {
             .expect("a 32-byte secret is within argon2's limits")
     }
 
-    /// Hashes `password` under `scheme` with a fresh random salt.
+    /// Hashes `password` under `scheme` with a fresh random salt: the PHC
+    /// string `argon2`'s own `PasswordHasher` writes, computed by
+    /// [`hash_into`].
     pub fn hash(&self, password: &[u8], scheme: Scheme) -> Result<String, PasswordError> {
         let (m, t, p) = scheme.params();
         let params = Params::new(m, t, p, None).map_err(|e| PasswordError::Hash(e.to_string()))?;
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2(params)
-            .hash_password(password, &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| PasswordError::Hash(e.to_string()))
+        let hash_err = |e: &dyn std::fmt::Display| PasswordError::Hash(e.to_string());
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .as_salt()
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| hash_err(&e))?;
+        let blocks = params.block_count();
+        let params_string = ParamsString::try_from(&params).map_err(|e| hash_err(&e))?;
+        let argon2 = self.argon2(params);
+        let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            hash_into(&argon2, blocks, password, salt_raw, out)
+                .map_err(argon2::password_hash::Error::from)
+        })
+        .map_err(|e| hash_err(&e))?;
+        Ok(PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: params_string,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        }
+        .to_string())
     }
 
     /// Checks `password` against a stored PHC string. The parameters come
@@ -89,13 +157,30 @@ impl PasswordHashing {
                 hash.algorithm
             )));
         }
+        if hash.version.is_some_and(|v| v != u32::from(Version::V0x13)) {
+            return Err(PasswordError::Malformed(format!(
+                "unsupported argon2 version {:?}",
+                hash.version
+            )));
+        }
         let params =
             Params::try_from(&hash).map_err(|e| PasswordError::Malformed(e.to_string()))?;
-        match self.argon2(params).verify_password(password, &hash) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(e) => Err(PasswordError::Hash(e.to_string())),
-        }
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+            return Err(PasswordError::Malformed("no salt or no hash".into()));
+        };
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| PasswordError::Malformed(e.to_string()))?;
+        let blocks = params.block_count();
+        let argon2 = self.argon2(params);
+        let computed = Output::init_with(expected.len(), |out| {
+            hash_into(&argon2, blocks, password, salt_raw, out)
+                .map_err(argon2::password_hash::Error::from)
+        })
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+        // `Output`'s `==` is constant-time.
+        Ok(computed == expected)
     }
 }
 
@@ -129,6 +214,54 @@ mod tests {
         assert!(!PasswordHashing::new([4; 32])
             .verify(b"hunter22", &phc)
             .unwrap());
+    }
+
+    /// Ours and `argon2`'s own `PasswordHasher`/`PasswordVerifier` (which
+    /// allocate their memory per hash) agree both ways, for both schemes:
+    /// the kept memory changes nothing stored.
+    #[test]
+    fn hashes_are_those_of_argon2s_own_hasher_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let pepper = [7; 32];
+        let h = PasswordHashing::new(pepper);
+        for scheme in [Scheme::Device, Scheme::Admin] {
+            let (m, t, p) = scheme.params();
+            let theirs = h.argon2(Params::new(m, t, p, None).unwrap());
+            let ours = h.hash(b"s3cret-pass1", scheme).unwrap();
+            let parsed = PasswordHash::new(&ours).unwrap();
+            assert!(theirs.verify_password(b"s3cret-pass1", &parsed).is_ok());
+            assert!(theirs.verify_password(b"s3cret-pass2", &parsed).is_err());
+            let salt = SaltString::generate(&mut OsRng);
+            let made = theirs
+                .hash_password(b"s3cret-pass1", &salt)
+                .unwrap()
+                .to_string();
+            assert!(h.verify(b"s3cret-pass1", &made).unwrap(), "{scheme:?}");
+            assert!(!h.verify(b"s3cret-pass2", &made).unwrap(), "{scheme:?}");
+        }
+    }
+
+    /// One thread, many hashes in the same kept memory: each still matches
+    /// only its own password, and a larger (admin) hash does not make the
+    /// thread keep more than [`REUSED_BLOCKS`].
+    #[test]
+    fn the_kept_memory_is_reused_and_bounded() {
+        let h = PasswordHashing::new([9; 32]);
+        let hashes: Vec<String> = (0..4)
+            .map(|i| {
+                h.hash(format!("pass-{i}").as_bytes(), Scheme::Device)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(MEMORY.with_borrow(Vec::len), REUSED_BLOCKS);
+        for (i, phc) in hashes.iter().enumerate() {
+            for j in 0..4 {
+                let pw = format!("pass-{j}");
+                assert_eq!(h.verify(pw.as_bytes(), phc).unwrap(), i == j, "{i} {j}");
+            }
+        }
+        h.hash(b"admin-pass", Scheme::Admin).unwrap();
+        assert_eq!(MEMORY.with_borrow(Vec::len), REUSED_BLOCKS);
     }
 
     #[test]
