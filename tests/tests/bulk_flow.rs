@@ -2,10 +2,13 @@
 //! devices register over HTTP, one `POST /api/client-registry/requests/grant`
 //! by prefix grants them all, and every device then collects its 201, also
 //! after the gateway is killed with `kill -9` and started again (the grants
-//! were durable before they were acknowledged).
+//! were durable before they were acknowledged). The same on one Redis,
+//! with a fleet of three hashing chunks (each chunk hashed while the one
+//! before it commits).
 
 use std::time::{Duration, Instant};
 
+use fleetgate_tests::redis::RedisServer;
 use fleetgate_tests::*;
 use serde_json::json;
 
@@ -21,10 +24,10 @@ fn password(i: usize) -> String {
     format!("pw-{i:05}-secret")
 }
 
-/// Every device of `0..DEVICES` polls once; returns the statuses seen, as
+/// Every device of `0..devices` polls once; returns the statuses seen, as
 /// (status, count) sorted by status. Each fleet thread keeps one
 /// keep-alive connection, as a NAT gateway in front of many devices would.
-fn fleet_polls(g: &Gateway) -> Vec<(u16, usize)> {
+fn fleet_polls(g: &Gateway, devices: usize) -> Vec<(u16, usize)> {
     let http = g.http;
     let threads: Vec<_> = (0..FLEET_THREADS)
         .map(|t| {
@@ -36,7 +39,7 @@ fn fleet_polls(g: &Gateway) -> Vec<(u16, usize)> {
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = std::io::BufReader::new(stream);
                 let mut seen = std::collections::BTreeMap::new();
-                for i in (t..DEVICES).step_by(FLEET_THREADS) {
+                for i in (t..devices).step_by(FLEET_THREADS) {
                     let body = creds(&name(i), &password(i)).to_string();
                     let req = encode_request(
                         "POST",
@@ -74,7 +77,7 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
         json!({"durationMs": 600_000}).to_string().as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(fleet_polls(&g), vec![(202, DEVICES)]);
+    assert_eq!(fleet_polls(&g, DEVICES), vec![(202, DEVICES)]);
     // A device outside the prefix stays pending.
     assert_eq!(
         register(g.http, &creds("other-1", "pw-other-secret")).status,
@@ -103,7 +106,7 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
     eprintln!("bulk grant of {DEVICES} devices took {took:?}");
 
     // Every device collects its 201, and can log in with its password.
-    assert_eq!(fleet_polls(&g), vec![(201, DEVICES)]);
+    assert_eq!(fleet_polls(&g, DEVICES), vec![(201, DEVICES)]);
     assert_eq!(
         register(g.http, &creds("other-1", "pw-other-secret")).status,
         202
@@ -116,7 +119,7 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
     g.process.kill9();
     drop(g);
     let g = Gateway::start_in(dir.path(), &[]);
-    assert_eq!(fleet_polls(&g), vec![(201, DEVICES)]);
+    assert_eq!(fleet_polls(&g, DEVICES), vec![(201, DEVICES)]);
     let again = authed(
         g.admin,
         &g.admin_token(),
@@ -132,4 +135,55 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
     // Not a hard limit, a sign of trouble: 10,000 hashes on two cores take
     // a few seconds.
     assert!(took < Duration::from_secs(60), "{took:?}");
+}
+
+/// On one Redis: 1,500 devices (three chunks of `registry::bulk::CHUNK`)
+/// granted by one bulk call, each collects its 201, and the users survive
+/// a restart of the gateway.
+#[test]
+fn a_bulk_grant_of_three_chunks_on_redis_is_whole_and_collected() {
+    const ON_REDIS: usize = 1_500;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--store", url.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gateway::start_in(dir.path(), &args);
+    let token = g.admin_token();
+    let r = authed(
+        g.admin,
+        &token,
+        "POST",
+        "/api/client-registry/unlock",
+        json!({"durationMs": 600_000}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fleet_polls(&g, ON_REDIS), vec![(202, ON_REDIS)]);
+    let r = authed(
+        g.admin,
+        &token,
+        "POST",
+        "/api/client-registry/requests/grant",
+        json!({"selector": {"prefix": "fleet-"}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["granted"], ON_REDIS, "{}", body["granted"]);
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), ON_REDIS);
+    assert!(items.iter().all(|i| i["result"] == "granted"));
+    assert_eq!(fleet_polls(&g, ON_REDIS), vec![(201, ON_REDIS)]);
+    drop(g);
+    let g = Gateway::start_in(dir.path(), &args);
+    login(g.admin, &name(1499), &password(1499));
+    let users = authed(
+        g.admin,
+        &g.admin_token(),
+        "GET",
+        "/api/users?prefix=fleet-&limit=1",
+        b"",
+    );
+    assert_eq!(users.status, 200, "{}", users.text());
+    assert_eq!(users.json()["items"][0]["username"], name(0));
 }

@@ -209,15 +209,7 @@ impl<S: Store> Registry<S> {
             items[i] = Some(item(username, record.as_ref(), result));
         }
         let mut granted = 0;
-        for chunk in to_grant.chunks(CHUNK) {
-            let records: Vec<&RequestRecord> = chunk
-                .iter()
-                .map(|&i| resolved[i].1.as_ref().expect("pending has a record"))
-                .collect();
-            let commits = self.prepare_grants(&records, &roles, &permissions, now)?;
-            let results = self
-                .timed(StoreOp::CommitGrant, self.store.commit_grants(commits, now))
-                .await?;
+        let mut answer = |chunk: &[usize], results: Vec<GrantResult>| {
             for (&i, result) in chunk.iter().zip(results) {
                 let (username, record) = &resolved[i];
                 let result = match result {
@@ -231,7 +223,41 @@ impl<S: Store> Registry<S> {
                 };
                 items[i] = Some(item(username, record.as_ref(), result));
             }
+        };
+        // Each chunk is hashed while the one before it commits (see
+        // `prepare_grants_while`), then committed itself.
+        let mut committing: Option<(&[usize], Vec<GrantCommit>)> = None;
+        for chunk in to_grant.chunks(CHUNK) {
+            let records: Vec<&RequestRecord> = chunk
+                .iter()
+                .map(|&i| resolved[i].1.as_ref().expect("pending has a record"))
+                .collect();
+            let commits = match committing.take() {
+                None => self.prepare_grants(&records, &roles, &permissions, now, None)?,
+                Some((before, commits)) => {
+                    let commit =
+                        self.timed(StoreOp::CommitGrant, self.store.commit_grants(commits, now));
+                    let mut committed = None;
+                    let hashed = self.prepare_grants(
+                        &records,
+                        &roles,
+                        &permissions,
+                        now,
+                        Some(Box::new(|| committed = Some(drive(commit)))),
+                    );
+                    answer(before, committed.expect("driven by prepare_grants")?);
+                    hashed?
+                }
+            };
+            committing = Some((chunk, commits));
         }
+        if let Some((last, commits)) = committing {
+            let results = self
+                .timed(StoreOp::CommitGrant, self.store.commit_grants(commits, now))
+                .await?;
+            answer(last, results);
+        }
+        drop(answer);
         self.metrics.grants.increment(granted as u64);
         let outcome = BulkOutcome {
             items: items
@@ -300,16 +326,29 @@ impl<S: Store> Registry<S> {
     /// of one bulk call hashes at a time in this process (`bulk_hashing`),
     /// so concurrent bulk calls never run more hashing threads than there
     /// are cores, and the proxy workers keep a share of the CPU.
+    ///
+    /// With `meanwhile` (the previous chunk's commit), the calling thread
+    /// runs that instead of hashing, while as many other threads hash: the
+    /// hashing does not wait for the store. On one Redis a chunk's commit
+    /// (four pipelines of 128 scripts, one after the other) left the
+    /// hashing threads idle for its whole round trip.
     fn prepare_grants(
         &self,
         records: &[&RequestRecord],
         roles: &[String],
         permissions: &[crate::model::Permission],
         now: UnixMillis,
+        meanwhile: Option<Box<dyn FnOnce() + '_>>,
     ) -> Result<Vec<GrantCommit>, GrantError> {
         let _one_at_a_time = self.bulk_hashing.lock().unwrap_or_else(|p| p.into_inner());
         let next = AtomicUsize::new(0);
         let threads = self.hash_threads().min(records.len()).max(1);
+        // The calling thread hashes too, unless it has `meanwhile` to run.
+        let helpers = if meanwhile.is_some() {
+            threads
+        } else {
+            threads - 1
+        };
         let work = || {
             let mut done = Vec::new();
             loop {
@@ -325,16 +364,26 @@ impl<S: Store> Registry<S> {
         let mut slots: Vec<Option<Result<GrantCommit, GrantError>>> =
             (0..records.len()).map(|_| None).collect();
         std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads)
+            let helpers: Vec<_> = (1..=helpers)
                 .map(|n| {
                     std::thread::Builder::new()
                         .name(format!("fleetgate-hash-{n}"))
                         .spawn_scoped(scope, work)
                 })
                 .collect();
+            let hashes = match meanwhile {
+                Some(meanwhile) => {
+                    meanwhile();
+                    // Then only if no other thread could be spawned.
+                    helpers.iter().all(Result::is_err)
+                }
+                None => true,
+            };
             // The calling thread is one of the hashing threads.
-            for (i, c) in work() {
-                slots[i] = Some(c);
+            if hashes {
+                for (i, c) in work() {
+                    slots[i] = Some(c);
+                }
             }
             for helper in helpers {
                 // A thread that could not be spawned leaves its share to
@@ -444,6 +493,31 @@ impl<S: Store> Registry<S> {
                 None => return Ok((found, None)),
             }
         }
+    }
+}
+
+/// Drives `future` to its end on this thread, parking it between wakes: a
+/// store call made from inside [`Registry::prepare_grants`], which blocks
+/// this thread. The admin service runs a bulk grant on tokio's blocking
+/// pool inside `Handle::block_on`, so the runtime's context (the timers and
+/// connections a network store's future registers with) is this thread's,
+/// and the runtime's own threads drive them; the embedded store's future
+/// is ready at the first poll.
+fn drive<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 
