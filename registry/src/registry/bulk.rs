@@ -257,7 +257,6 @@ impl<S: Store> Registry<S> {
                 .await?;
             answer(last, results);
         }
-        drop(answer);
         self.metrics.grants.increment(granted as u64);
         let outcome = BulkOutcome {
             items: items
