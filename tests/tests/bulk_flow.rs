@@ -3,7 +3,7 @@
 //! by prefix grants them all, and every device then collects its 201, also
 //! after the gateway is killed with `kill -9` and started again (the grants
 //! were durable before they were acknowledged). The same on one Redis,
-//! with a fleet of three hashing chunks (each chunk hashed while the one
+//! with a fleet of ten hashing chunks (each chunk hashed while the one
 //! before it commits).
 
 use std::time::{Duration, Instant};
@@ -137,12 +137,12 @@ fn ten_thousand_devices_granted_by_prefix_each_collect_their_201() {
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
-/// On one Redis: 1,500 devices (three chunks of `registry::bulk::CHUNK`)
+/// On one Redis: 5,000 devices (ten chunks of `registry::bulk::CHUNK`)
 /// granted by one bulk call, each collects its 201, and the users survive
 /// a restart of the gateway.
 #[test]
-fn a_bulk_grant_of_three_chunks_on_redis_is_whole_and_collected() {
-    const ON_REDIS: usize = 1_500;
+fn a_bulk_grant_of_ten_chunks_on_redis_is_whole_and_collected() {
+    const ON_REDIS: usize = 5_000;
     let redis = RedisServer::start();
     let url = redis.url();
     let args = ["--store", url.as_str()];
@@ -176,7 +176,7 @@ fn a_bulk_grant_of_three_chunks_on_redis_is_whole_and_collected() {
     assert_eq!(fleet_polls(&g, ON_REDIS), vec![(201, ON_REDIS)]);
     drop(g);
     let g = Gateway::start_in(dir.path(), &args);
-    login(g.admin, &name(1499), &password(1499));
+    login(g.admin, &name(4999), &password(4999));
     let users = authed(
         g.admin,
         &g.admin_token(),

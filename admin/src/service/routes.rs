@@ -917,13 +917,22 @@ impl<S: Store> AdminService<S> {
                 // Hashing blocks, so the call runs on the blocking pool, as
                 // a single grant does (see `grant`); the registry bounds its
                 // hashing threads to the cores and hashes one bulk chunk at
-                // a time per process.
+                // a time per process. Unconstrained by tokio's cooperative
+                // budget: the registry drives each chunk's commit from
+                // inside this future while it hashes the next
+                // (`registry::bulk::drive`), and once the budget ran out a
+                // Redis commit answered `Pending` and woke itself at once,
+                // forever (a busy loop seen with gdb on a 5,000-device bulk
+                // grant). This task is on the blocking pool and starves no
+                // other one.
                 let permit = self.hashing_permit().await?;
                 let registry = Arc::clone(&self.registry);
                 let runtime = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    runtime.block_on(registry.grant_many(targets, overrides, now))
+                    runtime.block_on(tokio::task::unconstrained(
+                        registry.grant_many(targets, overrides, now),
+                    ))
                 })
                 .await
                 .map_err(|e| ApiError::Internal(format!("bulk grant task failed: {e}")))?

@@ -501,7 +501,11 @@ impl<S: Store> Registry<S> {
 /// pool inside `Handle::block_on`, so the runtime's context (the timers and
 /// connections a network store's future registers with) is this thread's,
 /// and the runtime's own threads drive them; the embedded store's future
-/// is ready at the first poll.
+/// is ready at the first poll. The caller's future must not be under
+/// tokio's cooperative budget (the admin service wraps it in
+/// `tokio::task::unconstrained`): this poll happens inside the caller's,
+/// so the budget is never reset, and a spent one makes every tokio
+/// resource answer `Pending` and wake itself, which would spin here.
 fn drive<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
