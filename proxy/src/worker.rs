@@ -35,6 +35,7 @@ use crate::http::response::write_json;
 use crate::mqtt::access::{self, AccessCache};
 use crate::mqtt::credentials::CredentialCache;
 use crate::mqtt::session;
+use crate::sources::SourceSlot;
 use crate::telemetry::{Listener, WorkerMetrics};
 use crate::tls::{Handshake, TlsStream, WorkerTls};
 
@@ -219,24 +220,34 @@ async fn accept_loop<S: Store>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let w = worker.clone();
-                let tls = tls.clone();
-                w.open.set(w.open.get() + 1);
+                worker.open.set(worker.open.get() + 1);
                 open_gauge.increment(1.0);
-                monoio::spawn(async move {
-                    match kind {
-                        Listener::Http => conn::serve(stream, peer, &w, None).await,
-                        Listener::Mqtt => session::serve(stream, peer, &w, None).await,
-                        Listener::Https | Listener::Mqtts => {
-                            if let Some(tls) = tls {
-                                serve_tls(stream, peer, &w, kind, &tls).await;
-                            }
-                        }
+                // One task type per listener, so that a task is as large as
+                // its own connection's future and no larger: a single
+                // `match kind` future was 24 KB (the TLS paths), moved in
+                // full for every refused CONNECT (perf: memmove at 13% of a
+                // CONNECT storm's samples; docs/BENCHMARKS.md, issue 17).
+                let w = worker.clone();
+                match kind {
+                    Listener::Http => {
+                        monoio::spawn(tracked(w, kind, slot, async move |w| {
+                            conn::serve(stream, peer, w, None).await
+                        }));
                     }
-                    drop(slot);
-                    w.open.set(w.open.get() - 1);
-                    w.metrics.open[kind as usize].decrement(1.0);
-                });
+                    Listener::Mqtt => {
+                        monoio::spawn(tracked(w, kind, slot, async move |w| {
+                            session::serve(stream, peer, w, None).await
+                        }));
+                    }
+                    Listener::Https | Listener::Mqtts => {
+                        let tls = tls.clone();
+                        monoio::spawn(tracked(w, kind, slot, async move |w| {
+                            if let Some(tls) = tls {
+                                serve_tls(stream, peer, w, kind, &tls).await
+                            }
+                        }));
+                    }
+                }
             }
             Ok(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -245,6 +256,20 @@ async fn accept_loop<S: Store>(
             }
         }
     }
+}
+
+/// Runs one connection's task and then gives back what its accept took:
+/// its per-source slot, its place in the worker's open count and gauge.
+async fn tracked<S: Store>(
+    worker: Rc<Worker<S>>,
+    kind: Listener,
+    slot: SourceSlot,
+    serve: impl AsyncFnOnce(&Worker<S>),
+) {
+    serve(&worker).await;
+    drop(slot);
+    worker.open.set(worker.open.get() - 1);
+    worker.metrics.open[kind as usize].decrement(1.0);
 }
 
 /// The 503 for a connection past `--max-connections` or

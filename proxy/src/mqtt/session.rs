@@ -129,7 +129,9 @@ pub async fn serve<S: Store, C: DeviceIo>(
     let write_timeout = app.config.write_timeout;
     match (verdict, config.upstream, admitted) {
         (Verdict::Pass, Some(upstream), Some(admitted)) => {
-            relay(stream, buf, upstream, admitted, worker).await
+            // Boxed: the relay's future is most of this one's size, and a
+            // refused CONNECT (the storm case) should not move it around.
+            Box::pin(relay(stream, buf, upstream, admitted, worker)).await
         }
         (Verdict::Pass, Some(_), None) => {
             refuse(stream, level, Refusal::NotAuthorized, write_timeout).await
