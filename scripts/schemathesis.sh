@@ -65,10 +65,29 @@ st() {
     --seed 18 --workers 2 --request-timeout 30 --no-color \
     --report junit --report-dir "$target/schemathesis-report" "${@:2}"
 }
+# One surface, run again once if and only if schemathesis itself crashed
+# with CPython 3.11's "AST constructor recursion depth mismatch"
+# SystemError (hypothesis describing a strategy's lambda deep in the
+# coverage phase's recursion; seen once in CI on 2026-12-02, on the same
+# schemathesis 4.32.5 and hypothesis 6.170.17 that passed before). That is
+# a crash of the tool before a request is made, not a finding: any failed
+# check, and any other error, still fails the step on the first run.
+st_surface() {
+  local log="$data/st-$(date +%s%N).log" rc=0
+  st "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  # A failed check is listed under FAILURES; a server that went away is a
+  # Network Error. Either keeps the first run's failure.
+  if [ "$rc" -ne 0 ] && grep -q 'SystemError: AST constructor recursion depth mismatch' "$log" \
+    && ! grep -qE '^=+ FAILURES =+$|Network Error' "$log"; then
+    echo "schemathesis crashed on CPython's AST recursion bug (not a finding); running this surface once more"
+    rc=0; st "$@" || rc=$?
+  fi
+  return "$rc"
+}
 status=0
 # The device run first: the admin run locks the registry now and then.
-st "$device" --include-path-regex '^/(api/(client-registry/register|login|certificates/ca|openapi\.json)|healthz|readyz)$' || status=$?
-st "$admin" --exclude-path /api/client-registry/register || status=$?
+st_surface "$device" --include-path-regex '^/(api/(client-registry/register|login|certificates/ca|openapi\.json)|healthz|readyz)$' || status=$?
+st_surface "$admin" --exclude-path /api/client-registry/register || status=$?
 echo "schemathesis: exit $status in $(( $(date +%s) - start )) s"
 if [ "$status" -ne 0 ]; then tail -50 "$data/fleetgate.log"; fi
 exit "$status"
