@@ -67,9 +67,11 @@ st() {
 }
 # One surface, run again once if and only if schemathesis itself crashed
 # with CPython 3.11's "AST constructor recursion depth mismatch"
-# SystemError (hypothesis describing a strategy's lambda deep in the
-# coverage phase's recursion; seen once in CI on 2026-12-02, on the same
-# schemathesis 4.32.5 and hypothesis 6.170.17 that passed before). That is
+# SystemError: hypothesis parses a module's source the first time it
+# describes one of its lambdas, and two `--workers` threads doing so at once
+# race on the AST constructor's depth counter (a CPython 3.11 bug; seen once
+# in CI on 2026-12-02, on the same schemathesis 4.32.5 and hypothesis
+# 6.170.17 that passed before, so it is a race, not the seed). That is
 # a crash of the tool before a request is made, not a finding: any failed
 # check, and any other error, still fails the step on the first run.
 st_surface() {
