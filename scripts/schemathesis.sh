@@ -58,7 +58,7 @@ start=$(date +%s)
 # register poll; the device port serves the register poll, login, the CA,
 # this document and the health checks (the rest is 404 there by design).
 st() {
-  timeout $((max_time + 120)) "$venv/bin/st" run "$1/api/openapi.json" --url "$1" \
+  timeout $((max_time + 120)) "$venv/bin/st" --config-file scripts/schemathesis.toml run "$1/api/openapi.json" --url "$1" \
     -H "Authorization: Bearer $token" \
     --checks all --exclude-checks positive_data_acceptance,object_level_authorization \
     --max-examples "$max_examples" --max-time "$max_time" \
