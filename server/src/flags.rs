@@ -320,6 +320,8 @@ pub struct GatewayFlags {
     pub rate_limit_per_ip: RateSetting,
 
     /// Most usernames (and, separately, IPs) the rate limiters remember.
+    /// Full, they forget the keys untouched for longest: a key seen at
+    /// least once per half this many other keys is never forgotten.
     #[arg(long, env = "FLEETGATE_RATE_LIMIT_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(64..=100_000_000))]
     pub rate_limit_keys: u64,
 

@@ -136,12 +136,30 @@ pub struct PollCache {
     misses: metrics::Counter,
 }
 
+/// The capacity of one shard of a cache for `working_set` entries.
+///
+/// A [`GenerationalMap`] keeps a key only if it is touched once per
+/// generation, half its capacity. Each shard's generation therefore holds
+/// its whole share of the working set, with a sixteenth more for the
+/// unevenness of the hash across shards (at 500,000 a shard's share is
+/// 7,812 ± 88, so the margin is over five standard deviations). Sized at
+/// just the working set, a fleet of `--max-pending` devices polled in
+/// rotation thrashed the cache: on one Redis, 500,000 devices polled round
+/// after round got 23% to 78% hits where 100% were due, and 0.27× nginx's
+/// rate (docs/BENCHMARKS.md, issue 17).
+fn shard_capacity(working_set: usize) -> usize {
+    let share = working_set.div_ceil(SHARDS);
+    2 * (share + share / 16 + 1)
+}
+
 impl PollCache {
-    /// A cache trusting entries for `ttl`, holding at most `max_entries`.
-    pub fn new(ttl: Duration, max_entries: usize) -> Arc<Self> {
+    /// A cache trusting entries for `ttl` that keeps all of `working_set`
+    /// requests cached while each is polled in rotation (the proxies pass
+    /// `--max-pending`). It holds at most about twice as many entries.
+    pub fn new(ttl: Duration, working_set: usize) -> Arc<Self> {
         Arc::new(PollCache {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(GenerationalMap::new((max_entries / SHARDS).max(2))))
+                .map(|_| Mutex::new(GenerationalMap::new(shard_capacity(working_set))))
                 .collect(),
             epochs: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             store_epochs: Mutex::new(None),
@@ -956,7 +974,31 @@ mod tests {
             let name = format!("dev{i}");
             c.remember(&name, Fingerprint([0; 32]), t, c.epoch(&name));
         }
-        assert!(c.len() <= 128, "{}", c.len());
+        // No shard past its cap (2 × (2 + 0 + 1)), so never more than
+        // three times the working set in all.
+        assert!(c.len() <= SHARDS * shard_capacity(128), "{}", c.len());
+        assert!(SHARDS * shard_capacity(128) <= 3 * 128);
+    }
+
+    #[test]
+    fn a_working_set_polled_in_rotation_stays_cached() {
+        // The fleet workload: every one of `n` pending devices polled in
+        // turn, round after round. Sized at `n` alone, generations of half
+        // that dropped most entries before their next poll.
+        let n = 50_000;
+        let c = validated_cache(Duration::from_secs(600), n);
+        let t = Instant::now();
+        let names: Vec<String> = (0..n).map(|i| format!("fleet-{i:07}")).collect();
+        for name in &names {
+            c.remember(name, Fingerprint([3; 32]), t, c.epoch(name));
+        }
+        for round in 0..3 {
+            let misses = names
+                .iter()
+                .filter(|name| !c.fresh(name, Some(&Fingerprint([3; 32])), t))
+                .count();
+            assert_eq!(misses, 0, "round {round}: {misses} of {n} forgotten");
+        }
     }
 
     #[test]
