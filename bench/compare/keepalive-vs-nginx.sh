@@ -16,9 +16,14 @@
 #    devices are made pending by a fill pass first; the run fails unless
 #    every answer was a 202.
 #
-#   [BIN=path] [ROUNDS=3] [PERF=file] bench/compare/keepalive-vs-nginx.sh [duration] [devices]
+# STORE=redis runs both gateways on a redis-server this script starts
+# (no persistence, pinned to core 1 beside wrk, so that core 0 holds only
+# the server being measured); the proxy's poll cache is on, as by default.
 #
-# Installs nginx-light and wrk (Debian) if missing. Loopback only.
+#   [BIN=path] [ROUNDS=3] [PERF=file] [STORE=embedded|redis] bench/compare/keepalive-vs-nginx.sh [duration] [devices]
+#
+# Installs nginx-light and wrk (Debian), and redis-server for STORE=redis,
+# if missing. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration="${1:-10s}"
@@ -26,6 +31,9 @@ devices="${2:-500000}"
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+store="${STORE:-embedded}"
+case "$store" in embedded) ;; redis) command -v redis-server >/dev/null || need+=(redis-server) ;;
+  *) echo "STORE must be embedded or redis, not $store" >&2; exit 2 ;; esac
 if ((${#need[@]})); then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; fi
 # BIN=path measures another build (for a before/after pair in one session).
 bin="${BIN:-./target/release/fleetgate}"
@@ -36,6 +44,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if [ "$store" = redis ]; then
+  rport=$(port)
+  taskset -c 1 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    --daemonize no > "$work/redis.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis-cli -p "$rport" ping >/dev/null || { echo "redis-server did not start" >&2; cat "$work/redis.log" >&2; exit 1; }
+fi
+# store_flags PREFIX: a gateway's store flags (none for the embedded store).
+store_flags() { [ "$store" = redis ] && echo "--store redis://127.0.0.1:$rport --redis-prefix $1" || true; }
 
 body='{"status":"pending","pairingId":"000000"}'
 nport=$(port)
@@ -63,7 +80,7 @@ taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & pids+=
 
 taskset -c 0 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
-  --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & pids+=($!)
+  --rate-limit-per-user off --rate-limit-per-ip off $(store_flags ka-one) 2> "$work/gw.log" & pids+=($!)
 for _ in $(seq 100); do grep -q "admin API listening" "$work/gw.log" && break; sleep 0.05; done
 gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
 admin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
@@ -83,7 +100,7 @@ LUA
 rate() { taskset -c 1 wrk -t1 -c64 -d"$duration" -s "$work/poll.lua" "$1" | tee "$work/wrk.out" >&2; awk '/Requests\/sec/ {print $2}' "$work/wrk.out"; }
 echo "== nginx (1 worker process, fixed 202)" >&2
 n=$(rate "http://127.0.0.1:$nport/api/client-registry/register")
-echo "== fleetgate (--workers 1, embedded store, a real pending request)" >&2
+echo "== fleetgate (--workers 1, $store store, a real pending request)" >&2
 f=$(rate "http://$gw/api/client-registry/register")
 python3 -c "print(f'one device: nginx {float(\"$n\"):.0f} req/s, fleetgate {float(\"$f\"):.0f} req/s, ratio {float(\"$f\")/float(\"$n\"):.2f}x')"
 
@@ -91,7 +108,7 @@ python3 -c "print(f'one device: nginx {float(\"$n\"):.0f} req/s, fleetgate {floa
 # limit.
 taskset -c 0 "$bin" --workers 1 --http-listen 127.0.0.1:0 --https-listen off --mqtts-listen off --admin-listen 127.0.0.1:0 \
   --mqtt-listen off --metrics-listen off --data-dir "$work/data-rot" --admin-password bench-admin-pw \
-  --rate-limit-per-ip off --max-pending $((devices + 100)) 2> "$work/rot.log" & pids+=($!)
+  --rate-limit-per-ip off --max-pending $((devices + 100)) $(store_flags ka-rot) 2> "$work/rot.log" & rpid=$!; pids+=("$rpid")
 for _ in $(seq 100); do grep -q "admin API listening" "$work/rot.log" && break; sleep 0.05; done
 rgw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/rot.log")
 radmin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/rot.log")
@@ -110,7 +127,9 @@ init = function()
       {["Content-Type"] = "application/json"},
       string.format('{"username":"fleet-%07d","password":"fleet-secret1"}', d))
   end
-  i = 0
+  -- START (the fill pass): resume where the devices made pending so far
+  -- end, since every wrk run begins its rotation again.
+  i = tonumber(os.getenv("START") or "0") % devices
 end
 request = function()
   i = i % devices + 1
@@ -120,7 +139,7 @@ LUA
 echo "== fill: $devices devices made pending" >&2
 pending() { curl -s "http://$radmin/api/client-registry" -H "Authorization: Bearer $rtok" | sed 's/.*"pending":\([0-9]*\).*/\1/'; }
 for _ in $(seq 20); do
-  taskset -c 1 wrk -t1 -c64 -d"$((devices / 40000 + 3))s" -s "$work/rotate.lua" "http://$rgw/api/client-registry/register" >/dev/null
+  START=$(pending) taskset -c 1 wrk -t1 -c64 -d"$((devices / 40000 + 3))s" -s "$work/rotate.lua" "http://$rgw/api/client-registry/register" >/dev/null
   [ "$(pending)" -ge "$devices" ] && break
 done
 [ "$(pending)" -ge "$devices" ] || { echo "only $(pending) of $devices devices pending" >&2; exit 1; }
@@ -141,8 +160,6 @@ done
 python3 -c "import statistics,sys; print(f'rotating $devices: median ratio {statistics.median(map(float, sys.argv[1:])):.2f}x over ${ROUNDS:-3} rounds')" "${ratios[@]}"
 # PERF=FILE: one more fleetgate run under `perf record -g`, for the profile.
 if [ -n "${PERF:-}" ]; then
-  rpid=${pids[2]:-}
-  [ -n "$rpid" ] || { echo "no rotating gateway pid" >&2; exit 1; }
   perf record -F 999 -g -o "$PERF" -p "$rpid" -- sleep 8 >/dev/null 2>&1 &
   ppid=$!
   rrate "http://$rgw" >/dev/null

@@ -7,7 +7,14 @@
 # handshakes (`--resume off`) and resumed handshakes (`--resume on`, TLS 1.3
 # tickets) are measured apart.
 #
-#   bench/compare/tls-vs-nginx.sh [duration]      # default 10s per run
+# DEVICES=n (default 1) polls n distinct pending devices in rotation
+# (`tls-storm --devices n`), the fleet workload of the keep-alive
+# comparison: they are made pending first by a plain-HTTP fill pass (wrk),
+# and the gateway keeps its default per-user limit (at these rates a device
+# is polled far less often than it allows); with 1, every poll is the same
+# device and both limits are off.
+#
+#   [DEVICES=n] bench/compare/tls-vs-nginx.sh [duration]      # default 10s per run
 #
 # Prints, per server and handshake kind: answered polls per second, the
 # server's CPU seconds (utime + stime of its processes, from /proc), polls
@@ -31,6 +38,9 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
+devices="${DEVICES:-1}"
+[[ "$devices" =~ ^[1-9][0-9]*$ ]] || { echo "DEVICES must be a positive integer" >&2; exit 2; }
+if ((devices > 1)); then command -v wrk >/dev/null || need+=(wrk); fi
 if ((${#need[@]})); then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; fi
 cargo build --release --locked --bin fleetgate --bin fleetgate-loadtest >/dev/null
 
@@ -75,16 +85,43 @@ http {
 NGINX
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" & npid=$!; pids+=("$npid")
 
+# One device: both limits off. Rotating: the default per-user limit.
+limits=(--rate-limit-per-ip off --max-pending $((devices + 100)))
+((devices > 1)) || limits+=(--rate-limit-per-user off)
 taskset -c 0 ./target/release/fleetgate --workers 1 --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 \
-  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --admin-listen off --mqtt-listen off \
+  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --admin-listen 127.0.0.1:0 --mqtt-listen off \
   --mqtts-listen off --metrics-listen off --data-dir "$work/data" --admin-password bench-admin-pw \
-  --rate-limit-per-user off --rate-limit-per-ip off 2> "$work/gw.log" & gpid=$!; pids+=("$gpid")
-for _ in $(seq 200); do grep -q "HTTPS listening" "$work/gw.log" && break; sleep 0.05; done
+  "${limits[@]}" 2> "$work/gw.log" & gpid=$!; pids+=("$gpid")
+for _ in $(seq 200); do grep -q "admin API listening" "$work/gw.log" && break; sleep 0.05; done
 gw=$(sed -n 's/.*device API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
 gws=$(sed -n 's/.*HTTPS listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
-if [[ -z "$gw" || -z "$gws" ]]; then echo "fleetgate did not log its listeners:" >&2; cat "$work/gw.log" >&2; exit 1; fi
-tok=$(curl -s -X POST "http://$gw/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
-curl -s -o /dev/null -X POST "http://$gw/api/client-registry/unlock" -H "Authorization: Bearer $tok" -d '{"durationMs":3600000}'
+admin=$(sed -n 's/.*admin API listening addr=\([^ ]*\).*/\1/p' "$work/gw.log")
+if [[ -z "$gw" || -z "$gws" || -z "$admin" ]]; then echo "fleetgate did not log its listeners:" >&2; cat "$work/gw.log" >&2; exit 1; fi
+# The admin API is on its own port (device ports do not serve it).
+tok=$(curl -s -X POST "http://$admin/api/login" -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+curl -s -o /dev/null -X POST "http://$admin/api/client-registry/unlock" -H "Authorization: Bearer $tok" -d '{"durationMs":3600000}'
+pending() { curl -s "http://$admin/api/client-registry" -H "Authorization: Bearer $tok" | sed 's/.*"pending":\([0-9]*\).*/\1/'; }
+if ((devices > 1)); then
+  # The fill pass: every device tls-storm will poll (`bench-device-<n>`,
+  # its default password) made pending over keep-alive plain HTTP.
+  cat > "$work/fill.lua" <<LUA
+local devices = $devices
+-- START: resume where the devices made pending so far end (every wrk
+-- run begins its rotation again).
+local i = tonumber(os.getenv("START") or "0") - 1
+request = function()
+  i = (i + 1) % devices
+  return wrk.format("POST", "/api/client-registry/register", {["Content-Type"] = "application/json"},
+    string.format('{"username":"bench-device-%d","password":"s3cret-pass"}', i))
+end
+LUA
+  echo "== fill: $devices devices made pending" >&2
+  for _ in $(seq 20); do
+    START=$(pending) taskset -c 1 wrk -t1 -c64 -d"$((devices / 30000 + 3))s" -s "$work/fill.lua" "http://$gw" >/dev/null
+    [ "$(pending)" -ge "$devices" ] && break
+  done
+  [ "$(pending)" -ge "$devices" ] || { echo "only $(pending) of $devices devices pending" >&2; exit 1; }
+fi
 # tls-storm's one device is `<prefix>-0`.
 poll='{"username":"bench-device-0","password":"s3cret-pass"}'
 curl -s -o /dev/null -X POST "http://$gw/api/client-registry/register" -d "$poll"
@@ -107,7 +144,7 @@ storm() {
   echo "== $name, --resume $resume, $duration" >&2
   before=$(cpu_ticks "$@")
   taskset -c 1 ./target/release/fleetgate-loadtest tls-storm --url "$url" --resume "$resume" \
-    --duration "$duration" --concurrency "$concurrency" --skip-signature-check --quiet \
+    --duration "$duration" --concurrency "$concurrency" --devices "$devices" --skip-signature-check --quiet \
     --json "$work/$name-$resume.json" >&2
   after=$(cpu_ticks "$@")
   python3 - "$work/$name-$resume.json" "$(( after - before ))" "$tck" <<'PY'
@@ -124,13 +161,13 @@ for resume in off on; do
   storm fleetgate "https://$gws" "$resume" "$gpid"
 done
 
-python3 - "$work" "$duration" "$concurrency" <<'PY'
+python3 - "$work" "$duration" "$concurrency" "$devices" <<'PY'
 import json, sys
-work, duration, concurrency = sys.argv[1:4]
+work, duration, concurrency, devices = sys.argv[1:5]
 runs = {(n, r): json.load(open(f"{work}/{n}-{r}.json")) for n in ("nginx", "fleetgate") for r in ("off", "on")}
 def per_cpu(s):
     return s["answered"] / s["server_cpu_secs"] if s["server_cpu_secs"] > 0 else float("nan")
-print(f"TLS new-connection polls, {duration} per run, {concurrency} connections in flight, "
+print(f"TLS new-connection polls, {duration} per run, {concurrency} connections in flight, {devices} device(s), "
       "servers on core 0, client on core 1")
 print(f"{'server':<10} {'handshakes':<10} {'polls/s':>9} {'server CPU s':>12} {'polls/CPU-s':>11} "
       f"{'full':>8} {'resumed':>8} {'client CPU':>10}  statuses, errors")
